@@ -1,0 +1,274 @@
+//! Balancers and their members: the authoritative balancing state.
+//!
+//! One [`Balancer`] per `balancer://NAME`. Its lbstatus counters live here, behind one lock that is
+//! held across the selector call, so a selection and its counter update are a single step even
+//! under concurrent requests: byrequests then gives Apache's exact order (BEHAVIOUR.md §2).
+
+pub mod select;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+pub use select::*;
+
+use crate::config::{BalancerConfig, MemberConfig};
+
+/// One member (Apache: a worker) with its live counters.
+#[derive(Debug)]
+pub struct Member {
+    pub config: MemberConfig,
+    /// Requests in flight.
+    busy: AtomicU64,
+    /// Bytes sent to plus read from the member.
+    traffic: AtomicU64,
+    /// Times chosen.
+    elected: AtomicU64,
+    /// Milliseconds since the balancer's epoch until which the member is in error; 0 = not in error.
+    error_until_ms: AtomicU64,
+}
+
+impl Member {
+    fn new(config: MemberConfig) -> Member {
+        Member {
+            config,
+            busy: AtomicU64::new(0),
+            traffic: AtomicU64::new(0),
+            elected: AtomicU64::new(0),
+            error_until_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub fn busy(&self) -> u64 {
+        self.busy.load(Ordering::Relaxed)
+    }
+
+    pub fn elected(&self) -> u64 {
+        self.elected.load(Ordering::Relaxed)
+    }
+
+    pub fn traffic(&self) -> u64 {
+        self.traffic.load(Ordering::Relaxed)
+    }
+
+    pub fn add_traffic(&self, bytes: u64) {
+        self.traffic.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Why no member could be chosen.
+#[derive(Debug, thiserror::Error)]
+pub enum ChooseError {
+    #[error("balancer `{balancer}`: no usable member")]
+    NoMember { balancer: String },
+    #[error("balancer `{balancer}`: {fault}")]
+    Fault { balancer: String, fault: SelectorFault },
+    #[error("balancer `{balancer}`: plugin `{plugin}` gave an invalid answer: {why}")]
+    InvalidAnswer { balancer: String, plugin: String, why: String },
+}
+
+struct Core {
+    lbstatus: Vec<i64>,
+    selector: Box<dyn MemberSelector>,
+    // Scratch buffers reused by every selection, so the hot path does not allocate.
+    candidates: Vec<u32>,
+    busy: Vec<u64>,
+    traffic: Vec<u64>,
+}
+
+/// A `balancer://NAME`: members, their state, and the selector.
+pub struct Balancer {
+    pub name: String,
+    pub lbmethod: String,
+    pub members: Vec<Member>,
+    pub timeout: Option<Duration>,
+    needs: SelectorNeeds,
+    epoch: Instant,
+    core: Mutex<Core>,
+}
+
+impl std::fmt::Debug for Balancer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Balancer").field("name", &self.name).field("lbmethod", &self.lbmethod).finish_non_exhaustive()
+    }
+}
+
+/// A chosen member, counted busy until dropped.
+#[derive(Debug)]
+pub struct Lease {
+    balancer: Arc<Balancer>,
+    index: usize,
+}
+
+impl Lease {
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    pub fn member(&self) -> &Member {
+        &self.balancer.members[self.index]
+    }
+
+    pub fn balancer(&self) -> &Arc<Balancer> {
+        &self.balancer
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.member().busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Balancer {
+    pub fn new(config: &BalancerConfig, selector: Box<dyn MemberSelector>) -> Balancer {
+        let n = config.members.len();
+        let needs = selector.needs().clone();
+        Balancer {
+            name: config.name.clone(),
+            lbmethod: config.lbmethod.clone(),
+            members: config.members.iter().cloned().map(Member::new).collect(),
+            timeout: config.timeout,
+            epoch: Instant::now(),
+            core: Mutex::new(Core {
+                lbstatus: vec![0; n],
+                selector,
+                candidates: Vec::with_capacity(n),
+                busy: Vec::with_capacity(n),
+                traffic: Vec::with_capacity(n),
+            }),
+            needs,
+        }
+    }
+
+    /// What the selector reads per request.
+    pub fn needs(&self) -> &SelectorNeeds {
+        &self.needs
+    }
+
+    /// The lbstatus counters as they are now (the balancer-manager's "Load" column).
+    pub fn lbstatus(&self) -> Vec<i64> {
+        self.lock().lbstatus.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn now_ms(&self) -> u64 {
+        // +1 so that 0 keeps meaning "not in error".
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Whether member `i` may be chosen now.
+    pub fn is_usable(&self, i: usize) -> bool {
+        let until = self.members[i].error_until_ms.load(Ordering::Relaxed);
+        until == 0 || self.now_ms() >= until
+    }
+
+    /// Put member `i` in error state for its `retry` period (Apache: a failed connection).
+    pub fn mark_error(&self, i: usize) {
+        let until = self.now_ms() + self.members[i].config.retry.as_millis() as u64;
+        self.members[i].error_until_ms.store(until.max(1), Ordering::Relaxed);
+    }
+
+    /// Choose a member for a request with no usable sticky route, skipping `exclude` (members
+    /// already tried for this request). The selection and its counter update are one atomic step.
+    pub fn choose(self: &Arc<Self>, request: &RequestInfo<'_>, exclude: &[usize]) -> Result<Lease, ChooseError> {
+        let mut guard = self.lock();
+        let core = &mut *guard;
+        self.fill_candidates(&mut core.candidates, exclude);
+        if core.candidates.is_empty() {
+            return Err(ChooseError::NoMember { balancer: self.name.clone() });
+        }
+        if self.needs.columns.busy {
+            core.busy.clear();
+            core.busy.extend(self.members.iter().map(Member::busy));
+        }
+        if self.needs.columns.traffic {
+            core.traffic.clear();
+            core.traffic.extend(self.members.iter().map(Member::traffic));
+        }
+        let state = SelectState {
+            candidates: &core.candidates,
+            lbstatus: if self.needs.columns.lbstatus { &core.lbstatus } else { &[] },
+            busy: &core.busy,
+            traffic: &core.traffic,
+        };
+        let selection = core
+            .selector
+            .select(request, &state)
+            .map_err(|fault| ChooseError::Fault { balancer: self.name.clone(), fault })?;
+        let index = match selection.member {
+            None => return Err(ChooseError::NoMember { balancer: self.name.clone() }),
+            Some(m) if core.candidates.binary_search(&m).is_ok() => m as usize,
+            Some(m) => {
+                return Err(self.invalid(core, format!("member {m} is not one of the candidates {:?}", core.candidates)));
+            }
+        };
+        self.apply_lbstatus(core, selection.lbstatus)?;
+        Ok(self.lease(index))
+    }
+
+    /// Charge a request that a sticky route sent to member `index` (Apache's `updatelbstatus`).
+    /// Returns `None` when the member is not usable, so the caller balances instead.
+    pub fn choose_sticky(self: &Arc<Self>, request: &RequestInfo<'_>, index: usize) -> Result<Option<Lease>, ChooseError> {
+        let mut guard = self.lock();
+        let core = &mut *guard;
+        self.fill_candidates(&mut core.candidates, &[]);
+        if core.candidates.binary_search(&(index as u32)).is_err() {
+            return Ok(None);
+        }
+        let state = SelectState {
+            candidates: &core.candidates,
+            lbstatus: if self.needs.columns.lbstatus { &core.lbstatus } else { &[] },
+            busy: &[],
+            traffic: &[],
+        };
+        let lbstatus = core
+            .selector
+            .sticky(request, index as u32, &state)
+            .map_err(|fault| ChooseError::Fault { balancer: self.name.clone(), fault })?;
+        self.apply_lbstatus(core, lbstatus)?;
+        Ok(Some(self.lease(index)))
+    }
+
+    fn lease(self: &Arc<Self>, index: usize) -> Lease {
+        let member = &self.members[index];
+        member.busy.fetch_add(1, Ordering::Relaxed);
+        member.elected.fetch_add(1, Ordering::Relaxed);
+        Lease { balancer: Arc::clone(self), index }
+    }
+
+    fn apply_lbstatus(&self, core: &mut Core, lbstatus: Vec<i64>) -> Result<(), ChooseError> {
+        if lbstatus.is_empty() {
+            return Ok(());
+        }
+        if lbstatus.len() != self.members.len() {
+            return Err(self.invalid(
+                core,
+                format!("{} lbstatus values for {} members", lbstatus.len(), self.members.len()),
+            ));
+        }
+        core.lbstatus = lbstatus;
+        Ok(())
+    }
+
+    fn invalid(&self, core: &Core, why: String) -> ChooseError {
+        ChooseError::InvalidAnswer { balancer: self.name.clone(), plugin: core.selector.name().to_string(), why }
+    }
+
+    /// Usable members of the lowest lbset tier that has any (Apache's lbset rule), minus `exclude`.
+    fn fill_candidates(&self, out: &mut Vec<u32>, exclude: &[usize]) {
+        out.clear();
+        let now = self.now_ms();
+        let usable = |i: usize| {
+            let until = self.members[i].error_until_ms.load(Ordering::Relaxed);
+            (until == 0 || now >= until) && !exclude.contains(&i)
+        };
+        let Some(tier) = (0..self.members.len()).filter(|&i| usable(i)).map(|i| self.members[i].config.lbset).min() else {
+            return;
+        };
+        out.extend((0..self.members.len()).filter(|&i| usable(i) && self.members[i].config.lbset == tier).map(|i| i as u32));
+    }
+}

@@ -1,0 +1,131 @@
+//! The member-selection seam: what the balancer asks of an lbmethod, in native terms.
+//!
+//! The balancer owns the state and the decision; a [`MemberSelector`] only proposes. The plugin
+//! module implements this trait with WebAssembly components; nothing here knows about Wasm.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use hyper::http::{HeaderMap, HeaderName, Method, Uri};
+
+/// Request fields a selector declared it reads.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RequestFields {
+    pub method: bool,
+    pub path: bool,
+    pub query: bool,
+    pub client_addr: bool,
+    pub host: bool,
+}
+
+/// Per-member state columns a selector declared it reads.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StateColumns {
+    pub lbstatus: bool,
+    pub busy: bool,
+    pub traffic: bool,
+}
+
+/// What a selector reads per request, declared once when it is configured.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SelectorNeeds {
+    pub fields: RequestFields,
+    pub headers: Vec<HeaderName>,
+    pub columns: StateColumns,
+}
+
+/// The request, as far as a selector may see it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo<'a> {
+    /// Fulcrum's id for the request (logs tag plugin output with it).
+    pub id: u64,
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+    pub client: IpAddr,
+    pub host: &'a str,
+}
+
+/// The balancer's state for one selection; every list is indexed by member.
+#[derive(Debug, Clone, Copy)]
+pub struct SelectState<'a> {
+    /// Members the selector may choose, ascending, never empty.
+    pub candidates: &'a [u32],
+    /// Empty unless the selector declared the column.
+    pub lbstatus: &'a [i64],
+    pub busy: &'a [u64],
+    pub traffic: &'a [u64],
+}
+
+/// A selector's proposal, checked by the balancer before use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    pub member: Option<u32>,
+    /// New lbstatus for every member, or empty for "unchanged".
+    pub lbstatus: Vec<i64>,
+}
+
+/// Why a selector call produced no answer. The selector has already recovered (a trapped instance
+/// is discarded); the request that hit it gets a 5xx.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectorFault {
+    pub plugin: String,
+    pub kind: FaultKind,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The plugin trapped (a panic, an unreachable, an out-of-bounds access).
+    Trap,
+    /// The call ran past its deadline and was interrupted.
+    Deadline,
+    /// The plugin tried to grow its memory past its limit.
+    Memory,
+    /// The plugin could not be (re)instantiated or (re)configured.
+    Setup,
+}
+
+impl fmt::Display for SelectorFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            FaultKind::Trap => "trapped",
+            FaultKind::Deadline => "ran past its deadline",
+            FaultKind::Memory => "exceeded its memory limit",
+            FaultKind::Setup => "could not be set up",
+        };
+        write!(f, "plugin `{}` {what}: {}", self.plugin, self.detail)
+    }
+}
+
+impl std::error::Error for SelectorFault {}
+
+/// An lbmethod for one balancer. Calls are serialised by the balancer, which holds its state for
+/// the duration of each call.
+pub trait MemberSelector: Send {
+    /// The plugin's name, for logs and errors.
+    fn name(&self) -> &str;
+
+    /// What the selector reads per request (fixed after configuration).
+    fn needs(&self) -> &SelectorNeeds;
+
+    /// Propose a member among `state.candidates` for a request without a usable sticky route.
+    fn select(&mut self, request: &RequestInfo<'_>, state: &SelectState<'_>) -> Result<Selection, SelectorFault>;
+
+    /// A sticky route sent the request to `member`: propose new lbstatus values (empty: unchanged).
+    fn sticky(&mut self, request: &RequestInfo<'_>, member: u32, state: &SelectState<'_>) -> Result<Vec<i64>, SelectorFault>;
+}
+
+/// The facts a selector is configured with.
+#[derive(Debug, Clone)]
+pub struct BalancerSpec<'a> {
+    pub name: &'a str,
+    pub lbmethod: &'a str,
+    pub members: &'a [crate::config::MemberConfig],
+    pub config: &'a toml::Table,
+}
+
+/// Builds selectors by lbmethod name (the plugin registry implements it).
+pub trait SelectorFactory {
+    fn selector(&self, spec: &BalancerSpec<'_>) -> Result<Box<dyn MemberSelector>, crate::Error>;
+}

@@ -1,0 +1,431 @@
+//! Configuration: the TOML file (`raw`), validated into typed, ready-to-use values.
+//!
+//! Loading never stops at the first mistake: every unknown key, bad value and missing piece is
+//! collected with its line, so `fulcrum check` shows them all at once.
+
+mod error;
+mod raw;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hyper::http::uri::{Authority, Scheme, Uri};
+use toml::Spanned;
+
+pub use error::{ConfigError, Location, Problem};
+
+/// Apache's default `retry` for a member in error state.
+pub const DEFAULT_RETRY: Duration = Duration::from_secs(60);
+/// Apache's default `ProxyTimeout`: the server's `Timeout`, which Debian's apache2.conf sets to 300 s.
+pub const DEFAULT_PROXY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub source: PathBuf,
+    pub listen: Vec<SocketAddr>,
+    pub plugins_dir: Option<PathBuf>,
+    pub proxy_timeout: Duration,
+    pub vhosts: Vec<VirtualHost>,
+    pub balancers: Vec<BalancerConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VirtualHost {
+    pub server_name: String,
+    pub server_alias: Vec<String>,
+    pub preserve_host: bool,
+    /// Longest path first, so the first match wins.
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The URL-path prefix.
+    pub path: String,
+    pub target: RouteTarget,
+}
+
+#[derive(Debug, Clone)]
+pub enum RouteTarget {
+    /// `ProxyPass PATH !`: not proxied.
+    Exclude,
+    /// `ProxyPass PATH balancer://NAME/PATH`: the balancer's index in [`Config::balancers`] and
+    /// the path that replaces the matched prefix.
+    Balancer { index: usize, path: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct BalancerConfig {
+    pub name: String,
+    pub lbmethod: String,
+    /// The lbmethod plugin's own table, as written.
+    pub lbmethod_config: toml::Table,
+    pub timeout: Option<Duration>,
+    pub members: Vec<MemberConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberConfig {
+    /// The URL as written (Apache's worker name).
+    pub url: String,
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Path prefix of the member URL without a trailing slash (`""` for `http://host`).
+    pub path: String,
+    pub route: String,
+    /// Apache's lbfactor: `loadfactor` x 100.
+    pub lbfactor: u32,
+    pub lbset: u32,
+    pub retry: Duration,
+    pub timeout: Option<Duration>,
+    pub connection_timeout: Option<Duration>,
+}
+
+impl Config {
+    /// Read and validate a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::single(path, format!("cannot read the configuration: {e}")))?;
+        Config::parse(&text, path)
+    }
+
+    /// Validate configuration text; `path` names it in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Loader { text, file: path, problems: Vec::new() }.load()
+    }
+}
+
+struct Loader<'a> {
+    text: &'a str,
+    file: &'a Path,
+    problems: Vec<Problem>,
+}
+
+impl Loader<'_> {
+    fn problem(&mut self, span: Option<std::ops::Range<usize>>, key: impl Into<Option<String>>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            location: span.map(|s| Location::of(self.text, s.start)),
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn at<T>(&mut self, value: &Spanned<T>, key: &str, message: impl Into<String>) {
+        self.problem(Some(value.span()), key.to_string(), message);
+    }
+
+    fn load(mut self) -> Result<Config, ConfigError> {
+        let raw = match self.deserialize() {
+            Some(raw) => raw,
+            None => return Err(self.into_error()),
+        };
+        let config = self.validate(raw);
+        if self.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(self.into_error())
+        }
+    }
+
+    fn into_error(mut self) -> ConfigError {
+        self.problems.sort_by_key(|p| p.location.map(|l| (l.line, l.column)));
+        ConfigError { file: self.file.to_path_buf(), problems: self.problems }
+    }
+
+    /// Parse the TOML and deserialize it, collecting unknown keys (with their lines) on the way.
+    fn deserialize(&mut self) -> Option<raw::RawConfig> {
+        let document = match toml::de::DeTable::parse(self.text) {
+            Ok(doc) => doc,
+            Err(e) => {
+                self.problem(e.span(), None, e.message().to_string());
+                return None;
+            }
+        };
+        let tree = document.clone();
+        let mut unknown: Vec<Vec<String>> = Vec::new();
+        let result = serde_ignored::deserialize(toml::de::Deserializer::from(document), |path| {
+            unknown.push(path_segments(&path));
+        });
+        for segments in unknown {
+            let span = key_span(&tree, &segments);
+            let shown = display_path(&segments);
+            self.problem(span, shown, "unknown key");
+        }
+        match result {
+            Ok(raw) => Some(raw),
+            Err(e) => {
+                self.problem(e.span(), None, e.message().to_string());
+                None
+            }
+        }
+    }
+
+    fn validate(&mut self, raw: raw::RawConfig) -> Config {
+        let mut listen = Vec::new();
+        for addr in &raw.listen {
+            match addr.get_ref().parse::<SocketAddr>() {
+                Ok(a) => listen.push(a),
+                Err(_) => self.at(addr, "listen", format!("`{}` is not an IP address with a port (like 127.0.0.1:8080)", addr.get_ref())),
+            }
+        }
+        if raw.listen.is_empty() {
+            self.problem(None, "listen".to_string(), "no address to listen on: add `listen = [\"127.0.0.1:8080\"]`");
+        }
+
+        let base = self.file.parent().unwrap_or(Path::new("."));
+        let plugins_dir = raw.plugins_dir.as_ref().map(|d| base.join(d.get_ref()));
+        let proxy_timeout = match &raw.proxy_timeout {
+            Some(t) => self.seconds(t, "proxy_timeout").unwrap_or(DEFAULT_PROXY_TIMEOUT),
+            None => DEFAULT_PROXY_TIMEOUT,
+        };
+
+        let mut balancers = Vec::new();
+        let mut balancer_index = BTreeMap::new();
+        for (name, balancer) in &raw.balancers {
+            balancer_index.insert(name.clone(), balancers.len());
+            balancers.push(self.balancer(name, balancer));
+        }
+
+        let mut vhosts = Vec::new();
+        for (i, vhost) in raw.vhosts.iter().enumerate() {
+            vhosts.push(self.vhost(i, vhost.get_ref(), &balancer_index));
+        }
+        if raw.vhosts.is_empty() {
+            self.problem(None, "vhost".to_string(), "no virtual host: add a [[vhost]] with a server_name and a proxy_pass");
+        }
+
+        Config { source: self.file.to_path_buf(), listen, plugins_dir, proxy_timeout, vhosts, balancers }
+    }
+
+    fn seconds(&mut self, value: &Spanned<u64>, key: &str) -> Option<Duration> {
+        if *value.get_ref() > 86_400 * 365 {
+            self.at(value, key, "more than a year of seconds: is this a typo?");
+            return None;
+        }
+        Some(Duration::from_secs(*value.get_ref()))
+    }
+
+    fn vhost(&mut self, i: usize, raw: &raw::RawVhost, balancers: &BTreeMap<String, usize>) -> VirtualHost {
+        let key = |k: &str| format!("vhost[{i}].{k}");
+        let server_name = raw.server_name.get_ref().trim().to_ascii_lowercase();
+        if server_name.is_empty() {
+            self.at(&raw.server_name, &key("server_name"), "empty server name");
+        }
+        let mut routes = Vec::new();
+        for (j, pass) in raw.proxy_pass.iter().enumerate() {
+            let pass = pass.get_ref();
+            let k = format!("vhost[{i}].proxy_pass[{j}]");
+            let path = pass.path.get_ref().clone();
+            if !path.starts_with('/') {
+                self.at(&pass.path, &format!("{k}.path"), format!("`{path}` must start with `/`"));
+            }
+            let to = pass.to.get_ref().trim();
+            let target = if to == "!" {
+                RouteTarget::Exclude
+            } else if let Some(rest) = to.strip_prefix("balancer://") {
+                let (name, target_path) = match rest.find('/') {
+                    Some(slash) => (&rest[..slash], &rest[slash..]),
+                    None => (rest, ""),
+                };
+                match balancers.get(name) {
+                    Some(&index) => RouteTarget::Balancer { index, path: target_path.to_string() },
+                    None => {
+                        let known: Vec<_> = balancers.keys().map(String::as_str).collect();
+                        self.at(&pass.to, &format!("{k}.to"), format!("no balancer named `{name}` (configured: {})", list_or_none(&known)));
+                        continue;
+                    }
+                }
+            } else {
+                self.at(&pass.to, &format!("{k}.to"), format!("`{to}` is neither `balancer://NAME/` nor `!`"));
+                continue;
+            };
+            routes.push(Route { path, target });
+        }
+        // Longest prefix first: the first match is the most specific, as Apache orders them.
+        routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
+        VirtualHost {
+            server_name,
+            server_alias: raw.server_alias.iter().map(|a| a.get_ref().trim().to_ascii_lowercase()).collect(),
+            preserve_host: raw.preserve_host,
+            routes,
+        }
+    }
+
+    fn balancer(&mut self, name: &str, spanned: &Spanned<raw::RawBalancer>) -> BalancerConfig {
+        let raw = spanned.get_ref();
+        let key = |k: &str| format!("balancer.{name}.{k}");
+        if raw.members.is_empty() {
+            self.problem(
+                Some(spanned.span()),
+                format!("balancer.{name}"),
+                format!("balancer `{name}` has no members: add at least one [[balancer.{name}.member]] with a url"),
+            );
+        }
+        let timeout = raw.timeout.as_ref().and_then(|t| self.seconds(t, &key("timeout")));
+        let mut members: Vec<MemberConfig> = Vec::new();
+        for (i, member) in raw.members.iter().enumerate() {
+            if let Some(m) = self.member(name, i, member.get_ref()) {
+                if let Some(dup) = members.iter().find(|o| !m.route.is_empty() && o.route == m.route) {
+                    let route = &member.get_ref().route;
+                    let message = format!("route `{}` is already used by member {}", m.route, dup.url);
+                    match route {
+                        Some(r) => self.at(r, &format!("balancer.{name}.member[{i}].route"), message),
+                        None => self.at(member, &format!("balancer.{name}.member[{i}]"), message),
+                    }
+                }
+                members.push(m);
+            }
+        }
+        BalancerConfig {
+            name: name.to_string(),
+            lbmethod: raw.lbmethod.as_ref().map_or_else(|| "byrequests".to_string(), |m| m.get_ref().clone()),
+            lbmethod_config: raw.lbmethod_config.as_ref().map(|t| t.get_ref().clone()).unwrap_or_default(),
+            timeout,
+            members,
+        }
+    }
+
+    fn member(&mut self, balancer: &str, i: usize, raw: &raw::RawMember) -> Option<MemberConfig> {
+        let key = |k: &str| format!("balancer.{balancer}.member[{i}].{k}");
+        let url = raw.url.get_ref().trim().to_string();
+        let parsed = match parse_member_url(&url) {
+            Ok(p) => Some(p),
+            Err(why) => {
+                self.at(&raw.url, &key("url"), format!("bad member URL `{url}`: {why}"));
+                None
+            }
+        };
+        let loadfactor = match &raw.loadfactor {
+            Some(lf) if !(1..=100).contains(lf.get_ref()) => {
+                self.at(lf, &key("loadfactor"), format!("loadfactor must be 1 to 100 (Apache's range), not {}", lf.get_ref()));
+                1
+            }
+            Some(lf) => *lf.get_ref() as u32,
+            None => 1,
+        };
+        let lbset = match &raw.lbset {
+            Some(s) if !(0..=99).contains(s.get_ref()) => {
+                self.at(s, &key("lbset"), format!("lbset must be 0 to 99, not {}", s.get_ref()));
+                0
+            }
+            Some(s) => *s.get_ref() as u32,
+            None => 0,
+        };
+        let retry = raw.retry.as_ref().and_then(|r| self.seconds(r, &key("retry"))).unwrap_or(DEFAULT_RETRY);
+        let timeout = raw.timeout.as_ref().and_then(|t| self.seconds(t, &key("timeout")));
+        let connection_timeout = raw.connectiontimeout.as_ref().and_then(|t| self.seconds(t, &key("connectiontimeout")));
+        let (scheme, authority, path) = parsed?;
+        Some(MemberConfig {
+            url,
+            scheme,
+            authority,
+            path,
+            route: raw.route.as_ref().map(|r| r.get_ref().clone()).unwrap_or_default(),
+            lbfactor: loadfactor * 100,
+            lbset,
+            retry,
+            timeout,
+            connection_timeout,
+        })
+    }
+}
+
+/// `http://host[:port][/path]` → its parts. Only plain HTTP members for now.
+fn parse_member_url(url: &str) -> Result<(Scheme, Authority, String), String> {
+    let uri: Uri = url.parse().map_err(|e| format!("{e}"))?;
+    let scheme = uri.scheme().cloned().ok_or("it has no scheme; write it as http://HOST:PORT")?;
+    if scheme != Scheme::HTTP {
+        return Err(format!("scheme `{scheme}` is not supported; members are http://"));
+    }
+    let authority = uri.authority().cloned().ok_or("it has no host")?;
+    if authority.host().is_empty() {
+        return Err("it has no host".into());
+    }
+    if authority.as_str().contains('@') {
+        return Err("user information in member URLs is not supported".into());
+    }
+    if uri.query().is_some() {
+        return Err("a member URL cannot have a query".into());
+    }
+    let path = uri.path().trim_end_matches('/').to_string();
+    Ok((scheme, authority, path))
+}
+
+fn list_or_none(items: &[&str]) -> String {
+    if items.is_empty() { "none".into() } else { items.join(", ") }
+}
+
+/// The key path of an ignored field, without serde's internal wrappers.
+fn path_segments(path: &serde_ignored::Path<'_>) -> Vec<String> {
+    use serde_ignored::Path;
+    let mut out = Vec::new();
+    let mut cur = path;
+    loop {
+        match cur {
+            Path::Root => break,
+            Path::Seq { parent, index } => {
+                out.push(index.to_string());
+                cur = parent;
+            }
+            Path::Map { parent, key } => {
+                if !key.starts_with("$__serde_spanned") {
+                    out.push(key.clone());
+                }
+                cur = parent;
+            }
+            Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => cur = parent,
+        }
+    }
+    out.reverse();
+    out
+}
+
+fn display_path(segments: &[String]) -> String {
+    let mut s = String::new();
+    for seg in segments {
+        if seg.parse::<usize>().is_ok() {
+            s.push_str(&format!("[{seg}]"));
+        } else {
+            if !s.is_empty() {
+                s.push('.');
+            }
+            s.push_str(seg);
+        }
+    }
+    s
+}
+
+/// The span of the key at `segments` in the parsed document (the key itself, for a line to point at).
+fn key_span(doc: &Spanned<toml::de::DeTable<'_>>, segments: &[String]) -> Option<std::ops::Range<usize>> {
+    use toml::de::DeValue;
+    let mut table = doc.get_ref();
+    let mut array: Option<&toml::de::DeArray<'_>> = None;
+    let mut span = None;
+    for seg in segments {
+        if let Some(arr) = array.take() {
+            let idx: usize = seg.parse().ok()?;
+            let item = arr.iter().nth(idx)?;
+            span = Some(item.span());
+            match item.get_ref() {
+                DeValue::Table(t) => table = t,
+                _ => return span,
+            }
+            continue;
+        }
+        let (k, v) = table.iter().find(|(k, _)| k.get_ref().as_ref() == seg.as_str())?;
+        span = Some(k.span());
+        match v.get_ref() {
+            DeValue::Table(t) => table = t,
+            DeValue::Array(a) => array = Some(a),
+            _ => {}
+        }
+    }
+    span
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,74 @@
+//! The configuration file as written: serde shapes with spans, before validation.
+//!
+//! Names follow Apache where Apache has them: member and balancer parameters keep Apache's own
+//! spelling (`loadfactor`, `connectiontimeout`, `stickysession`, `failonstatus`), directives become
+//! snake_case keys (`ServerName` → `server_name`, `ProxyTimeout` → `proxy_timeout`).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+pub struct RawConfig {
+    /// Addresses to listen on (`Listen`), e.g. `["127.0.0.1:8080"]`.
+    #[serde(default)]
+    pub listen: Vec<Spanned<String>>,
+    /// A folder of `.wasm` plugin components, loaded at start.
+    pub plugins_dir: Option<Spanned<String>>,
+    /// `ProxyTimeout`, seconds: how long to wait for a member's response (default 60).
+    pub proxy_timeout: Option<Spanned<u64>>,
+    #[serde(default, rename = "vhost")]
+    pub vhosts: Vec<Spanned<RawVhost>>,
+    #[serde(default, rename = "balancer")]
+    pub balancers: BTreeMap<String, Spanned<RawBalancer>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawVhost {
+    pub server_name: Spanned<String>,
+    #[serde(default)]
+    pub server_alias: Vec<Spanned<String>>,
+    /// `ProxyPreserveHost`: send the client's Host to the member instead of the member's own.
+    #[serde(default)]
+    pub preserve_host: bool,
+    #[serde(default)]
+    pub proxy_pass: Vec<Spanned<RawProxyPass>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawProxyPass {
+    /// The URL-path prefix (`ProxyPass PATH ...`).
+    pub path: Spanned<String>,
+    /// `balancer://NAME/PATH`, or `"!"` to exclude the path from proxying.
+    pub to: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawBalancer {
+    /// The member-selection plugin (`byrequests`, `bytraffic`, `bybusyness`, or a plugin's name).
+    pub lbmethod: Option<Spanned<String>>,
+    /// The lbmethod plugin's own configuration table.
+    pub lbmethod_config: Option<Spanned<toml::Table>>,
+    /// `timeout`, seconds: the balancer-wide response timeout.
+    pub timeout: Option<Spanned<u64>>,
+    #[serde(default, rename = "member")]
+    pub members: Vec<Spanned<RawMember>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawMember {
+    pub url: Spanned<String>,
+    #[serde(default)]
+    pub route: Option<Spanned<String>>,
+    /// Apache's `loadfactor` (1-100, default 1); lbfactor = loadfactor x 100.
+    pub loadfactor: Option<Spanned<i64>>,
+    /// Apache's `lbset` tier (0-99, default 0).
+    pub lbset: Option<Spanned<i64>>,
+    /// Seconds a member stays in error state before it is tried again (default 60).
+    pub retry: Option<Spanned<u64>>,
+    /// Seconds to wait for the member's response (overrides the balancer and `proxy_timeout`).
+    pub timeout: Option<Spanned<u64>>,
+    /// Seconds to wait for the TCP connection to the member.
+    pub connectiontimeout: Option<Spanned<u64>>,
+}

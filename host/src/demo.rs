@@ -1,0 +1,105 @@
+//! A small echo backend: what `fulcrum demo` runs behind the proxy, and what the tests use as
+//! real members on 127.0.0.1.
+//!
+//! Every response is plain text that says who answered and what arrived:
+//!
+//! ```text
+//! served-by: web1
+//! request: GET /path?q HTTP/1.1
+//! body-bytes: 0
+//! header: host: 127.0.0.1:18001
+//! header: x-forwarded-for: 127.0.0.1
+//! ```
+//!
+//! Two paths change the answer, for failure tests: `/status/NNN` answers with status NNN, and
+//! `/sleep/MS` waits MS milliseconds first.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// A running echo backend. Dropping it stops it.
+#[derive(Debug)]
+pub struct EchoServer {
+    pub addr: SocketAddr,
+    pub name: String,
+    served: Arc<AtomicU64>,
+    task: JoinHandle<()>,
+}
+
+impl EchoServer {
+    /// Listen on `addr` (port 0 for any) and answer as `name`.
+    pub async fn start(addr: SocketAddr, name: &str) -> std::io::Result<EchoServer> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let served = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(serve(listener, name.to_string(), Arc::clone(&served)));
+        Ok(EchoServer { addr, name: name.to_string(), served, task })
+    }
+
+    /// Requests answered so far.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::SeqCst)
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(listener: TcpListener, name: String, served: Arc<AtomicU64>) {
+    let name: Arc<str> = Arc::from(name);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let (name, served) = (Arc::clone(&name), Arc::clone(&served));
+        tokio::spawn(async move {
+            let service = service_fn(move |req| echo(req, Arc::clone(&name), Arc::clone(&served)));
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+async fn echo(request: Request<Incoming>, name: Arc<str>, served: Arc<AtomicU64>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = request.into_parts();
+    let body_bytes = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+    let path = parts.uri.path();
+    let mut status = StatusCode::OK;
+    if let Some(code) = path.strip_prefix("/status/").and_then(|c| c.parse::<u16>().ok()) {
+        status = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+    }
+    if let Some(ms) = path.strip_prefix("/sleep/").and_then(|c| c.parse::<u64>().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
+    }
+    let mut text = format!(
+        "served-by: {name}\nrequest: {} {} {:?}\nbody-bytes: {body_bytes}\n",
+        parts.method, parts.uri, parts.version
+    );
+    for (k, v) in &parts.headers {
+        text.push_str(&format!("header: {k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
+    }
+    served.fetch_add(1, Ordering::SeqCst);
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    *response.status_mut() = status;
+    response.headers_mut().insert("x-served-by", name.parse().unwrap_or_else(|_| "echo".parse().unwrap()));
+    response.headers_mut().insert(hyper::header::CONTENT_TYPE, "text/plain".parse().unwrap());
+    Ok(response)
+}

@@ -1,0 +1,27 @@
+//! Fulcrum: an HTTP load balancer whose routing is programmable with WebAssembly components.
+//!
+//! A request's path through the crate:
+//!
+//! 1. [`server`] accepts it on a listener (hyper, HTTP/1.1 with keep-alive);
+//! 2. [`proxy`] picks the virtual host (Host → ServerName/ServerAlias) and the route (longest
+//!    `proxy_pass` prefix), and asks the route's [`balancer`] for a member;
+//! 3. the balancer computes the candidates (usable members of the lowest lbset tier) and asks its
+//!    lbmethod, a [`balancer::MemberSelector`], to pick one; the selector is a WebAssembly
+//!    component run by [`plugin`] (the only module that names wasmtime), and the balancer checks
+//!    the answer and updates its counters in the same locked step;
+//! 4. the proxy forwards the request with a pooled client (timeouts, X-Forwarded-*, hop-by-hop
+//!    headers removed), fails over on a refused connection, and streams the response back.
+//!
+//! [`config`] turns the TOML file into validated values with file:line errors; [`demo`] is an echo
+//! backend for `fulcrum demo` and the tests.
+
+pub mod balancer;
+pub mod config;
+pub mod demo;
+pub mod log;
+pub mod plugin;
+pub mod proxy;
+pub mod server;
+
+/// Errors that end a command: they carry their whole context (file, balancer, plugin) in words.
+pub use anyhow::Error;

@@ -1,0 +1,208 @@
+//! The `fulcrum` command: `run`, `check`, `demo`, `plugin inspect`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use fulcrum::config::{Config, RouteTarget};
+use fulcrum::demo::EchoServer;
+use fulcrum::plugin::PluginRegistry;
+use fulcrum::server::{self, Runtime};
+
+/// The guide's set-up, compiled in so that `fulcrum demo` works from any folder.
+const GUIDE_CONFIG: &str = include_str!("../../examples/apache-guide.toml");
+const GUIDE_PATH: &str = "examples/apache-guide.toml";
+
+#[derive(Parser)]
+#[command(name = "fulcrum", version, about = "An HTTP load balancer programmable with WebAssembly")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a configuration (and configure its plugins), print what it sets up, and exit:
+    /// 0 when it is good, 1 with every problem and its file:line otherwise.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Run the proxy with the Apache guide's configuration and an echo backend for each of its
+    /// members on 127.0.0.1, so `curl http://127.0.0.1:8080/` shows balancing at once.
+    Demo {
+        /// Another configuration to demonstrate (its 127.0.0.1 members get echo backends).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Plugin tools.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Compile a plugin component and describe it: worlds, WIT version, imports, size, compile time.
+    Inspect { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    fulcrum::log::init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => load(&config).and_then(run),
+        Command::Check { config } => check(&config),
+        Command::Demo { config } => demo(config.as_deref()),
+        Command::Plugin { command: PluginCommand::Inspect { file } } => inspect(&file),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fulcrum: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<Config, fulcrum::Error> {
+    Ok(Config::load(path)?)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, fulcrum::Error> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn run(config: Config) -> Result<(), fulcrum::Error> {
+    let rt = runtime()?;
+    let runtime = Runtime::build(config)?;
+    rt.block_on(async {
+        let listeners = runtime.bind().await?;
+        announce(&listeners);
+        tokio::select! {
+            () = server::serve(listeners, runtime.proxy.clone()) => {}
+            () = shutdown_signal() => tracing::info!("shutting down"),
+        }
+        Ok(())
+    })
+}
+
+/// One line per listener on stdout: people read it, and tests learn the port from it.
+fn announce(listeners: &[tokio::net::TcpListener]) {
+    for l in listeners {
+        if let Ok(addr) = l.local_addr() {
+            println!("fulcrum listening on http://{addr}");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn check(path: &Path) -> Result<(), fulcrum::Error> {
+    let config = load(path)?;
+    let runtime = Runtime::build(config)?;
+    let c = &runtime.config;
+    println!("{}: OK", c.source.display());
+    for addr in &c.listen {
+        println!("listen {addr}");
+    }
+    for v in &c.vhosts {
+        let aliases = if v.server_alias.is_empty() { String::new() } else { format!(" (alias {})", v.server_alias.join(", ")) };
+        println!("vhost {}{aliases}{}", v.server_name, if v.preserve_host { ", preserve_host" } else { "" });
+        for r in &v.routes {
+            match &r.target {
+                RouteTarget::Exclude => println!("  proxy_pass {} !", r.path),
+                RouteTarget::Balancer { index, path } => {
+                    println!("  proxy_pass {} balancer://{}{path}", r.path, c.balancers[*index].name)
+                }
+            }
+        }
+    }
+    for b in &c.balancers {
+        println!("balancer {} lbmethod={}", b.name, b.lbmethod);
+        for m in &b.members {
+            println!(
+                "  member {} route={} loadfactor={} lbset={} retry={}s",
+                m.url,
+                if m.route.is_empty() { "-" } else { &m.route },
+                m.lbfactor / 100,
+                m.lbset,
+                m.retry.as_secs()
+            );
+        }
+    }
+    println!("plugins: {}", runtime.plugins.names().join(", "));
+    Ok(())
+}
+
+fn demo(path: Option<&Path>) -> Result<(), fulcrum::Error> {
+    let config = match path {
+        Some(p) => load(p)?,
+        None if Path::new(GUIDE_PATH).is_file() => load(Path::new(GUIDE_PATH))?,
+        None => Config::parse(GUIDE_CONFIG, Path::new(GUIDE_PATH))?,
+    };
+    let rt = runtime()?;
+    let runtime = Runtime::build(config)?;
+    rt.block_on(async {
+        let mut backends = Vec::new();
+        for b in &runtime.config.balancers {
+            for m in &b.members {
+                let host = m.authority.host();
+                if host != "127.0.0.1" && host != "localhost" {
+                    continue;
+                }
+                let addr = SocketAddr::from(([127, 0, 0, 1], m.authority.port_u16().unwrap_or(80)));
+                let name = if m.route.is_empty() { m.url.clone() } else { m.route.clone() };
+                let backend = EchoServer::start(addr, &name)
+                    .await
+                    .map_err(|e| fulcrum::Error::msg(format!("demo backend {name} on {addr}: {e}")))?;
+                println!("demo backend {name} on http://{}", backend.addr);
+                backends.push(backend);
+            }
+        }
+        let listeners = runtime.bind().await?;
+        announce(&listeners);
+        if let Some(addr) = runtime.config.listen.first() {
+            println!("try: curl -s http://{addr}/   (repeat it: the answers alternate between the members)");
+        }
+        tokio::select! {
+            () = server::serve(listeners, runtime.proxy.clone()) => {}
+            () = shutdown_signal() => tracing::info!("shutting down"),
+        }
+        drop(backends);
+        Ok(())
+    })
+}
+
+fn inspect(file: &Path) -> Result<(), fulcrum::Error> {
+    let info = PluginRegistry::inspect(file)?;
+    println!("name: {}", info.name);
+    println!("worlds: {}", info.worlds);
+    println!("wit: fulcrum:plugin@0.1.0");
+    println!("imports: {}", if info.imports.is_empty() { "none".into() } else { info.imports.join(", ") });
+    println!("size: {} bytes", info.size);
+    println!("compile time: {:.1} ms", info.compile_time.as_secs_f64() * 1000.0);
+    Ok(())
+}

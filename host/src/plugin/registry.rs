@@ -1,0 +1,249 @@
+//! The plugin registry: built-in plugins plus the components found in `plugins_dir`, by name.
+//!
+//! Built-ins are compiled on first use (a config that never names `bytraffic` never pays for it);
+//! files from the plugin directory are compiled and type-checked at load, so a broken file is an
+//! error before traffic arrives. Each compiled plugin keeps an `InstancePre` per world it exports.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
+
+use super::bindings::rules_world::RulesPluginPre;
+use super::bindings::selector_world::SelectorPluginPre;
+use super::store::{self, StoreState};
+use super::{PluginLimits, builtin, engine};
+use crate::Error;
+use crate::balancer::{BalancerSpec, MemberSelector, SelectorFactory};
+
+/// The WIT package version this host implements. Plugins must export interfaces of this version.
+pub const WIT_PACKAGE: &str = "fulcrum:plugin";
+pub const WIT_VERSION: &str = "0.1.0";
+
+/// Which worlds a plugin implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Worlds {
+    pub selector: bool,
+    pub rules: bool,
+}
+
+impl fmt::Display for Worlds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.selector, self.rules) {
+            (true, true) => f.write_str("selector, rules"),
+            (true, false) => f.write_str("selector"),
+            (false, true) => f.write_str("rules"),
+            (false, false) => f.write_str("none"),
+        }
+    }
+}
+
+/// What `fulcrum check` and `plugin inspect` show about a plugin.
+#[derive(Debug, Clone)]
+pub struct PluginInfo {
+    pub name: String,
+    /// `built-in`, or the file it came from.
+    pub origin: String,
+    pub worlds: Worlds,
+    pub imports: Vec<String>,
+    pub size: usize,
+    pub compile_time: Duration,
+}
+
+/// A compiled, type-checked plugin.
+pub struct CompiledPlugin {
+    pub info: PluginInfo,
+    pub name: Arc<str>,
+    pub selector: Option<SelectorPluginPre<StoreState>>,
+    pub rules: Option<RulesPluginPre<StoreState>>,
+}
+
+enum Source {
+    Builtin(&'static [u8]),
+    File(PathBuf),
+}
+
+struct Entry {
+    source: Source,
+    compiled: Option<Arc<CompiledPlugin>>,
+}
+
+/// All plugins known to this process, by name.
+pub struct PluginRegistry {
+    entries: Mutex<BTreeMap<String, Entry>>,
+    limits: PluginLimits,
+}
+
+impl fmt::Debug for PluginRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginRegistry").field("plugins", &self.names()).finish()
+    }
+}
+
+impl PluginRegistry {
+    /// The built-in plugins, plus every `*.wasm` in `plugins_dir` (compiled and checked now).
+    pub fn load(plugins_dir: Option<&Path>, limits: PluginLimits) -> Result<PluginRegistry, Error> {
+        let mut entries = BTreeMap::new();
+        for (name, bytes) in builtin::BUILTIN_PLUGINS {
+            entries.insert(name.to_string(), Entry { source: Source::Builtin(bytes), compiled: None });
+        }
+        let registry = PluginRegistry { entries: Mutex::new(entries), limits };
+        if let Some(dir) = plugins_dir {
+            registry.load_dir(dir)?;
+        }
+        Ok(registry)
+    }
+
+    fn load_dir(&self, dir: &Path) -> Result<(), Error> {
+        let listing = std::fs::read_dir(dir).map_err(|e| Error::msg(format!("plugins_dir {}: {e}", dir.display())))?;
+        let mut files: Vec<PathBuf> = listing
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
+            .collect();
+        files.sort();
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        for path in files {
+            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            if let Some(existing) = entries.get(&name) {
+                let what = match &existing.source {
+                    Source::Builtin(_) => "the built-in plugin".to_string(),
+                    Source::File(p) => format!("the plugin from {}", p.display()),
+                };
+                return Err(Error::msg(format!("plugin file {} is named `{name}`, like {what}", path.display())));
+            }
+            let bytes = std::fs::read(&path).map_err(|e| Error::msg(format!("plugin file {}: {e}", path.display())))?;
+            let compiled = compile(&name, &path.display().to_string(), &bytes)?;
+            entries.insert(name, Entry { source: Source::File(path), compiled: Some(Arc::new(compiled)) });
+        }
+        Ok(())
+    }
+
+    /// The names of every known plugin.
+    pub fn names(&self) -> Vec<String> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect()
+    }
+
+    pub fn limits(&self) -> PluginLimits {
+        self.limits
+    }
+
+    /// The compiled plugin called `name`, compiling a built-in on first use.
+    pub fn get(&self, name: &str) -> Result<Arc<CompiledPlugin>, Error> {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(entry) = entries.get_mut(name) else {
+            let known: Vec<_> = entries.keys().map(String::as_str).collect();
+            return Err(Error::msg(format!("no plugin named `{name}` (known: {})", known.join(", "))));
+        };
+        if let Some(compiled) = &entry.compiled {
+            return Ok(Arc::clone(compiled));
+        }
+        let compiled = match &entry.source {
+            Source::Builtin(bytes) => Arc::new(compile(name, "built-in", bytes)?),
+            Source::File(path) => {
+                let bytes = std::fs::read(path).map_err(|e| Error::msg(format!("plugin file {}: {e}", path.display())))?;
+                Arc::new(compile(name, &path.display().to_string(), &bytes)?)
+            }
+        };
+        entry.compiled = Some(Arc::clone(&compiled));
+        Ok(compiled)
+    }
+
+    /// Compile and describe a component file without registering it (`fulcrum plugin inspect`).
+    pub fn inspect(path: &Path) -> Result<PluginInfo, Error> {
+        let bytes = std::fs::read(path).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        Ok(compile(&name, &path.display().to_string(), &bytes)?.info)
+    }
+}
+
+impl SelectorFactory for PluginRegistry {
+    fn selector(&self, spec: &BalancerSpec<'_>) -> Result<Box<dyn MemberSelector>, Error> {
+        let plugin = self.get(spec.lbmethod).map_err(|e| Error::msg(format!("balancer `{}`: lbmethod: {e}", spec.name)))?;
+        let selector = super::selector::WasmSelector::new(plugin, spec, self.limits)
+            .map_err(|e| Error::msg(format!("balancer `{}`: {e}", spec.name)))?;
+        Ok(Box::new(selector))
+    }
+}
+
+/// Compile `bytes`, find the worlds it implements, and type-check it against them.
+fn compile(name: &str, origin: &str, bytes: &[u8]) -> Result<CompiledPlugin, Error> {
+    let fail = |why: String| Error::msg(format!("plugin `{name}` ({origin}): {why}"));
+    let engine = engine::engine();
+    let started = Instant::now();
+    let component = Component::new(engine, bytes).map_err(|e| fail(format!("not a valid WebAssembly component: {e}")))?;
+    let compile_time = started.elapsed();
+    let ty = component.component_type();
+
+    let mut worlds = Worlds::default();
+    for (export, item) in ty.exports(engine) {
+        let Some((package, interface, version)) = split_interface(export) else { continue };
+        if package != WIT_PACKAGE || !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
+            continue;
+        }
+        if version != WIT_VERSION {
+            return Err(fail(format!(
+                "exports `{export}`, built against {WIT_PACKAGE}@{version}; this Fulcrum implements @{WIT_VERSION}"
+            )));
+        }
+        match interface {
+            "selector" => worlds.selector = true,
+            "rules" => worlds.rules = true,
+            _ => {}
+        }
+    }
+    if !worlds.selector && !worlds.rules {
+        return Err(fail(format!(
+            "exports neither {WIT_PACKAGE}/selector@{WIT_VERSION} nor {WIT_PACKAGE}/rules@{WIT_VERSION}"
+        )));
+    }
+
+    let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
+    let with_wasi = imports.iter().any(|i| i.starts_with("wasi:"));
+    for import in &imports {
+        if let Some((package, _, version)) = split_interface(import)
+            && package == WIT_PACKAGE
+            && version != WIT_VERSION
+        {
+            return Err(fail(format!("imports `{import}`; this Fulcrum implements {WIT_PACKAGE}@{WIT_VERSION}")));
+        }
+    }
+    let linker = store::linker(engine, with_wasi).map_err(|e| fail(format!("{e}")))?;
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(|e| fail(format!("imports something Fulcrum does not provide: {e:#}")))?;
+    let selector = if worlds.selector {
+        Some(SelectorPluginPre::new(pre.clone()).map_err(|e| fail(format!("its selector interface does not match: {e:#}")))?)
+    } else {
+        None
+    };
+    let rules = if worlds.rules {
+        Some(RulesPluginPre::new(pre).map_err(|e| fail(format!("its rules interface does not match: {e:#}")))?)
+    } else {
+        None
+    };
+    Ok(CompiledPlugin {
+        name: Arc::from(name),
+        info: PluginInfo {
+            name: name.to_string(),
+            origin: origin.to_string(),
+            worlds,
+            imports,
+            size: bytes.len(),
+            compile_time,
+        },
+        selector,
+        rules,
+    })
+}
+
+/// `fulcrum:plugin/selector@0.1.0` → (`fulcrum:plugin`, `selector`, `0.1.0`).
+fn split_interface(name: &str) -> Option<(&str, &str, &str)> {
+    let (path, version) = name.split_once('@')?;
+    let (package, interface) = path.split_once('/')?;
+    Some((package, interface, version))
+}

@@ -1,0 +1,225 @@
+//! [`WasmSelector`]: a selector-world component behind the core's [`MemberSelector`] trait.
+
+use std::sync::Arc;
+
+use hyper::http::HeaderName;
+use wasmtime::{Store, Trap};
+
+use super::bindings::selector_world::SelectorPlugin;
+use super::bindings::selector_world::exports::fulcrum::plugin::selector as wit;
+use super::bindings::types;
+use super::registry::CompiledPlugin;
+use super::store::StoreState;
+use super::{PluginLimits, engine};
+use crate::Error;
+use crate::balancer::{
+    BalancerSpec, FaultKind, MemberSelector, RequestFields, RequestInfo, SelectState, Selection, SelectorFault,
+    SelectorNeeds, StateColumns,
+};
+
+/// One warm instance: its store and its typed exports.
+struct Live {
+    store: Store<StoreState>,
+    bindings: SelectorPlugin,
+}
+
+/// A selector plugin configured for one balancer.
+pub struct WasmSelector {
+    plugin: Arc<CompiledPlugin>,
+    info: wit::BalancerInfo,
+    needs: SelectorNeeds,
+    limits: PluginLimits,
+    live: Option<Live>,
+    /// Reused for every call so the per-request path does not allocate the lists.
+    state: wit::State,
+}
+
+impl WasmSelector {
+    pub fn new(plugin: Arc<CompiledPlugin>, spec: &BalancerSpec<'_>, limits: PluginLimits) -> Result<WasmSelector, Error> {
+        if plugin.selector.is_none() {
+            return Err(Error::msg(format!(
+                "plugin `{}` ({}) is not a selector: it implements {}",
+                plugin.info.name, plugin.info.origin, plugin.info.worlds
+            )));
+        }
+        let info = wit::BalancerInfo {
+            name: spec.name.to_string(),
+            members: spec
+                .members
+                .iter()
+                .map(|m| wit::Member { name: m.url.clone(), route: m.route.clone(), lbfactor: m.lbfactor, lbset: m.lbset })
+                .collect(),
+            config: plugin_config(&plugin.info.name, spec.config),
+        };
+        let mut selector = WasmSelector {
+            plugin,
+            info,
+            needs: SelectorNeeds::default(),
+            limits,
+            live: None,
+            state: wit::State { candidates: Vec::new(), lbstatus: Vec::new(), busy: Vec::new(), traffic: Vec::new() },
+        };
+        let (live, needs) = selector.instantiate().map_err(|fault| Error::msg(fault.detail))?;
+        selector.needs = needs;
+        selector.live = Some(live);
+        Ok(selector)
+    }
+
+    /// A fresh instance, configured with this balancer. Errors name the plugin.
+    fn instantiate(&self) -> Result<(Live, SelectorNeeds), SelectorFault> {
+        let name = &self.plugin.name;
+        let setup = |detail: String| SelectorFault { plugin: name.to_string(), kind: FaultKind::Setup, detail };
+        let pre = self.plugin.selector.as_ref().ok_or_else(|| setup("not a selector".into()))?;
+        let mut store = Store::new(engine::engine(), StoreState::new(Arc::clone(name), self.limits.memory_bytes));
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(engine::ticks(self.limits.configure_deadline));
+        let bindings = pre
+            .instantiate(&mut store)
+            .map_err(|e| setup(format!("plugin `{name}`: instantiation failed: {e:#}")))?;
+        let answer = bindings
+            .fulcrum_plugin_selector()
+            .call_configure(&mut store, &self.info)
+            .map_err(|e| setup(format!("plugin `{name}`: configure trapped: {e:#}")))?;
+        let needs = match answer {
+            Ok(needs) => convert_needs(needs).map_err(|why| setup(format!("plugin `{name}`: configure answered {why}")))?,
+            Err(types::PluginError::InvalidOption((key, why))) => {
+                return Err(setup(format!("plugin `{name}` refused option `{key}`: {why}")));
+            }
+            Err(types::PluginError::Other(why)) => return Err(setup(format!("plugin `{name}` refused its configuration: {why}"))),
+        };
+        Ok((Live { store, bindings }, needs))
+    }
+
+    /// Run one call on the warm instance (rebuilding it first if the last call killed it), under
+    /// the call deadline. Any error discards the instance.
+    fn call<R>(
+        &mut self,
+        request_id: u64,
+        f: impl FnOnce(&mut Store<StoreState>, &SelectorPlugin, &wit::State) -> wasmtime::Result<R>,
+    ) -> Result<R, SelectorFault> {
+        if self.live.is_none() {
+            let (live, _) = self.instantiate()?;
+            self.live = Some(live);
+        }
+        let Some(live) = self.live.as_mut() else { unreachable!("instantiated above") };
+        live.store.set_epoch_deadline(engine::ticks(self.limits.call_deadline));
+        live.store.data_mut().request_id = request_id;
+        match f(&mut live.store, &live.bindings, &self.state) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let memory = live.store.data().limiter.hit;
+                self.live = None;
+                Err(classify(&self.plugin.name, e, memory))
+            }
+        }
+    }
+
+    fn load_state(&mut self, state: &SelectState<'_>) {
+        let s = &mut self.state;
+        s.candidates.clear();
+        s.candidates.extend_from_slice(state.candidates);
+        s.lbstatus.clear();
+        s.lbstatus.extend_from_slice(state.lbstatus);
+        s.busy.clear();
+        s.busy.extend_from_slice(state.busy);
+        s.traffic.clear();
+        s.traffic.extend_from_slice(state.traffic);
+    }
+
+    /// The request as this plugin declared it wants it.
+    fn request_view(&self, request: &RequestInfo<'_>) -> types::RequestView {
+        let f = self.needs.fields;
+        let text = |wanted: bool, s: &str| if wanted { s.to_string() } else { String::new() };
+        let mut headers = Vec::new();
+        for name in &self.needs.headers {
+            for value in request.headers.get_all(name) {
+                headers.push((name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()));
+            }
+        }
+        types::RequestView {
+            method: text(f.method, request.method.as_str()),
+            path: text(f.path, request.uri.path()),
+            query: text(f.query, request.uri.query().unwrap_or("")),
+            client_addr: if f.client_addr { request.client.to_string() } else { String::new() },
+            host: text(f.host, request.host),
+            headers,
+        }
+    }
+}
+
+impl MemberSelector for WasmSelector {
+    fn name(&self) -> &str {
+        &self.plugin.name
+    }
+
+    fn needs(&self) -> &SelectorNeeds {
+        &self.needs
+    }
+
+    fn select(&mut self, request: &RequestInfo<'_>, state: &SelectState<'_>) -> Result<Selection, SelectorFault> {
+        let view = self.request_view(request);
+        self.load_state(state);
+        let decision = self.call(request.id, |store, b, s| b.fulcrum_plugin_selector().call_select(store, &view, s))?;
+        Ok(Selection { member: decision.member, lbstatus: decision.lbstatus })
+    }
+
+    fn sticky(&mut self, request: &RequestInfo<'_>, member: u32, state: &SelectState<'_>) -> Result<Vec<i64>, SelectorFault> {
+        self.load_state(state);
+        self.call(request.id, |store, b, s| b.fulcrum_plugin_selector().call_sticky(store, member, s))
+    }
+}
+
+fn classify(plugin: &str, error: wasmtime::Error, memory: bool) -> SelectorFault {
+    let kind = if memory {
+        FaultKind::Memory
+    } else if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        FaultKind::Deadline
+    } else {
+        FaultKind::Trap
+    };
+    SelectorFault { plugin: plugin.to_string(), kind, detail: format!("{error:?}") }
+}
+
+fn convert_needs(needs: wit::Needs) -> Result<SelectorNeeds, String> {
+    let mut headers = Vec::with_capacity(needs.headers.len());
+    for h in &needs.headers {
+        let name = HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
+            .map_err(|_| format!("`{h}`, which is not a header name"))?;
+        if !headers.contains(&name) {
+            headers.push(name);
+        }
+    }
+    let f = needs.fields;
+    let c = needs.columns;
+    Ok(SelectorNeeds {
+        fields: RequestFields {
+            method: f.contains(types::RequestFields::METHOD),
+            path: f.contains(types::RequestFields::PATH),
+            query: f.contains(types::RequestFields::QUERY),
+            client_addr: f.contains(types::RequestFields::CLIENT_ADDR),
+            host: f.contains(types::RequestFields::HOST),
+        },
+        headers,
+        columns: StateColumns {
+            lbstatus: c.contains(wit::StateColumns::LBSTATUS),
+            busy: c.contains(wit::StateColumns::BUSY),
+            traffic: c.contains(wit::StateColumns::TRAFFIC),
+        },
+    })
+}
+
+/// The plugin's TOML table as the WIT `plugin-config`.
+pub fn plugin_config(name: &str, table: &toml::Table) -> types::PluginConfig {
+    let options = table
+        .iter()
+        .filter_map(|(k, v)| {
+            let text = match v {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) | toml::Value::Datetime(_) => v.to_string(),
+                toml::Value::Array(_) | toml::Value::Table(_) => return None,
+            };
+            Some((k.clone(), text))
+        })
+        .collect();
+    types::PluginConfig { name: name.to_string(), options, toml: toml::to_string(table).unwrap_or_default() }
+}

@@ -1,0 +1,68 @@
+//! The body of every response Fulcrum sends: a member's body streamed through, or Fulcrum's own.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use crate::balancer::Lease;
+
+/// A response body. A member's body keeps the member's [`Lease`] (it counts as busy) until the
+/// body has been sent or dropped, and counts the bytes as the member's traffic.
+#[derive(Debug)]
+pub enum ProxyBody {
+    Upstream { body: Incoming, lease: Option<Lease> },
+    Local(Full<Bytes>),
+}
+
+impl ProxyBody {
+    pub fn text(text: impl Into<Bytes>) -> ProxyBody {
+        ProxyBody::Local(Full::new(text.into()))
+    }
+
+    pub fn empty() -> ProxyBody {
+        ProxyBody::Local(Full::new(Bytes::new()))
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Upstream { body, lease } => {
+                let polled = Pin::new(body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let (Some(data), Some(lease)) = (frame.data_ref(), lease.as_ref()) {
+                            lease.member().add_traffic(data.len() as u64);
+                        }
+                    }
+                    Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                        lease.take();
+                    }
+                    Poll::Pending => {}
+                }
+                polled
+            }
+            ProxyBody::Local(full) => Pin::new(full).poll_frame(cx).map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream { body, .. } => body.is_end_stream(),
+            ProxyBody::Local(full) => full.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream { body, .. } => body.size_hint(),
+            ProxyBody::Local(full) => full.size_hint(),
+        }
+    }
+}

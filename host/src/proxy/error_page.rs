@@ -1,0 +1,32 @@
+//! Fulcrum's own error responses, shaped like Apache's (same HTML, same headers).
+
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Response, StatusCode};
+
+use super::body::ProxyBody;
+
+/// An Apache-style HTML error page for `status`.
+pub fn error_page(status: StatusCode, host: &str, port: u16) -> Response<ProxyBody> {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let explanation = match status.as_u16() {
+        400 => "Your browser sent a request that this server could not understand.",
+        403 => "You don't have permission to access this resource.",
+        404 => "The requested URL was not found on this server.",
+        500 => "The server encountered an internal error or\nmisconfiguration and was unable to complete\nyour request.",
+        502 => "The proxy server received an invalid\nresponse from an upstream server.<br />",
+        503 => "The server is temporarily unable to service your\nrequest due to maintenance downtime or capacity\nproblems. Please try again later.",
+        504 => "The gateway did not receive a timely response\nfrom the upstream server or application.",
+        _ => "",
+    };
+    let body = format!(
+        "<!DOCTYPE HTML PUBLIC \"-//IETF//DTD HTML 2.0//EN\">\n<html><head>\n<title>{code} {reason}</title>\n\
+         </head><body>\n<h1>{reason}</h1>\n<p>{explanation}</p>\n<hr>\n<address>{server} Server at {host} Port {port}</address>\n\
+         </body></html>\n",
+        code = status.as_u16(),
+        server = super::SERVER,
+    );
+    let mut response = Response::new(ProxyBody::text(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=iso-8859-1"));
+    response
+}

@@ -1,0 +1,88 @@
+//! Request and response header rewriting for the hop to a member (RFC 9110 §7.6.1, mod_proxy).
+
+use std::net::IpAddr;
+
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, plus the legacy
+/// `Keep-Alive` and `Proxy-Connection`).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Remove hop-by-hop headers, including every header the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// Append `value` to a comma-separated header, as mod_proxy does for X-Forwarded-*.
+pub fn append_comma(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    let joined = match headers.get(&name).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.is_empty() => format!("{existing}, {value}"),
+        _ => value.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        headers.insert(name, v);
+    }
+}
+
+/// The X-Forwarded-* headers mod_proxy adds: the client, the Host it asked for, and this server.
+pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, original_host: Option<&str>, server_name: &str) {
+    append_comma(headers, HeaderName::from_static("x-forwarded-for"), &client.to_string());
+    if let Some(host) = original_host {
+        append_comma(headers, HeaderName::from_static("x-forwarded-host"), host);
+    }
+    append_comma(headers, HeaderName::from_static("x-forwarded-server"), server_name);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn forwarded_headers_append() {
+        let cases = [
+            (None, "10.0.0.9"),
+            (Some("1.2.3.4"), "1.2.3.4, 10.0.0.9"),
+            (Some(""), "10.0.0.9"),
+        ];
+        for (incoming, expected) in cases {
+            let mut h = HeaderMap::new();
+            if let Some(v) = incoming {
+                h.insert("x-forwarded-for", HeaderValue::from_static(v));
+            }
+            add_forwarded(&mut h, "10.0.0.9".parse().unwrap(), Some("www.example.com"), "www.example.com");
+            assert_eq!(h["x-forwarded-for"], expected, "incoming {incoming:?}");
+            assert_eq!(h["x-forwarded-host"], "www.example.com");
+            assert_eq!(h["x-forwarded-server"], "www.example.com");
+        }
+    }
+}

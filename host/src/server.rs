@@ -1,0 +1,87 @@
+//! Wiring: configuration → plugins → balancers → proxy → listeners.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use crate::Error;
+use crate::balancer::{Balancer, BalancerSpec, SelectorFactory};
+use crate::config::Config;
+use crate::plugin::{PluginLimits, PluginRegistry};
+use crate::proxy::Proxy;
+
+/// A configuration brought to life: plugins loaded and configured, balancers built.
+#[derive(Debug)]
+pub struct Runtime {
+    pub config: Config,
+    pub plugins: PluginRegistry,
+    pub proxy: Arc<Proxy>,
+}
+
+impl Runtime {
+    /// Load plugins and configure one selector per balancer. Errors name the balancer and plugin.
+    pub fn build(config: Config) -> Result<Runtime, Error> {
+        let plugins = PluginRegistry::load(config.plugins_dir.as_deref(), PluginLimits::default())?;
+        let mut balancers = Vec::with_capacity(config.balancers.len());
+        for b in &config.balancers {
+            let spec = BalancerSpec { name: &b.name, lbmethod: &b.lbmethod, members: &b.members, config: &b.lbmethod_config };
+            let selector = plugins.selector(&spec)?;
+            balancers.push(Arc::new(Balancer::new(b, selector)));
+        }
+        let proxy = Arc::new(Proxy::new(&config, balancers));
+        Ok(Runtime { config, plugins, proxy })
+    }
+
+    /// Bind every listener; errors name the address.
+    pub async fn bind(&self) -> Result<Vec<TcpListener>, Error> {
+        let mut listeners = Vec::new();
+        for addr in &self.config.listen {
+            let l = TcpListener::bind(addr).await.map_err(|e| Error::msg(format!("cannot listen on {addr}: {e}")))?;
+            listeners.push(l);
+        }
+        Ok(listeners)
+    }
+}
+
+/// Serve `listeners` until the process is stopped.
+pub async fn serve(listeners: Vec<TcpListener>, proxy: Arc<Proxy>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for listener in listeners {
+        tasks.spawn(accept_loop(listener, Arc::clone(&proxy)));
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>) {
+    let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!("accept on {local} failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = Arc::clone(&proxy);
+        tokio::spawn(async move {
+            let service = service_fn(move |request| Arc::clone(&proxy).handle(request, peer, local));
+            let served = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(20))
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(client = %peer, "connection ended: {e}");
+            }
+        });
+    }
+}

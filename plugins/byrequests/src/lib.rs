@@ -1,0 +1,39 @@
+//! `byrequests`: Apache's mod_lbmethod_byrequests, as a Fulcrum selector plugin.
+//!
+//! A smooth weighted round robin over Apache's `lbstatus` counters, which Fulcrum keeps (one
+//! authoritative copy per balancer) and hands in on every call: each candidate gets
+//! `lbstatus += lbfactor`, the strictly greatest wins (ties: the first listed), and the winner pays
+//! back the sum of the candidates' factors. Sticky requests are charged the same way
+//! (`updatelbstatus`), so the order matches Apache's exactly (BEHAVIOUR.md §2).
+
+use fulcrum_sdk::selector::*;
+use fulcrum_sdk::util::{smooth_weighted_charge, smooth_weighted_pick};
+
+pub struct ByRequests {
+    lbfactor: Vec<i64>,
+}
+
+impl Selector for ByRequests {
+    fn configure(balancer: &BalancerInfo) -> Result<(Self, Needs), PluginError> {
+        if let Some((key, _)) = balancer.config.options.first() {
+            return Err(PluginError::InvalidOption((key.clone(), "byrequests takes no options".into())));
+        }
+        let lbfactor = balancer.members.iter().map(|m| i64::from(m.lbfactor)).collect();
+        let needs = Needs { columns: StateColumns::LBSTATUS, ..Needs::default() };
+        Ok((ByRequests { lbfactor }, needs))
+    }
+
+    fn select(&mut self, _request: &RequestView, state: &State) -> Decision {
+        let mut lbstatus = state.lbstatus.clone();
+        let member = smooth_weighted_pick(&state.candidates, &self.lbfactor, &mut lbstatus);
+        Decision { member, lbstatus }
+    }
+
+    fn sticky(&mut self, member: u32, state: &State) -> Vec<i64> {
+        let mut lbstatus = state.lbstatus.clone();
+        smooth_weighted_charge(&state.candidates, &self.lbfactor, &mut lbstatus, member);
+        lbstatus
+    }
+}
+
+fulcrum_sdk::export_selector!(ByRequests);

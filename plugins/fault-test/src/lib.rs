@@ -1,0 +1,55 @@
+//! `fault-test`: a selector that misbehaves on request, for Fulcrum's own fault-containment tests.
+//!
+//! Not embedded in the binary. The request header named by option `header` (default `x-fault`)
+//! chooses the misbehaviour: `trap` (a panic, which aborts: a Wasm trap), `spin` (an endless loop,
+//! stopped only by the host's deadline), `grow` (allocates until the memory cap traps it),
+//! `bad-member` (answers a member index that does not exist), `decline` (answers no member). Any other
+//! request is served round robin over the candidates.
+
+use fulcrum_sdk::selector::*;
+
+pub struct FaultTest {
+    turn: u32,
+}
+
+impl Selector for FaultTest {
+    fn configure(balancer: &BalancerInfo) -> Result<(Self, Needs), PluginError> {
+        let mut header = "x-fault".to_string();
+        for (key, value) in &balancer.config.options {
+            match key.as_str() {
+                "header" => header = value.clone(),
+                other => return Err(PluginError::InvalidOption((other.into(), "unknown option".into()))),
+            }
+        }
+        Ok((FaultTest { turn: 0 }, Needs { headers: vec![header], ..Needs::default() }))
+    }
+
+    fn select(&mut self, request: &RequestView, state: &State) -> Decision {
+        let fault = request.headers.first().map(|(_, v)| v.as_str()).unwrap_or("");
+        match fault {
+            "trap" => panic!("fault-test: trap requested"),
+            "spin" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "grow" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "bad-member" => Decision { member: Some(u32::MAX - 1), lbstatus: Vec::new() },
+            "decline" => Decision { member: None, lbstatus: Vec::new() },
+            _ => {
+                let i = self.turn as usize % state.candidates.len();
+                self.turn = self.turn.wrapping_add(1);
+                Decision { member: Some(state.candidates[i]), lbstatus: Vec::new() }
+            }
+        }
+    }
+}
+
+fulcrum_sdk::export_selector!(FaultTest);
