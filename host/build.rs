@@ -36,11 +36,8 @@ fn run() -> Result<(), String> {
 
     // Share the nested build across profiles: target/wasm-plugins next to our own target dir.
     // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out.
-    let nested_target = out_dir
-        .ancestors()
-        .nth(4)
-        .map(|t| t.join("wasm-plugins"))
-        .unwrap_or_else(|| out_dir.join("wasm-plugins"));
+    let nested_target =
+        out_dir.ancestors().nth(4).map(|t| t.join("wasm-plugins")).unwrap_or_else(|| out_dir.join("wasm-plugins"));
 
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(&cargo);

@@ -78,7 +78,11 @@ async fn serve(listener: TcpListener, name: String, served: Arc<AtomicU64>) {
     }
 }
 
-async fn echo(request: Request<Incoming>, name: Arc<str>, served: Arc<AtomicU64>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn echo(
+    request: Request<Incoming>,
+    name: Arc<str>,
+    served: Arc<AtomicU64>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = request.into_parts();
     let body_bytes = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
     let path = parts.uri.path();

@@ -129,7 +129,8 @@ fn check(path: &Path) -> Result<(), fulcrum::Error> {
         println!("listen {addr}");
     }
     for v in &c.vhosts {
-        let aliases = if v.server_alias.is_empty() { String::new() } else { format!(" (alias {})", v.server_alias.join(", ")) };
+        let aliases =
+            if v.server_alias.is_empty() { String::new() } else { format!(" (alias {})", v.server_alias.join(", ")) };
         println!("vhost {}{aliases}{}", v.server_name, if v.preserve_host { ", preserve_host" } else { "" });
         for r in &v.routes {
             match &r.target {

@@ -29,7 +29,8 @@ impl Runtime {
         let plugins = PluginRegistry::load(config.plugins_dir.as_deref(), PluginLimits::default())?;
         let mut balancers = Vec::with_capacity(config.balancers.len());
         for b in &config.balancers {
-            let spec = BalancerSpec { name: &b.name, lbmethod: &b.lbmethod, members: &b.members, config: &b.lbmethod_config };
+            let spec =
+                BalancerSpec { name: &b.name, lbmethod: &b.lbmethod, members: &b.members, config: &b.lbmethod_config };
             let selector = plugins.selector(&spec)?;
             balancers.push(Arc::new(Balancer::new(b, selector)));
         }

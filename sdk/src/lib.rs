@@ -77,10 +77,8 @@ pub mod selector {
     pub use crate::selector_bindings::exports::fulcrum::plugin::selector::{
         BalancerInfo, Decision, Member, Needs, State, StateColumns,
     };
-    pub use crate::selector_bindings::fulcrum::plugin::types::{
-        PluginConfig, PluginError, RequestFields, RequestView,
-    };
-    pub use crate::{log, Level, Selector};
+    pub use crate::selector_bindings::fulcrum::plugin::types::{PluginConfig, PluginError, RequestFields, RequestView};
+    pub use crate::{Level, Selector, log};
 }
 
 #[cfg(feature = "selector")]

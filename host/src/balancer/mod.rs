@@ -203,7 +203,9 @@ impl Balancer {
             None => return Err(ChooseError::NoMember { balancer: self.name.clone() }),
             Some(m) if core.candidates.binary_search(&m).is_ok() => m as usize,
             Some(m) => {
-                return Err(self.invalid(core, format!("member {m} is not one of the candidates {:?}", core.candidates)));
+                return Err(
+                    self.invalid(core, format!("member {m} is not one of the candidates {:?}", core.candidates))
+                );
             }
         };
         self.apply_lbstatus(core, selection.lbstatus)?;
@@ -212,7 +214,11 @@ impl Balancer {
 
     /// Charge a request that a sticky route sent to member `index` (Apache's `updatelbstatus`).
     /// Returns `None` when the member is not usable, so the caller balances instead.
-    pub fn choose_sticky(self: &Arc<Self>, request: &RequestInfo<'_>, index: usize) -> Result<Option<Lease>, ChooseError> {
+    pub fn choose_sticky(
+        self: &Arc<Self>,
+        request: &RequestInfo<'_>,
+        index: usize,
+    ) -> Result<Option<Lease>, ChooseError> {
         let mut guard = self.lock();
         let core = &mut *guard;
         self.fill_candidates(&mut core.candidates, &[]);
@@ -245,10 +251,9 @@ impl Balancer {
             return Ok(());
         }
         if lbstatus.len() != self.members.len() {
-            return Err(self.invalid(
-                core,
-                format!("{} lbstatus values for {} members", lbstatus.len(), self.members.len()),
-            ));
+            return Err(
+                self.invalid(core, format!("{} lbstatus values for {} members", lbstatus.len(), self.members.len()))
+            );
         }
         core.lbstatus = lbstatus;
         Ok(())
@@ -266,9 +271,12 @@ impl Balancer {
             let until = self.members[i].error_until_ms.load(Ordering::Relaxed);
             (until == 0 || now >= until) && !exclude.contains(&i)
         };
-        let Some(tier) = (0..self.members.len()).filter(|&i| usable(i)).map(|i| self.members[i].config.lbset).min() else {
+        let Some(tier) = (0..self.members.len()).filter(|&i| usable(i)).map(|i| self.members[i].config.lbset).min()
+        else {
             return;
         };
-        out.extend((0..self.members.len()).filter(|&i| usable(i) && self.members[i].config.lbset == tier).map(|i| i as u32));
+        out.extend(
+            (0..self.members.len()).filter(|&i| usable(i) && self.members[i].config.lbset == tier).map(|i| i as u32),
+        );
     }
 }

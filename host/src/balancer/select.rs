@@ -113,7 +113,12 @@ pub trait MemberSelector: Send {
     fn select(&mut self, request: &RequestInfo<'_>, state: &SelectState<'_>) -> Result<Selection, SelectorFault>;
 
     /// A sticky route sent the request to `member`: propose new lbstatus values (empty: unchanged).
-    fn sticky(&mut self, request: &RequestInfo<'_>, member: u32, state: &SelectState<'_>) -> Result<Vec<i64>, SelectorFault>;
+    fn sticky(
+        &mut self,
+        request: &RequestInfo<'_>,
+        member: u32,
+        state: &SelectState<'_>,
+    ) -> Result<Vec<i64>, SelectorFault>;
 }
 
 /// The facts a selector is configured with.

@@ -39,7 +39,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn single(file: &Path, message: impl Into<String>) -> ConfigError {
-        ConfigError { file: file.to_path_buf(), problems: vec![Problem { location: None, key: None, message: message.into() }] }
+        ConfigError {
+            file: file.to_path_buf(),
+            problems: vec![Problem { location: None, key: None, message: message.into() }],
+        }
     }
 }
 

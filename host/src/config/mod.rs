@@ -106,7 +106,12 @@ struct Loader<'a> {
 }
 
 impl Loader<'_> {
-    fn problem(&mut self, span: Option<std::ops::Range<usize>>, key: impl Into<Option<String>>, message: impl Into<String>) {
+    fn problem(
+        &mut self,
+        span: Option<std::ops::Range<usize>>,
+        key: impl Into<Option<String>>,
+        message: impl Into<String>,
+    ) {
         self.problems.push(Problem {
             location: span.map(|s| Location::of(self.text, s.start)),
             key: key.into(),
@@ -124,11 +129,7 @@ impl Loader<'_> {
             None => return Err(self.into_error()),
         };
         let config = self.validate(raw);
-        if self.problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(self.into_error())
-        }
+        if self.problems.is_empty() { Ok(config) } else { Err(self.into_error()) }
     }
 
     fn into_error(mut self) -> ConfigError {
@@ -169,7 +170,11 @@ impl Loader<'_> {
         for addr in &raw.listen {
             match addr.get_ref().parse::<SocketAddr>() {
                 Ok(a) => listen.push(a),
-                Err(_) => self.at(addr, "listen", format!("`{}` is not an IP address with a port (like 127.0.0.1:8080)", addr.get_ref())),
+                Err(_) => self.at(
+                    addr,
+                    "listen",
+                    format!("`{}` is not an IP address with a port (like 127.0.0.1:8080)", addr.get_ref()),
+                ),
             }
         }
         if raw.listen.is_empty() {
@@ -195,7 +200,11 @@ impl Loader<'_> {
             vhosts.push(self.vhost(i, vhost.get_ref(), &balancer_index));
         }
         if raw.vhosts.is_empty() {
-            self.problem(None, "vhost".to_string(), "no virtual host: add a [[vhost]] with a server_name and a proxy_pass");
+            self.problem(
+                None,
+                "vhost".to_string(),
+                "no virtual host: add a [[vhost]] with a server_name and a proxy_pass",
+            );
         }
 
         Config { source: self.file.to_path_buf(), listen, plugins_dir, proxy_timeout, vhosts, balancers }
@@ -235,7 +244,11 @@ impl Loader<'_> {
                     Some(&index) => RouteTarget::Balancer { index, path: target_path.to_string() },
                     None => {
                         let known: Vec<_> = balancers.keys().map(String::as_str).collect();
-                        self.at(&pass.to, &format!("{k}.to"), format!("no balancer named `{name}` (configured: {})", list_or_none(&known)));
+                        self.at(
+                            &pass.to,
+                            &format!("{k}.to"),
+                            format!("no balancer named `{name}` (configured: {})", list_or_none(&known)),
+                        );
                         continue;
                     }
                 }
@@ -301,7 +314,11 @@ impl Loader<'_> {
         };
         let loadfactor = match &raw.loadfactor {
             Some(lf) if !(1..=100).contains(lf.get_ref()) => {
-                self.at(lf, &key("loadfactor"), format!("loadfactor must be 1 to 100 (Apache's range), not {}", lf.get_ref()));
+                self.at(
+                    lf,
+                    &key("loadfactor"),
+                    format!("loadfactor must be 1 to 100 (Apache's range), not {}", lf.get_ref()),
+                );
                 1
             }
             Some(lf) => *lf.get_ref() as u32,
@@ -317,7 +334,8 @@ impl Loader<'_> {
         };
         let retry = raw.retry.as_ref().and_then(|r| self.seconds(r, &key("retry"))).unwrap_or(DEFAULT_RETRY);
         let timeout = raw.timeout.as_ref().and_then(|t| self.seconds(t, &key("timeout")));
-        let connection_timeout = raw.connectiontimeout.as_ref().and_then(|t| self.seconds(t, &key("connectiontimeout")));
+        let connection_timeout =
+            raw.connectiontimeout.as_ref().and_then(|t| self.seconds(t, &key("connectiontimeout")));
         let (scheme, authority, path) = parsed?;
         Some(MemberConfig {
             url,

@@ -47,9 +47,12 @@ fn every_problem_is_reported_with_its_line() {
     let err = parse(&text).unwrap_err().to_string();
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 3, "{err}");
-    assert!(lines[0].starts_with("test.toml:15:1: `balancer.default.member[0].lbfactor`: unknown key"), "{err}");
-    assert!(lines[1].starts_with("test.toml:18:7: `balancer.default.member[1].url`: bad member URL `htp:/nowhere`"), "{err}");
-    assert!(lines[2].starts_with("test.toml:23:1: `balancer.empty`: balancer `empty` has no members"), "{err}");
+    assert!(lines[0].starts_with("test.toml:14:1: `balancer.default.member[0].lbfactor`: unknown key"), "{err}");
+    assert!(
+        lines[1].starts_with("test.toml:17:7: `balancer.default.member[1].url`: bad member URL `htp:/nowhere`"),
+        "{err}"
+    );
+    assert!(lines[2].starts_with("test.toml:21:1: `balancer.empty`: balancer `empty` has no members"), "{err}");
 }
 
 #[test]

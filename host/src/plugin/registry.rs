@@ -145,7 +145,8 @@ impl PluginRegistry {
         let compiled = match &entry.source {
             Source::Builtin(bytes) => Arc::new(compile(name, "built-in", bytes)?),
             Source::File(path) => {
-                let bytes = std::fs::read(path).map_err(|e| Error::msg(format!("plugin file {}: {e}", path.display())))?;
+                let bytes =
+                    std::fs::read(path).map_err(|e| Error::msg(format!("plugin file {}: {e}", path.display())))?;
                 Arc::new(compile(name, &path.display().to_string(), &bytes)?)
             }
         };
@@ -163,7 +164,8 @@ impl PluginRegistry {
 
 impl SelectorFactory for PluginRegistry {
     fn selector(&self, spec: &BalancerSpec<'_>) -> Result<Box<dyn MemberSelector>, Error> {
-        let plugin = self.get(spec.lbmethod).map_err(|e| Error::msg(format!("balancer `{}`: lbmethod: {e}", spec.name)))?;
+        let plugin =
+            self.get(spec.lbmethod).map_err(|e| Error::msg(format!("balancer `{}`: lbmethod: {e}", spec.name)))?;
         let selector = super::selector::WasmSelector::new(plugin, spec, self.limits)
             .map_err(|e| Error::msg(format!("balancer `{}`: {e}", spec.name)))?;
         Ok(Box::new(selector))
@@ -175,7 +177,8 @@ fn compile(name: &str, origin: &str, bytes: &[u8]) -> Result<CompiledPlugin, Err
     let fail = |why: String| Error::msg(format!("plugin `{name}` ({origin}): {why}"));
     let engine = engine::engine();
     let started = Instant::now();
-    let component = Component::new(engine, bytes).map_err(|e| fail(format!("not a valid WebAssembly component: {e}")))?;
+    let component =
+        Component::new(engine, bytes).map_err(|e| fail(format!("not a valid WebAssembly component: {e}")))?;
     let compile_time = started.elapsed();
     let ty = component.component_type();
 
@@ -217,7 +220,10 @@ fn compile(name: &str, origin: &str, bytes: &[u8]) -> Result<CompiledPlugin, Err
         .instantiate_pre(&component)
         .map_err(|e| fail(format!("imports something Fulcrum does not provide: {e:#}")))?;
     let selector = if worlds.selector {
-        Some(SelectorPluginPre::new(pre.clone()).map_err(|e| fail(format!("its selector interface does not match: {e:#}")))?)
+        Some(
+            SelectorPluginPre::new(pre.clone())
+                .map_err(|e| fail(format!("its selector interface does not match: {e:#}")))?,
+        )
     } else {
         None
     };

@@ -35,7 +35,11 @@ pub struct WasmSelector {
 }
 
 impl WasmSelector {
-    pub fn new(plugin: Arc<CompiledPlugin>, spec: &BalancerSpec<'_>, limits: PluginLimits) -> Result<WasmSelector, Error> {
+    pub fn new(
+        plugin: Arc<CompiledPlugin>,
+        spec: &BalancerSpec<'_>,
+        limits: PluginLimits,
+    ) -> Result<WasmSelector, Error> {
         if plugin.selector.is_none() {
             return Err(Error::msg(format!(
                 "plugin `{}` ({}) is not a selector: it implements {}",
@@ -47,7 +51,12 @@ impl WasmSelector {
             members: spec
                 .members
                 .iter()
-                .map(|m| wit::Member { name: m.url.clone(), route: m.route.clone(), lbfactor: m.lbfactor, lbset: m.lbset })
+                .map(|m| wit::Member {
+                    name: m.url.clone(),
+                    route: m.route.clone(),
+                    lbfactor: m.lbfactor,
+                    lbset: m.lbset,
+                })
                 .collect(),
             config: plugin_config(&plugin.info.name, spec.config),
         };
@@ -73,19 +82,22 @@ impl WasmSelector {
         let mut store = Store::new(engine::engine(), StoreState::new(Arc::clone(name), self.limits.memory_bytes));
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(engine::ticks(self.limits.configure_deadline));
-        let bindings = pre
-            .instantiate(&mut store)
-            .map_err(|e| setup(format!("plugin `{name}`: instantiation failed: {e:#}")))?;
+        let bindings =
+            pre.instantiate(&mut store).map_err(|e| setup(format!("plugin `{name}`: instantiation failed: {e:#}")))?;
         let answer = bindings
             .fulcrum_plugin_selector()
             .call_configure(&mut store, &self.info)
             .map_err(|e| setup(format!("plugin `{name}`: configure trapped: {e:#}")))?;
         let needs = match answer {
-            Ok(needs) => convert_needs(needs).map_err(|why| setup(format!("plugin `{name}`: configure answered {why}")))?,
+            Ok(needs) => {
+                convert_needs(needs).map_err(|why| setup(format!("plugin `{name}`: configure answered {why}")))?
+            }
             Err(types::PluginError::InvalidOption((key, why))) => {
                 return Err(setup(format!("plugin `{name}` refused option `{key}`: {why}")));
             }
-            Err(types::PluginError::Other(why)) => return Err(setup(format!("plugin `{name}` refused its configuration: {why}"))),
+            Err(types::PluginError::Other(why)) => {
+                return Err(setup(format!("plugin `{name}` refused its configuration: {why}")));
+            }
         };
         Ok((Live { store, bindings }, needs))
     }
@@ -163,7 +175,12 @@ impl MemberSelector for WasmSelector {
         Ok(Selection { member: decision.member, lbstatus: decision.lbstatus })
     }
 
-    fn sticky(&mut self, request: &RequestInfo<'_>, member: u32, state: &SelectState<'_>) -> Result<Vec<i64>, SelectorFault> {
+    fn sticky(
+        &mut self,
+        request: &RequestInfo<'_>,
+        member: u32,
+        state: &SelectState<'_>,
+    ) -> Result<Vec<i64>, SelectorFault> {
         self.load_state(state);
         self.call(request.id, |store, b, s| b.fulcrum_plugin_selector().call_sticky(store, member, s))
     }
@@ -177,7 +194,7 @@ fn classify(plugin: &str, error: wasmtime::Error, memory: bool) -> SelectorFault
     } else {
         FaultKind::Trap
     };
-    SelectorFault { plugin: plugin.to_string(), kind, detail: format!("{error:?}") }
+    SelectorFault { plugin: plugin.to_string(), kind, detail: format!("{error:#}") }
 }
 
 fn convert_needs(needs: wit::Needs) -> Result<SelectorNeeds, String> {
@@ -215,7 +232,10 @@ pub fn plugin_config(name: &str, table: &toml::Table) -> types::PluginConfig {
         .filter_map(|(k, v)| {
             let text = match v {
                 toml::Value::String(s) => s.clone(),
-                toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) | toml::Value::Datetime(_) => v.to_string(),
+                toml::Value::Integer(_)
+                | toml::Value::Float(_)
+                | toml::Value::Boolean(_)
+                | toml::Value::Datetime(_) => v.to_string(),
                 toml::Value::Array(_) | toml::Value::Table(_) => return None,
             };
             Some((k.clone(), text))

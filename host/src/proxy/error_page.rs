@@ -12,9 +12,13 @@ pub fn error_page(status: StatusCode, host: &str, port: u16) -> Response<ProxyBo
         400 => "Your browser sent a request that this server could not understand.",
         403 => "You don't have permission to access this resource.",
         404 => "The requested URL was not found on this server.",
-        500 => "The server encountered an internal error or\nmisconfiguration and was unable to complete\nyour request.",
+        500 => {
+            "The server encountered an internal error or\nmisconfiguration and was unable to complete\nyour request."
+        }
         502 => "The proxy server received an invalid\nresponse from an upstream server.<br />",
-        503 => "The server is temporarily unable to service your\nrequest due to maintenance downtime or capacity\nproblems. Please try again later.",
+        503 => {
+            "The server is temporarily unable to service your\nrequest due to maintenance downtime or capacity\nproblems. Please try again later."
+        }
         504 => "The gateway did not receive a timely response\nfrom the upstream server or application.",
         _ => "",
     };

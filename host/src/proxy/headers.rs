@@ -69,11 +69,7 @@ mod tests {
 
     #[test]
     fn forwarded_headers_append() {
-        let cases = [
-            (None, "10.0.0.9"),
-            (Some("1.2.3.4"), "1.2.3.4, 10.0.0.9"),
-            (Some(""), "10.0.0.9"),
-        ];
+        let cases = [(None, "10.0.0.9"), (Some("1.2.3.4"), "1.2.3.4, 10.0.0.9"), (Some(""), "10.0.0.9")];
         for (incoming, expected) in cases {
             let mut h = HeaderMap::new();
             if let Some(v) = incoming {

@@ -155,7 +155,11 @@ impl Proxy {
                 path_and_query.push_str(q);
             }
             let uri = match PathAndQuery::try_from(path_and_query).map(|pq| {
-                Uri::builder().scheme(member.scheme.clone()).authority(member.authority.clone()).path_and_query(pq).build()
+                Uri::builder()
+                    .scheme(member.scheme.clone())
+                    .authority(member.authority.clone())
+                    .path_and_query(pq)
+                    .build()
             }) {
                 Ok(Ok(uri)) => uri,
                 _ => return error(StatusCode::BAD_REQUEST),

@@ -30,7 +30,9 @@ impl Selector for ByBusyness {
             total = total.saturating_add(self.lbfactor[i]);
             let better = match best {
                 None => true,
-                Some(b) => state.busy[i] < state.busy[b] || (state.busy[i] == state.busy[b] && lbstatus[i] > lbstatus[b]),
+                Some(b) => {
+                    state.busy[i] < state.busy[b] || (state.busy[i] == state.busy[b] && lbstatus[i] > lbstatus[b])
+                }
             };
             if better {
                 best = Some(i);

@@ -20,11 +20,8 @@ impl Selector for ByTraffic {
     }
 
     fn select(&mut self, _request: &RequestView, state: &State) -> Decision {
-        let member = state
-            .candidates
-            .iter()
-            .copied()
-            .min_by_key(|&i| state.traffic[i as usize] / self.lbfactor[i as usize]);
+        let member =
+            state.candidates.iter().copied().min_by_key(|&i| state.traffic[i as usize] / self.lbfactor[i as usize]);
         Decision { member, lbstatus: Vec::new() }
     }
 }

@@ -35,9 +35,10 @@ impl Selector for FaultTest {
                 }
             }
             "grow" => {
+                // Reserve (without touching) 16 MiB at a time: the cap, not the deadline, stops it.
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
-                    hoard.push(vec![1u8; 1 << 20]);
+                    hoard.push(Vec::with_capacity(16 << 20));
                     std::hint::black_box(&hoard);
                 }
             }

@@ -1,0 +1,51 @@
+//! A plugin that traps, runs forever, hoards memory or answers nonsense: the request that hit it
+//! gets a clear 5xx, the fault is logged with the plugin's name, and the next request is served.
+
+use fulcrum::plugin::builtin::TEST_PLUGIN_DIR;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_faulty_plugin_costs_one_request_not_the_proxy() {
+    let (web1, web2) = two_backends().await;
+    let config = balancer_config(
+        &[(&web1.url(), "web1", 1), (&web2.url(), "web2", 1)],
+        "lbmethod = \"fault-test\"",
+        &format!("plugins_dir = {TEST_PLUGIN_DIR:?}"),
+    );
+    let fulcrum = Fulcrum::start(&config);
+    let client = client();
+
+    // Client sends x-fault: X; client gets status; the log says why.
+    let cases = [
+        ("trap", 500, "plugin `fault-test` trapped"),
+        ("spin", 500, "plugin `fault-test` ran past its deadline"),
+        ("grow", 500, "plugin `fault-test` exceeded its memory limit"),
+        (
+            "bad-member",
+            500,
+            "plugin `fault-test` gave an invalid answer: member 4294967294 is not one of the candidates",
+        ),
+        ("decline", 503, "no usable member"),
+    ];
+    for (fault, status, logged) in cases {
+        let answer = get(&client, &fulcrum.url("/"), &[("x-fault", fault)]).await;
+        assert_eq!(answer.status.as_u16(), status, "x-fault: {fault}: {answer:?}");
+        assert_eq!(answer.served_by(), "", "x-fault: {fault} reached a member");
+        assert!(
+            answer.body.contains(&format!("<title>{status} ")),
+            "x-fault: {fault}: not an error page: {}",
+            answer.body
+        );
+
+        // The very next request is served normally, by a fresh instance where the last one died.
+        let next = get(&client, &fulcrum.url("/"), &[]).await;
+        assert_eq!(next.status, 200, "after x-fault: {fault}: {next:?}");
+        assert!(["web1", "web2"].contains(&next.served_by()));
+
+        let log = fulcrum.log();
+        assert!(log.contains(logged), "x-fault: {fault}: expected `{logged}` in the log:\n{log}");
+    }
+    // Nothing that faulted reached a member: only the five good requests did.
+    assert_eq!(web1.served() + web2.served(), 5);
+}

@@ -1,0 +1,153 @@
+//! Test support: the real `fulcrum` binary on 127.0.0.1 port 0, real echo backends, an HTTP client.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::{Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+pub use fulcrum::demo::EchoServer;
+
+/// A running `fulcrum run` process, killed on drop.
+pub struct Fulcrum {
+    child: Child,
+    pub addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Fulcrum {
+    /// Write `config` to a fresh folder and run the real binary on it; returns once it listens.
+    pub fn start(config: &str) -> Fulcrum {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("fulcrum.toml");
+        std::fs::write(&path, config).expect("write config");
+        let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("FULCRUM_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn fulcrum");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("fulcrum listening on http://") {
+                    let _ = tx.send(addr.parse::<SocketAddr>().expect("listening address"));
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => Fulcrum { child, addr, dir },
+            Err(_) => {
+                let _ = child.kill();
+                let mut log = String::new();
+                let _ = std::fs::File::open(dir.path().join("stderr.log")).and_then(|mut f| f.read_to_string(&mut log));
+                panic!("fulcrum did not start listening; its log:\n{log}");
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// What the process has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Fulcrum {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two echo backends named web1 and web2 on ports the OS picked.
+pub async fn two_backends() -> (EchoServer, EchoServer) {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    (EchoServer::start(any, "web1").await.unwrap(), EchoServer::start(any, "web2").await.unwrap())
+}
+
+/// A config with one vhost proxying `/` to balancer `default` over `members` (url, route,
+/// loadfactor), plus `extra` TOML lines in the balancer table.
+pub fn balancer_config(members: &[(&str, &str, u32)], balancer_extra: &str, top_extra: &str) -> String {
+    let mut c = format!(
+        "listen = [\"127.0.0.1:0\"]\n{top_extra}\n\n[[vhost]]\nserver_name = \"www.example.com\"\n\
+         proxy_pass = [{{ path = \"/\", to = \"balancer://default/\" }}]\n\n[balancer.default]\n{balancer_extra}\n"
+    );
+    for (url, route, lf) in members {
+        c.push_str(&format!(
+            "\n[[balancer.default.member]]\nurl = \"{url}\"\nroute = \"{route}\"\nloadfactor = {lf}\n"
+        ));
+    }
+    c
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    /// Which echo backend answered (`served-by:` line), or "" for Fulcrum's own answers.
+    pub fn served_by(&self) -> &str {
+        self.body.lines().find_map(|l| l.strip_prefix("served-by: ")).unwrap_or("")
+    }
+}
+
+pub type TestClient = Client<HttpConnector, Empty<Bytes>>;
+
+pub fn client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// GET `url` with `headers`.
+pub async fn get(client: &TestClient, url: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut req = Request::get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let response = tokio::time::timeout(Duration::from_secs(30), client.request(req.body(Empty::new()).unwrap()))
+        .await
+        .expect("no answer within 30 s")
+        .expect("request failed");
+    let (head, body) = response.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Answer { status: head.status, headers: head.headers, body: String::from_utf8_lossy(&body).into_owned() }
+}
+
+/// Run `fulcrum` with `args` to completion: (exit code, stdout, stderr).
+pub fn fulcrum_cmd(args: &[&str], cwd: Option<&Path>) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fulcrum"));
+    cmd.args(args);
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    let out = cmd.output().expect("run fulcrum");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The repository root (tests read examples/ from there).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
