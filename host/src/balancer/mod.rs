@@ -5,12 +5,14 @@
 //! under concurrent requests: byrequests then gives Apache's exact order (BEHAVIOUR.md §2).
 
 pub mod select;
+pub mod sticky;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 pub use select::*;
+pub use sticky::StickySession;
 
 use crate::config::{BalancerConfig, MemberConfig};
 
@@ -82,6 +84,12 @@ pub struct Balancer {
     pub lbmethod: String,
     pub members: Vec<Member>,
     pub timeout: Option<Duration>,
+    pub sticky: Option<StickySession>,
+    pub failonstatus: Vec<u16>,
+    pub failontimeout: bool,
+    /// Failover attempts after the first.
+    pub maxattempts: usize,
+    pub forcerecovery: bool,
     needs: SelectorNeeds,
     epoch: Instant,
     core: Mutex<Core>,
@@ -129,6 +137,11 @@ impl Balancer {
             lbmethod: config.lbmethod.clone(),
             members: config.members.iter().cloned().map(Member::new).collect(),
             timeout: config.timeout,
+            sticky: config.sticky.clone(),
+            failonstatus: config.failonstatus.clone(),
+            failontimeout: config.failontimeout,
+            maxattempts: config.maxattempts,
+            forcerecovery: config.forcerecovery,
             epoch: Instant::now(),
             core: Mutex::new(Core {
                 lbstatus: vec![0; n],
@@ -164,6 +177,14 @@ impl Balancer {
     pub fn is_usable(&self, i: usize) -> bool {
         let until = self.members[i].error_until_ms.load(Ordering::Relaxed);
         until == 0 || self.now_ms() >= until
+    }
+
+    /// The member whose route is `route` (case-sensitive, as Apache compares routes).
+    pub fn member_by_route(&self, route: &str) -> Option<usize> {
+        if route.is_empty() {
+            return None;
+        }
+        self.members.iter().position(|m| m.config.route == route)
     }
 
     /// Put member `i` in error state for its `retry` period (Apache: a failed connection).
@@ -264,9 +285,21 @@ impl Balancer {
     }
 
     /// Usable members of the lowest lbset tier that has any (Apache's lbset rule), minus `exclude`.
+    /// When every member is in error and `forcerecovery` is on, they are all made usable again
+    /// first (Apache's force_recovery: try them now rather than answer 503 until `retry` ends).
     fn fill_candidates(&self, out: &mut Vec<u32>, exclude: &[usize]) {
         out.clear();
         let now = self.now_ms();
+        let in_error = |m: &Member| {
+            let until = m.error_until_ms.load(Ordering::Relaxed);
+            until != 0 && now < until
+        };
+        if self.forcerecovery && self.members.iter().all(in_error) {
+            tracing::warn!(balancer = %self.name, "every member is in error state: forcing recovery");
+            for m in &self.members {
+                m.error_until_ms.store(0, Ordering::Relaxed);
+            }
+        }
         let usable = |i: usize| {
             let until = self.members[i].error_until_ms.load(Ordering::Relaxed);
             (until == 0 || now >= until) && !exclude.contains(&i)

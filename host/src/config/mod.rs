@@ -14,6 +14,8 @@ use std::time::Duration;
 use hyper::http::uri::{Authority, Scheme, Uri};
 use toml::Spanned;
 
+use crate::balancer::sticky::StickySession;
+
 pub use error::{ConfigError, Location, Problem};
 
 /// Apache's default `retry` for a member in error state.
@@ -65,6 +67,13 @@ pub struct BalancerConfig {
     /// The lbmethod plugin's own table, as written.
     pub lbmethod_config: toml::Table,
     pub timeout: Option<Duration>,
+    pub sticky: Option<StickySession>,
+    /// Member response statuses that put the member in error state.
+    pub failonstatus: Vec<u16>,
+    pub failontimeout: bool,
+    /// Failover attempts after the first.
+    pub maxattempts: usize,
+    pub forcerecovery: bool,
     pub members: Vec<MemberConfig>,
 }
 
@@ -293,11 +302,52 @@ impl Loader<'_> {
                 members.push(m);
             }
         }
+        let separator = match &raw.stickysessionsep {
+            None => '.',
+            Some(sep) => {
+                let mut chars = sep.get_ref().chars();
+                match (chars.next(), chars.next()) {
+                    (Some(c), None) => c,
+                    _ => {
+                        self.at(sep, &key("stickysessionsep"), "must be exactly one character");
+                        '.'
+                    }
+                }
+            }
+        };
+        let sticky = raw.stickysession.as_ref().and_then(|s| {
+            if s.get_ref().trim().is_empty() {
+                self.at(s, &key("stickysession"), "empty session name");
+                return None;
+            }
+            Some(StickySession::parse(s.get_ref().trim(), separator, raw.nofailover.unwrap_or(false)))
+        });
+        let mut failonstatus = Vec::new();
+        for status in &raw.failonstatus {
+            match u16::try_from(*status.get_ref()) {
+                Ok(code) if (100..=599).contains(&code) => failonstatus.push(code),
+                _ => self.at(status, &key("failonstatus"), format!("{} is not an HTTP status", status.get_ref())),
+            }
+        }
+        let maxattempts = match &raw.maxattempts {
+            Some(m) if *m.get_ref() < 0 => {
+                self.at(m, &key("maxattempts"), "cannot be negative");
+                0
+            }
+            Some(m) => *m.get_ref() as usize,
+            // Apache's default: one attempt per other member.
+            None => raw.members.len().saturating_sub(1),
+        };
         BalancerConfig {
             name: name.to_string(),
             lbmethod: raw.lbmethod.as_ref().map_or_else(|| "byrequests".to_string(), |m| m.get_ref().clone()),
             lbmethod_config: raw.lbmethod_config.as_ref().map(|t| t.get_ref().clone()).unwrap_or_default(),
             timeout,
+            sticky,
+            failonstatus,
+            failontimeout: raw.failontimeout.unwrap_or(false),
+            maxattempts,
+            forcerecovery: raw.forcerecovery.unwrap_or(true),
             members,
         }
     }

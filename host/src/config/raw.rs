@@ -52,6 +52,21 @@ pub struct RawBalancer {
     pub lbmethod_config: Option<Spanned<toml::Table>>,
     /// `timeout`, seconds: the balancer-wide response timeout.
     pub timeout: Option<Spanned<u64>>,
+    /// `stickysession`: the session cookie name, or `COOKIE|urlparam`.
+    pub stickysession: Option<Spanned<String>>,
+    /// `stickysessionsep`: what separates the route in the session value (default `.`).
+    pub stickysessionsep: Option<Spanned<String>>,
+    /// `nofailover`: a sticky route whose member is down gets a 503 (default off).
+    pub nofailover: Option<bool>,
+    /// `failonstatus`: member statuses that put the member in error state (the response is relayed).
+    #[serde(default)]
+    pub failonstatus: Vec<Spanned<i64>>,
+    /// `failontimeout`: a response timeout puts the member in error state (default off).
+    pub failontimeout: Option<bool>,
+    /// `maxattempts`: failover attempts after the first (default: members - 1).
+    pub maxattempts: Option<Spanned<i64>>,
+    /// `forcerecovery`: when every member is in error, try them again at once (default on).
+    pub forcerecovery: Option<bool>,
     #[serde(default, rename = "member")]
     pub members: Vec<Spanned<RawMember>>,
 }

@@ -7,13 +7,15 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use super::upstream::Conn;
 use crate::balancer::Lease;
 
 /// A response body. A member's body keeps the member's [`Lease`] (it counts as busy) until the
-/// body has been sent or dropped, and counts the bytes as the member's traffic.
+/// body has been sent or dropped, counts the bytes as the member's traffic, and hands its
+/// connection back to the pool once the body is complete.
 #[derive(Debug)]
 pub enum ProxyBody {
-    Upstream { body: Incoming, lease: Option<Lease> },
+    Upstream { body: Incoming, lease: Option<Lease>, conn: Option<Conn> },
     Local(Full<Bytes>),
 }
 
@@ -33,7 +35,7 @@ impl Body for ProxyBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            ProxyBody::Upstream { body, lease } => {
+            ProxyBody::Upstream { body, lease, conn } => {
                 let polled = Pin::new(body).poll_frame(cx);
                 match &polled {
                     Poll::Ready(Some(Ok(frame))) => {
@@ -41,8 +43,15 @@ impl Body for ProxyBody {
                             lease.member().add_traffic(data.len() as u64);
                         }
                     }
-                    Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                    Poll::Ready(None) => {
                         lease.take();
+                        if let Some(conn) = conn.take() {
+                            conn.release();
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) => {
+                        lease.take();
+                        conn.take();
                     }
                     Poll::Pending => {}
                 }

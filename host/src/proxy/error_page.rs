@@ -7,7 +7,11 @@ use super::body::ProxyBody;
 
 /// An Apache-style HTML error page for `status`.
 pub fn error_page(status: StatusCode, host: &str, port: u16) -> Response<ProxyBody> {
-    let reason = status.canonical_reason().unwrap_or("Error");
+    // Apache titles its 502 page "Proxy Error" rather than the canonical "Bad Gateway".
+    let reason = match status.as_u16() {
+        502 => "Proxy Error",
+        _ => status.canonical_reason().unwrap_or("Error"),
+    };
     let explanation = match status.as_u16() {
         400 => "Your browser sent a request that this server could not understand.",
         403 => "You don't have permission to access this resource.",
@@ -15,7 +19,9 @@ pub fn error_page(status: StatusCode, host: &str, port: u16) -> Response<ProxyBo
         500 => {
             "The server encountered an internal error or\nmisconfiguration and was unable to complete\nyour request."
         }
-        502 => "The proxy server received an invalid\nresponse from an upstream server.<br />",
+        502 => {
+            "The proxy server received an invalid\nresponse from an upstream server.<br />\nThe proxy server could not handle the request<p>Reason: <strong>Error reading from remote server</strong></p>"
+        }
         503 => {
             "The server is temporarily unable to service your\nrequest due to maintenance downtime or capacity\nproblems. Please try again later."
         }
@@ -23,7 +29,7 @@ pub fn error_page(status: StatusCode, host: &str, port: u16) -> Response<ProxyBo
         _ => "",
     };
     let body = format!(
-        "<!DOCTYPE HTML PUBLIC \"-//IETF//DTD HTML 2.0//EN\">\n<html><head>\n<title>{code} {reason}</title>\n\
+        "<!DOCTYPE HTML PUBLIC \"-//W3C//DTD HTML 4.01//EN\" \"http://www.w3.org/TR/html4/strict.dtd\">\n<html><head>\n<title>{code} {reason}</title>\n\
          </head><body>\n<h1>{reason}</h1>\n<p>{explanation}</p>\n<hr>\n<address>{server} Server at {host} Port {port}</address>\n\
          </body></html>\n",
         code = status.as_u16(),

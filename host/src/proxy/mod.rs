@@ -11,6 +11,7 @@
 mod body;
 mod error_page;
 mod headers;
+mod upstream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,35 +19,32 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use http_body_util::{Either, Empty};
-use hyper::body::{Body as _, Bytes, Incoming};
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderValue};
-use hyper::http::uri::{PathAndQuery, Uri};
+use hyper::http::request::Parts;
+use hyper::http::uri::Uri;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 pub use body::ProxyBody;
 pub use error_page::error_page;
+use upstream::MemberPool;
 
-use crate::balancer::{Balancer, ChooseError, RequestInfo};
+use crate::balancer::{Balancer, ChooseError, Lease, RequestInfo};
 use crate::config::{Config, RouteTarget, VirtualHost};
 
 /// The `Server` string of Fulcrum's own responses.
 pub const SERVER: &str = concat!("Fulcrum/", env!("CARGO_PKG_VERSION"));
 
-/// What goes upstream: the client's body, or nothing (a bodiless request, which can be retried on
-/// another member because nothing of it is lost when a connection is refused).
-type UpstreamBody = Either<Incoming, Empty<Bytes>>;
-type UpstreamClient = Client<HttpConnector, UpstreamBody>;
+/// A pooled connection that turned out closed hands the request back; how often a request may
+/// take a fresh connection to the same member for that reason.
+const STALE_RETRIES: usize = 3;
 
 /// Everything the request path needs, built once from a [`Config`].
 pub struct Proxy {
     vhosts: Vec<VirtualHost>,
     balancers: Vec<Arc<Balancer>>,
-    /// One pooled client per member, `[balancer][member]` (each with the member's connect timeout).
-    clients: Vec<Vec<UpstreamClient>>,
+    /// One connection pool per member, `[balancer][member]`.
+    pools: Vec<Vec<Arc<MemberPool>>>,
     proxy_timeout: Duration,
     next_id: AtomicU64,
 }
@@ -57,20 +55,34 @@ impl std::fmt::Debug for Proxy {
     }
 }
 
+/// How the balancer decided, for logs and (next) the rules plugin's BALANCER_* variables.
+#[derive(Debug, Default)]
+struct Decision {
+    /// The route parsed from the request (BALANCER_SESSION_ROUTE), even when unknown.
+    session_route: Option<String>,
+    /// The lb algorithm, not the session, chose the member (BALANCER_ROUTE_CHANGED).
+    route_changed: bool,
+}
+
+/// How one attempt on one member ended, when it did not produce a response to relay.
+enum Failed {
+    /// Nothing reached the member: the request can go to another member.
+    NotSent(Incoming),
+    /// The request may have reached the member: answer with this status, never resend.
+    Answer(StatusCode),
+}
+
 impl Proxy {
     pub fn new(config: &Config, balancers: Vec<Arc<Balancer>>) -> Proxy {
-        let clients = balancers
+        let pools = balancers
             .iter()
             .map(|b| {
                 b.members
                     .iter()
                     .map(|m| {
-                        let mut connector = HttpConnector::new();
-                        connector.set_nodelay(true);
-                        connector.set_connect_timeout(m.config.connection_timeout);
-                        Client::builder(TokioExecutor::new())
-                            .pool_idle_timeout(Duration::from_secs(60))
-                            .build(connector)
+                        let port = m.config.authority.port_u16().unwrap_or(80);
+                        let address = format!("{}:{port}", m.config.authority.host().trim_matches(['[', ']']));
+                        Arc::new(MemberPool::new(address, m.config.connection_timeout))
                     })
                     .collect()
             })
@@ -78,7 +90,7 @@ impl Proxy {
         Proxy {
             vhosts: config.vhosts.clone(),
             balancers,
-            clients,
+            pools,
             proxy_timeout: config.proxy_timeout,
             next_id: AtomicU64::new(1),
         }
@@ -115,101 +127,192 @@ impl Proxy {
             RouteTarget::Balancer { index, path: target } => (*index, format!("{target}{}", &path[route.path.len()..])),
         };
         let balancer = &self.balancers[balancer_index];
-
         let (parts, body) = request.into_parts();
-        // A bodiless request can be sent again to another member when a connection is refused.
-        let mut body = if body.is_end_stream() { None } else { Some(body) };
-        let retryable = body.is_none();
-        let max_attempts = if retryable { balancer.members.len() } else { 1 };
-        let mut tried: Vec<usize> = Vec::new();
+        let info = RequestInfo {
+            id,
+            method: &parts.method,
+            uri: &parts.uri,
+            headers: &parts.headers,
+            client: client.ip(),
+            host: host_header.as_deref().unwrap_or(""),
+        };
 
-        loop {
-            let info = RequestInfo {
-                id,
-                method: &parts.method,
-                uri: &parts.uri,
-                headers: &parts.headers,
-                client: client.ip(),
-                host: host_header.as_deref().unwrap_or(""),
-            };
-            let lease = match balancer.choose(&info, &tried) {
-                Ok(lease) => lease,
-                Err(ChooseError::NoMember { .. }) => {
-                    tracing::warn!(request = id, balancer = %balancer.name, "no usable member");
-                    return error(StatusCode::SERVICE_UNAVAILABLE);
-                }
-                Err(e) => {
-                    tracing::error!(request = id, "{e}");
-                    return error(StatusCode::INTERNAL_SERVER_ERROR);
-                }
-            };
-            let index = lease.index();
-            let member = &lease.member().config;
-
-            let mut path_and_query = format!("{}{}", member.path, target_path);
-            if path_and_query.is_empty() {
-                path_and_query.push('/');
-            }
-            if let Some(q) = parts.uri.query() {
-                path_and_query.push('?');
-                path_and_query.push_str(q);
-            }
-            let uri = match PathAndQuery::try_from(path_and_query).map(|pq| {
-                Uri::builder()
-                    .scheme(member.scheme.clone())
-                    .authority(member.authority.clone())
-                    .path_and_query(pq)
-                    .build()
-            }) {
-                Ok(Ok(uri)) => uri,
-                _ => return error(StatusCode::BAD_REQUEST),
-            };
-
-            let mut upstream = Request::builder().method(parts.method.clone()).uri(uri);
-            if let Some(h) = upstream.headers_mut() {
-                *h = parts.headers.clone();
-                headers::strip_hop_by_hop(h);
-                headers::add_forwarded(h, client.ip(), host_header.as_deref(), &vhost.server_name);
-                if !vhost.preserve_host {
-                    if let Ok(v) = HeaderValue::from_str(member.authority.as_str()) {
-                        h.insert(header::HOST, v);
+        // Sticky route first (BEHAVIOUR §3): a usable member for the session's route wins and is
+        // charged like a balanced choice; anything else is balanced and flagged ROUTE_CHANGED.
+        let mut decision = Decision::default();
+        let mut sticky_lease = None;
+        if let Some(sticky) = &balancer.sticky {
+            let uri = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            let cookie = joined(&parts.headers, header::COOKIE);
+            decision.session_route = sticky.route(uri, cookie.as_deref()).map(str::to_string);
+            if let Some(index) = decision.session_route.as_deref().and_then(|r| balancer.member_by_route(r)) {
+                match balancer.choose_sticky(&info, index) {
+                    Ok(Some(lease)) => sticky_lease = Some(lease),
+                    Ok(None) if sticky.nofailover => {
+                        tracing::warn!(request = id, balancer = %balancer.name, "sticky member is down and nofailover is on");
+                        return error(StatusCode::SERVICE_UNAVAILABLE);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(request = id, "{e}");
+                        return error(StatusCode::INTERNAL_SERVER_ERROR);
                     }
                 }
             }
-            let upstream_body = match body.take() {
-                Some(b) => Either::Left(b),
-                None => Either::Right(Empty::new()),
-            };
-            let Ok(upstream) = upstream.body(upstream_body) else {
-                return error(StatusCode::BAD_REQUEST);
-            };
+            decision.route_changed = sticky_lease.is_none();
+        }
 
-            let timeout = member.timeout.or(balancer.timeout).unwrap_or(self.proxy_timeout);
-            let sent = tokio::time::timeout(timeout, self.clients[balancer_index][index].request(upstream)).await;
-            match sent {
-                Ok(Ok(response)) => {
-                    let (mut head, incoming) = response.into_parts();
-                    headers::strip_hop_by_hop(&mut head.headers);
-                    return Ok(Response::from_parts(head, ProxyBody::Upstream { body: incoming, lease: Some(lease) }));
+        let mut body = Some(body);
+        let mut tried: Vec<usize> = Vec::new();
+        loop {
+            let lease = match sticky_lease.take() {
+                Some(lease) => lease,
+                None => match balancer.choose(&info, &tried) {
+                    Ok(lease) => lease,
+                    Err(ChooseError::NoMember { .. }) => {
+                        tracing::warn!(request = id, balancer = %balancer.name, "no usable member");
+                        return error(StatusCode::SERVICE_UNAVAILABLE);
+                    }
+                    Err(e) => {
+                        tracing::error!(request = id, "{e}");
+                        return error(StatusCode::INTERNAL_SERVER_ERROR);
+                    }
+                },
+            };
+            let index = lease.index();
+            let Some(request_body) = body.take() else {
+                unreachable!("the body is given back by every retryable failure")
+            };
+            match self
+                .attempt(
+                    id,
+                    balancer_index,
+                    lease,
+                    &parts,
+                    &target_path,
+                    vhost,
+                    client,
+                    host_header.as_deref(),
+                    request_body,
+                )
+                .await
+            {
+                Ok(response) => {
+                    tracing::debug!(
+                        request = id,
+                        balancer = %balancer.name,
+                        member = %balancer.members[index].config.url,
+                        session_route = ?decision.session_route,
+                        route_changed = decision.route_changed,
+                        "proxied"
+                    );
+                    return Ok(response);
                 }
-                Ok(Err(e)) if e.is_connect() => {
-                    balancer.mark_error(index);
-                    tracing::warn!(request = id, balancer = %balancer.name, member = %member.url, "connection failed, member in error state: {e}");
+                Err(Failed::Answer(status)) => return error(status),
+                Err(Failed::NotSent(returned)) => {
+                    body = Some(returned);
                     tried.push(index);
-                    if tried.len() >= max_attempts {
+                    if balancer.sticky.is_some() {
+                        decision.route_changed = true;
+                    }
+                    if tried.len() > balancer.maxattempts {
                         return error(StatusCode::SERVICE_UNAVAILABLE);
                     }
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(request = id, balancer = %balancer.name, member = %member.url, "member failed: {e}");
-                    return error(StatusCode::BAD_GATEWAY);
+            }
+        }
+    }
+
+    /// Send the request to the leased member and relay its response.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        id: u64,
+        balancer_index: usize,
+        lease: Lease,
+        parts: &Parts,
+        target_path: &str,
+        vhost: &VirtualHost,
+        client: SocketAddr,
+        host_header: Option<&str>,
+        mut body: Incoming,
+    ) -> Result<Response<ProxyBody>, Failed> {
+        let balancer = Arc::clone(lease.balancer());
+        let index = lease.index();
+        let member = &balancer.members[index].config;
+        let pool = &self.pools[balancer_index][index];
+
+        let mut path_and_query = format!("{}{}", member.path, target_path);
+        if path_and_query.is_empty() {
+            path_and_query.push('/');
+        }
+        if let Some(q) = parts.uri.query() {
+            path_and_query.push('?');
+            path_and_query.push_str(q);
+        }
+        let Ok(uri) = path_and_query.parse::<Uri>() else { return Err(Failed::Answer(StatusCode::BAD_REQUEST)) };
+        let mut headers = parts.headers.clone();
+        headers::strip_hop_by_hop(&mut headers);
+        headers::add_forwarded(&mut headers, client.ip(), host_header, &vhost.server_name);
+        let host =
+            if vhost.preserve_host { host_header.unwrap_or(&vhost.server_name) } else { member.authority.as_str() };
+        if let Ok(v) = HeaderValue::from_str(host) {
+            headers.insert(header::HOST, v);
+        }
+        let timeout = member.timeout.or(balancer.timeout).unwrap_or(self.proxy_timeout);
+
+        for _ in 0..=STALE_RETRIES {
+            let mut conn = match pool.checkout().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    balancer.mark_error(index);
+                    tracing::warn!(request = id, balancer = %balancer.name, member = %member.url, "{e}; member in error state for {:?}", member.retry);
+                    return Err(Failed::NotSent(body));
                 }
+            };
+            let mut request = Request::new(body);
+            *request.method_mut() = parts.method.clone();
+            *request.uri_mut() = uri.clone();
+            *request.headers_mut() = headers.clone();
+            let sent = tokio::time::timeout(timeout, conn.send.try_send_request(request)).await;
+            match sent {
+                Ok(Ok(response)) => {
+                    let status = response.status();
+                    if balancer.failonstatus.contains(&status.as_u16()) {
+                        balancer.mark_error(index);
+                        tracing::warn!(request = id, balancer = %balancer.name, member = %member.url, "status {status} is in failonstatus: member in error state for {:?}", member.retry);
+                    }
+                    let (mut head, incoming) = response.into_parts();
+                    headers::strip_hop_by_hop(&mut head.headers);
+                    let conn = if incoming.is_end_stream() {
+                        conn.release();
+                        None
+                    } else {
+                        Some(conn)
+                    };
+                    return Ok(Response::from_parts(
+                        head,
+                        ProxyBody::Upstream { body: incoming, lease: Some(lease), conn },
+                    ));
+                }
+                Ok(Err(mut e)) => match e.take_message() {
+                    // Never written: the pooled connection was closed. Take a fresh one.
+                    Some(request) if conn.reused => body = request.into_body(),
+                    _ => {
+                        tracing::warn!(request = id, balancer = %balancer.name, member = %member.url, "member failed: {}", e.error());
+                        return Err(Failed::Answer(StatusCode::BAD_GATEWAY));
+                    }
+                },
                 Err(_) => {
+                    if balancer.failontimeout {
+                        balancer.mark_error(index);
+                    }
                     tracing::warn!(request = id, balancer = %balancer.name, member = %member.url, "no response within {timeout:?}");
-                    return error(StatusCode::BAD_GATEWAY);
+                    return Err(Failed::Answer(StatusCode::BAD_GATEWAY));
                 }
             }
         }
+        Err(Failed::Answer(StatusCode::BAD_GATEWAY))
     }
 
     /// The virtual host for a Host header: ServerName, then ServerAlias, else the first (Apache's
@@ -226,6 +329,18 @@ impl Proxy {
         }
         &self.vhosts[0]
     }
+}
+
+/// Every value of header `name`, joined with ", " (how Apache merges repeated request headers).
+fn joined(headers: &hyper::HeaderMap, name: header::HeaderName) -> Option<String> {
+    let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+    let first = values.next()?;
+    let mut out = first.to_string();
+    for v in values {
+        out.push_str(", ");
+        out.push_str(v);
+    }
+    Some(out)
 }
 
 /// `host:port` → `host` (IPv6 literals keep their brackets).
