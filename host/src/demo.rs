@@ -36,6 +36,7 @@ pub struct EchoServer {
     pub addr: SocketAddr,
     pub name: String,
     served: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -45,13 +46,19 @@ impl EchoServer {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let served = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(serve(listener, name.to_string(), Arc::clone(&served)));
-        Ok(EchoServer { addr, name: name.to_string(), served, task })
+        let connections = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(serve(listener, name.to_string(), Arc::clone(&served), Arc::clone(&connections)));
+        Ok(EchoServer { addr, name: name.to_string(), served, connections, task })
     }
 
     /// Requests answered so far.
     pub fn served(&self) -> u64 {
         self.served.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// `http://127.0.0.1:PORT`
@@ -66,10 +73,11 @@ impl Drop for EchoServer {
     }
 }
 
-async fn serve(listener: TcpListener, name: String, served: Arc<AtomicU64>) {
+async fn serve(listener: TcpListener, name: String, served: Arc<AtomicU64>, connections: Arc<AtomicU64>) {
     let name: Arc<str> = Arc::from(name);
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
+        connections.fetch_add(1, Ordering::SeqCst);
         let (name, served) = (Arc::clone(&name), Arc::clone(&served));
         tokio::spawn(async move {
             let service = service_fn(move |req| echo(req, Arc::clone(&name), Arc::clone(&served)));

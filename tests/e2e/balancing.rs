@@ -82,6 +82,7 @@ async fn the_member_sees_the_forwarded_request() {
     let client = client();
     let answer =
         get(&client, &fulcrum.url("/some/path?a=1"), &[("x-forwarded-for", "10.1.2.3"), ("te", "trailers")]).await;
+    assert_eq!(answer.headers["x-served-by"], "web1", "the member's response headers are relayed");
     let seen = &answer.body;
     assert!(seen.contains("request: GET /some/path?a=1 HTTP/1.1"), "{seen}");
     assert!(seen.contains("header: x-forwarded-for: 10.1.2.3, 127.0.0.1\n"), "{seen}");

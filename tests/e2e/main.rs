@@ -2,5 +2,7 @@
 
 mod balancing;
 mod check;
+mod failures;
 mod faults;
+mod sticky;
 mod support;

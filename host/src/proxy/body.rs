@@ -36,20 +36,21 @@ impl Body for ProxyBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ProxyBody::Upstream { body, lease, conn } => {
-                let polled = Pin::new(body).poll_frame(cx);
+                let polled = Pin::new(&mut *body).poll_frame(cx);
                 match &polled {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let (Some(data), Some(lease)) = (frame.data_ref(), lease.as_ref()) {
                             lease.member().add_traffic(data.len() as u64);
                         }
-                    }
-                    Poll::Ready(None) => {
-                        lease.take();
-                        if let Some(conn) = conn.take() {
-                            conn.release();
+                        // hyper stops polling once the body says it has ended, so the end is
+                        // noticed here, not only at `Ready(None)`.
+                        if body.is_end_stream() {
+                            finish(lease, conn);
                         }
                     }
+                    Poll::Ready(None) => finish(lease, conn),
                     Poll::Ready(Some(Err(_))) => {
+                        // A broken body: the connection's state is unknown, so it is not reused.
                         lease.take();
                         conn.take();
                     }
@@ -73,5 +74,14 @@ impl Body for ProxyBody {
             ProxyBody::Upstream { body, .. } => body.size_hint(),
             ProxyBody::Local(full) => full.size_hint(),
         }
+    }
+}
+
+/// The member's response is complete: it is no longer busy, and its connection can carry the next
+/// request.
+fn finish(lease: &mut Option<Lease>, conn: &mut Option<Conn>) {
+    lease.take();
+    if let Some(conn) = conn.take() {
+        conn.release();
     }
 }
