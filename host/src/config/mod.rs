@@ -476,7 +476,7 @@ fn key_span(doc: &Spanned<toml::de::DeTable<'_>>, segments: &[String]) -> Option
     for seg in segments {
         if let Some(arr) = array.take() {
             let idx: usize = seg.parse().ok()?;
-            let item = arr.iter().nth(idx)?;
+            let item = arr.get(idx)?;
             span = Some(item.span());
             match item.get_ref() {
                 DeValue::Table(t) => table = t,
