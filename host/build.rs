@@ -11,7 +11,7 @@ use std::{env, fs};
 
 const TARGET: &str = "wasm32-unknown-unknown";
 /// Plugins compiled into the binary, by crate name.
-const EMBEDDED: &[&str] = &["byrequests", "bytraffic", "bybusyness"];
+const EMBEDDED: &[&str] = &["byrequests", "bytraffic", "bybusyness", "apache-rules"];
 /// Plugins built for Fulcrum's own tests only: written to `$OUT_DIR/test-plugins/NAME.wasm`.
 const TEST_ONLY: &[&str] = &["fault-test"];
 
@@ -39,38 +39,42 @@ fn run() -> Result<(), String> {
     let nested_target =
         out_dir.ancestors().nth(4).map(|t| t.join("wasm-plugins")).unwrap_or_else(|| out_dir.join("wasm-plugins"));
 
+    // One build per plugin: cargo unifies features across the packages of one build, and a
+    // selector must not be compiled with the SDK's `rules` feature (nor the reverse), or its
+    // component type would promise exports it does not have.
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(&cargo);
-    cmd.arg("build")
-        .arg("--release")
-        .arg("--target")
-        .arg(TARGET)
-        .arg("--manifest-path")
-        .arg(plugins.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&nested_target);
     for name in EMBEDDED.iter().chain(TEST_ONLY) {
-        cmd.arg("-p").arg(name);
-    }
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_RUSTFLAGS",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_PROFILE_RELEASE_DEBUG",
-        "CARGO_MAKEFLAGS",
-    ] {
-        cmd.env_remove(var);
-    }
-    let status = cmd.status().map_err(|e| format!("could not run `{cargo} build` for plugins/: {e}"))?;
-    if !status.success() {
-        return Err(format!(
-            "`cargo build --release --target {TARGET} --manifest-path plugins/Cargo.toml` failed ({status}); \
-             its output is above"
-        ));
+        let mut cmd = Command::new(&cargo);
+        cmd.arg("build")
+            .arg("--release")
+            .arg("--target")
+            .arg(TARGET)
+            .arg("--manifest-path")
+            .arg(plugins.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&nested_target)
+            .arg("-p")
+            .arg(name);
+        for var in [
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "CARGO_BUILD_TARGET",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_RUSTFLAGS",
+            "RUSTC_WRAPPER",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "CARGO_PROFILE_RELEASE_DEBUG",
+            "CARGO_MAKEFLAGS",
+        ] {
+            cmd.env_remove(var);
+        }
+        let status = cmd.status().map_err(|e| format!("could not run `{cargo} build` for plugins/{name}: {e}"))?;
+        if !status.success() {
+            return Err(format!(
+                "`cargo build --release --target {TARGET} --manifest-path plugins/Cargo.toml -p {name}` failed \
+                 ({status}); its output is above"
+            ));
+        }
     }
 
     let built = nested_target.join(TARGET).join("release");

@@ -14,6 +14,7 @@ use crate::balancer::{Balancer, BalancerSpec, SelectorFactory};
 use crate::config::Config;
 use crate::plugin::{PluginLimits, PluginRegistry};
 use crate::proxy::Proxy;
+use crate::proxy::rules::{RequestRules, RulesFactory};
 
 /// A configuration brought to life: plugins loaded and configured, balancers built.
 #[derive(Debug)]
@@ -34,7 +35,25 @@ impl Runtime {
             let selector = plugins.selector(&spec)?;
             balancers.push(Arc::new(Balancer::new(b, selector)));
         }
-        let proxy = Arc::new(Proxy::new(&config, balancers));
+        let mut rules = Vec::with_capacity(config.vhosts.len());
+        for (i, vhost) in config.vhosts.iter().enumerate() {
+            let mut sets: Vec<Arc<dyn RequestRules>> = Vec::new();
+            for (j, r) in vhost.rules.iter().enumerate() {
+                let set = plugins.rules(&r.plugin, &r.config).map_err(|e| {
+                    let at = r.locate(e.option.as_deref(), e.line);
+                    Error::msg(format!(
+                        "{}:{}:{}: `vhost[{i}].rules[{j}]`: {}",
+                        config.source.display(),
+                        at.line,
+                        at.column,
+                        e.message
+                    ))
+                })?;
+                sets.push(Arc::from(set));
+            }
+            rules.push(sets);
+        }
+        let proxy = Arc::new(Proxy::new(&config, balancers, rules));
         Ok(Runtime { config, plugins, proxy })
     }
 

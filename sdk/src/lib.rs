@@ -92,6 +92,111 @@ impl Default for selector::Needs {
     }
 }
 
+/// The types a rules plugin works with, in one import: `use fulcrum_sdk::rules::*;`.
+#[cfg(feature = "rules")]
+pub mod rules {
+    pub use crate::rules_bindings::exports::fulcrum::plugin::rules::{
+        EnvAction, HeaderAction, HeaderOp, Needs, Outcome, ResponseOrigin, ResponseView,
+    };
+    pub use crate::rules_bindings::fulcrum::plugin::types::{PluginConfig, PluginError, RequestFields, RequestView};
+    pub use crate::{Level, Rules, log};
+}
+
+#[cfg(feature = "rules")]
+impl Default for rules::Needs {
+    fn default() -> Self {
+        rules::Needs {
+            fields: rules::RequestFields::empty(),
+            request_headers: Vec::new(),
+            response_headers: Vec::new(),
+        }
+    }
+}
+
+#[cfg(feature = "rules")]
+impl Default for rules::Outcome {
+    fn default() -> Self {
+        rules::Outcome { env: Vec::new(), headers: Vec::new() }
+    }
+}
+
+/// Header and environment rules (what Apache's mod_setenvif and mod_headers do).
+///
+/// One value of your type lives per rule set: Fulcrum calls [`Rules::configure`] once with your
+/// configuration, then [`Rules::on_request`] when a request has been read and
+/// [`Rules::on_response`] before the response is sent. Answer with actions; Fulcrum applies them.
+#[cfg(feature = "rules")]
+pub trait Rules: Sized + 'static {
+    /// Parse and check the configuration (regexes compiled here, once); say which request fields
+    /// and headers the rules read. An `Err` is reported at load time, naming the plugin.
+    fn configure(config: &rules::PluginConfig) -> Result<(Self, rules::Needs), rules::PluginError>;
+
+    /// Env and request-header actions for a request (before a member is chosen).
+    fn on_request(&mut self, request: &rules::RequestView, env: &[(String, String)]) -> rules::Outcome;
+
+    /// Env and response-header actions for a response (`env` now holds the BALANCER_* variables).
+    fn on_response(
+        &mut self,
+        request: &rules::RequestView,
+        response: &rules::ResponseView,
+        env: &[(String, String)],
+    ) -> rules::Outcome;
+}
+
+/// Export a [`Rules`] implementation as the plugin's `rules` interface.
+#[cfg(feature = "rules")]
+#[macro_export]
+macro_rules! export_rules {
+    ($ty:ty) => {
+        const _: () = {
+            use $crate::rules_bindings::exports::fulcrum::plugin::rules as __wit;
+            use $crate::rules_bindings::fulcrum::plugin::types as __types;
+
+            ::std::thread_local! {
+                static __FULCRUM_RULES: ::std::cell::RefCell<::std::option::Option<$ty>> =
+                    const { ::std::cell::RefCell::new(::std::option::Option::None) };
+            }
+
+            fn __with<R>(f: impl FnOnce(&mut $ty) -> R) -> R {
+                __FULCRUM_RULES.with(|cell| {
+                    let mut slot = cell.borrow_mut();
+                    match slot.as_mut() {
+                        ::std::option::Option::Some(rules) => f(rules),
+                        ::std::option::Option::None => ::core::panic!("rules called before configure"),
+                    }
+                })
+            }
+
+            struct __FulcrumRulesExport;
+
+            impl __wit::Guest for __FulcrumRulesExport {
+                fn configure(
+                    config: __types::PluginConfig,
+                ) -> ::std::result::Result<__wit::Needs, __types::PluginError> {
+                    let (rules, needs) = <$ty as $crate::Rules>::configure(&config)?;
+                    __FULCRUM_RULES.with(|cell| *cell.borrow_mut() = ::std::option::Option::Some(rules));
+                    ::std::result::Result::Ok(needs)
+                }
+                fn on_request(
+                    request: __types::RequestView,
+                    env: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+                ) -> __wit::Outcome {
+                    __with(|r| <$ty as $crate::Rules>::on_request(r, &request, &env))
+                }
+                fn on_response(
+                    request: __types::RequestView,
+                    response: __wit::ResponseView,
+                    env: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+                ) -> __wit::Outcome {
+                    __with(|r| <$ty as $crate::Rules>::on_response(r, &request, &response, &env))
+                }
+    }
+
+            $crate::rules_bindings::export_rules_world!(__FulcrumRulesExport with_types_in $crate::rules_bindings);
+        };
+    };
+}
+
 /// An lbmethod: picks a member for each request that has no usable sticky route.
 ///
 /// One value of your type lives per balancer: Fulcrum calls [`Selector::configure`] with the

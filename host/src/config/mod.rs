@@ -42,6 +42,35 @@ pub struct VirtualHost {
     pub preserve_host: bool,
     /// Longest path first, so the first match wins.
     pub routes: Vec<Route>,
+    /// Rule sets (mod_setenvif / mod_headers), run in order.
+    pub rules: Vec<RulesConfig>,
+}
+
+/// The rules plugin used when a `[[vhost.rules]]` table names none.
+pub const DEFAULT_RULES_PLUGIN: &str = "apache-rules";
+
+/// One `[[vhost.rules]]` table.
+#[derive(Debug, Clone)]
+pub struct RulesConfig {
+    pub plugin: String,
+    /// The plugin's own keys (everything but `plugin`).
+    pub config: toml::Table,
+    /// Where the table is.
+    pub location: Location,
+    /// For each option, the file line on which its value's text starts (for a multi-line string,
+    /// the line after the opening quotes): a plugin's "line N" maps to `start + N - 1`.
+    pub option_lines: BTreeMap<String, usize>,
+}
+
+impl RulesConfig {
+    /// The file location of line `line` (1-based) inside option `option`, or of the table.
+    pub fn locate(&self, option: Option<&str>, line: Option<usize>) -> Location {
+        match (option.and_then(|o| self.option_lines.get(o)), line) {
+            (Some(start), Some(n)) => Location { line: start + n.max(1) - 1, column: 1 },
+            (Some(start), None) => Location { line: *start, column: 1 },
+            _ => self.location,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -104,7 +133,7 @@ impl Config {
 
     /// Validate configuration text; `path` names it in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        Loader { text, file: path, problems: Vec::new() }.load()
+        Loader { text, file: path, problems: Vec::new(), tree: None }.load()
     }
 }
 
@@ -112,6 +141,8 @@ struct Loader<'a> {
     text: &'a str,
     file: &'a Path,
     problems: Vec<Problem>,
+    /// The parsed document with spans, for locating keys and values.
+    tree: Option<Spanned<toml::de::DeTable<'a>>>,
 }
 
 impl Loader<'_> {
@@ -155,13 +186,13 @@ impl Loader<'_> {
                 return None;
             }
         };
-        let tree = document.clone();
+        self.tree = Some(document.clone());
         let mut unknown: Vec<Vec<String>> = Vec::new();
         let result = serde_ignored::deserialize(toml::de::Deserializer::from(document), |path| {
             unknown.push(path_segments(&path));
         });
         for segments in unknown {
-            let span = key_span(&tree, &segments);
+            let span = self.tree.as_ref().and_then(|t| find(t, &segments)).map(|(key, _)| key);
             let shown = display_path(&segments);
             self.problem(span, shown, "unknown key");
         }
@@ -269,11 +300,38 @@ impl Loader<'_> {
         }
         // Longest prefix first: the first match is the most specific, as Apache orders them.
         routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
+        let mut rules = Vec::new();
+        for (j, table) in raw.rules.iter().enumerate() {
+            let mut config = table.get_ref().clone();
+            let plugin = match config.remove("plugin") {
+                None => DEFAULT_RULES_PLUGIN.to_string(),
+                Some(toml::Value::String(p)) => p,
+                Some(_) => {
+                    self.at(table, &format!("vhost[{i}].rules[{j}].plugin"), "must be a plugin name (a string)");
+                    continue;
+                }
+            };
+            let mut option_lines = BTreeMap::new();
+            for key in config.keys() {
+                let segments = ["vhost".to_string(), i.to_string(), "rules".into(), j.to_string(), key.clone()];
+                if let Some((_, value)) = self.tree.as_ref().and_then(|t| find(t, &segments)) {
+                    let mut line = Location::of(self.text, value.start).line;
+                    let raw = &self.text[value.start..];
+                    if (raw.starts_with("'''") || raw.starts_with("\"\"\"")) && raw[3..].starts_with(['\n', '\r']) {
+                        line += 1;
+                    }
+                    option_lines.insert(key.clone(), line);
+                }
+            }
+            let location = Location::of(self.text, table.span().start);
+            rules.push(RulesConfig { plugin, config, location, option_lines });
+        }
         VirtualHost {
             server_name,
             server_alias: raw.server_alias.iter().map(|a| a.get_ref().trim().to_ascii_lowercase()).collect(),
             preserve_host: raw.preserve_host,
             routes,
+            rules,
         }
     }
 
@@ -467,32 +525,36 @@ fn display_path(segments: &[String]) -> String {
     s
 }
 
-/// The span of the key at `segments` in the parsed document (the key itself, for a line to point at).
-fn key_span(doc: &Spanned<toml::de::DeTable<'_>>, segments: &[String]) -> Option<std::ops::Range<usize>> {
+/// The spans of the key and of the value at `segments` in the parsed document.
+#[allow(clippy::type_complexity)]
+fn find(
+    doc: &Spanned<toml::de::DeTable<'_>>,
+    segments: &[String],
+) -> Option<(std::ops::Range<usize>, std::ops::Range<usize>)> {
     use toml::de::DeValue;
     let mut table = doc.get_ref();
     let mut array: Option<&toml::de::DeArray<'_>> = None;
-    let mut span = None;
+    let mut found = None;
     for seg in segments {
         if let Some(arr) = array.take() {
             let idx: usize = seg.parse().ok()?;
             let item = arr.get(idx)?;
-            span = Some(item.span());
+            found = Some((item.span(), item.span()));
             match item.get_ref() {
                 DeValue::Table(t) => table = t,
-                _ => return span,
+                _ => return found,
             }
             continue;
         }
         let (k, v) = table.iter().find(|(k, _)| k.get_ref().as_ref() == seg.as_str())?;
-        span = Some(k.span());
+        found = Some((k.span(), v.span()));
         match v.get_ref() {
             DeValue::Table(t) => table = t,
             DeValue::Array(a) => array = Some(a),
             _ => {}
         }
     }
-    span
+    found
 }
 
 #[cfg(test)]

@@ -34,6 +34,9 @@ pub struct RawVhost {
     pub preserve_host: bool,
     #[serde(default)]
     pub proxy_pass: Vec<Spanned<RawProxyPass>>,
+    /// Rule sets, run in order: `plugin` (default `apache-rules`) and the plugin's own keys.
+    #[serde(default)]
+    pub rules: Vec<Spanned<toml::Table>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,12 +12,18 @@
 mod bindings;
 mod engine;
 mod registry;
+mod rules;
 mod selector;
 mod store;
 
 pub use registry::{PluginInfo, PluginRegistry, Worlds};
 
 use std::time::Duration;
+
+use hyper::http::HeaderName;
+
+use crate::balancer::{RequestFields, RequestInfo};
+use bindings::types;
 
 /// Paths of plugins built only for Fulcrum's own tests.
 pub mod builtin {
@@ -43,4 +49,46 @@ impl Default for PluginLimits {
             memory_bytes: 64 << 20,
         }
     }
+}
+
+/// The request as a plugin declared it wants it: only the fields and headers it named.
+fn request_view(fields: RequestFields, header_names: &[HeaderName], request: &RequestInfo<'_>) -> types::RequestView {
+    let text = |wanted: bool, s: &str| if wanted { s.to_string() } else { String::new() };
+    let mut headers = Vec::new();
+    for name in header_names {
+        for value in request.headers.get_all(name) {
+            headers.push((name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()));
+        }
+    }
+    types::RequestView {
+        method: text(fields.method, request.method.as_str()),
+        path: text(fields.path, request.uri.path()),
+        query: text(fields.query, request.uri.query().unwrap_or("")),
+        client_addr: if fields.client_addr { request.client.to_string() } else { String::new() },
+        host: text(fields.host, request.host),
+        headers,
+    }
+}
+
+fn convert_fields(f: types::RequestFields) -> RequestFields {
+    RequestFields {
+        method: f.contains(types::RequestFields::METHOD),
+        path: f.contains(types::RequestFields::PATH),
+        query: f.contains(types::RequestFields::QUERY),
+        client_addr: f.contains(types::RequestFields::CLIENT_ADDR),
+        host: f.contains(types::RequestFields::HOST),
+    }
+}
+
+/// Declared header names, lower-cased and deduplicated; an invalid name is an error naming it.
+fn header_names(names: &[String]) -> Result<Vec<HeaderName>, String> {
+    let mut out: Vec<HeaderName> = Vec::with_capacity(names.len());
+    for h in names {
+        let name = HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
+            .map_err(|_| format!("`{h}`, which is not a header name"))?;
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    Ok(out)
 }

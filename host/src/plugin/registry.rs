@@ -19,6 +19,7 @@ use super::store::{self, StoreState};
 use super::{PluginLimits, builtin, engine};
 use crate::Error;
 use crate::balancer::{BalancerSpec, MemberSelector, SelectorFactory};
+use crate::proxy::rules::{RequestRules, RulesFactory, RulesSetupError};
 
 /// The WIT package version this host implements. Plugins must export interfaces of this version.
 pub const WIT_PACKAGE: &str = "fulcrum:plugin";
@@ -169,6 +170,14 @@ impl SelectorFactory for PluginRegistry {
         let selector = super::selector::WasmSelector::new(plugin, spec, self.limits)
             .map_err(|e| Error::msg(format!("balancer `{}`: {e}", spec.name)))?;
         Ok(Box::new(selector))
+    }
+}
+
+impl RulesFactory for PluginRegistry {
+    fn rules(&self, plugin: &str, config: &toml::Table) -> Result<Box<dyn RequestRules>, RulesSetupError> {
+        let compiled =
+            self.get(plugin).map_err(|e| RulesSetupError { option: None, line: None, message: format!("{e:#}") })?;
+        Ok(Box::new(super::rules::build(compiled, config, self.limits)?))
     }
 }
 

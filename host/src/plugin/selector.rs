@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use hyper::http::HeaderName;
 use wasmtime::{Store, Trap};
 
 use super::bindings::selector_world::SelectorPlugin;
@@ -13,8 +12,8 @@ use super::store::StoreState;
 use super::{PluginLimits, engine};
 use crate::Error;
 use crate::balancer::{
-    BalancerSpec, FaultKind, MemberSelector, RequestFields, RequestInfo, SelectState, Selection, SelectorFault,
-    SelectorNeeds, StateColumns,
+    BalancerSpec, FaultKind, MemberSelector, RequestInfo, SelectState, Selection, SelectorFault, SelectorNeeds,
+    StateColumns,
 };
 
 /// One warm instance: its store and its typed exports.
@@ -138,24 +137,8 @@ impl WasmSelector {
         s.traffic.extend_from_slice(state.traffic);
     }
 
-    /// The request as this plugin declared it wants it.
     fn request_view(&self, request: &RequestInfo<'_>) -> types::RequestView {
-        let f = self.needs.fields;
-        let text = |wanted: bool, s: &str| if wanted { s.to_string() } else { String::new() };
-        let mut headers = Vec::new();
-        for name in &self.needs.headers {
-            for value in request.headers.get_all(name) {
-                headers.push((name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()));
-            }
-        }
-        types::RequestView {
-            method: text(f.method, request.method.as_str()),
-            path: text(f.path, request.uri.path()),
-            query: text(f.query, request.uri.query().unwrap_or("")),
-            client_addr: if f.client_addr { request.client.to_string() } else { String::new() },
-            host: text(f.host, request.host),
-            headers,
-        }
+        super::request_view(self.needs.fields, &self.needs.headers, request)
     }
 }
 
@@ -198,25 +181,10 @@ fn classify(plugin: &str, error: wasmtime::Error, memory: bool) -> SelectorFault
 }
 
 fn convert_needs(needs: wit::Needs) -> Result<SelectorNeeds, String> {
-    let mut headers = Vec::with_capacity(needs.headers.len());
-    for h in &needs.headers {
-        let name = HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
-            .map_err(|_| format!("`{h}`, which is not a header name"))?;
-        if !headers.contains(&name) {
-            headers.push(name);
-        }
-    }
-    let f = needs.fields;
     let c = needs.columns;
     Ok(SelectorNeeds {
-        fields: RequestFields {
-            method: f.contains(types::RequestFields::METHOD),
-            path: f.contains(types::RequestFields::PATH),
-            query: f.contains(types::RequestFields::QUERY),
-            client_addr: f.contains(types::RequestFields::CLIENT_ADDR),
-            host: f.contains(types::RequestFields::HOST),
-        },
-        headers,
+        fields: super::convert_fields(needs.fields),
+        headers: super::header_names(&needs.headers)?,
         columns: StateColumns {
             lbstatus: c.contains(wit::StateColumns::LBSTATUS),
             busy: c.contains(wit::StateColumns::BUSY),

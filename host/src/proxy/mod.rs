@@ -11,6 +11,7 @@
 mod body;
 mod error_page;
 mod headers;
+pub mod rules;
 mod upstream;
 
 use std::convert::Infallible;
@@ -27,6 +28,7 @@ use hyper::{Request, Response, StatusCode};
 
 pub use body::ProxyBody;
 pub use error_page::error_page;
+use rules::{Env, Origin, RequestRules, ResponseInfo};
 use upstream::MemberPool;
 
 use crate::balancer::{Balancer, ChooseError, Lease, RequestInfo};
@@ -45,6 +47,8 @@ pub struct Proxy {
     balancers: Vec<Arc<Balancer>>,
     /// One connection pool per member, `[balancer][member]`.
     pools: Vec<Vec<Arc<MemberPool>>>,
+    /// Rule sets per virtual host, in order.
+    rules: Vec<Vec<Arc<dyn RequestRules>>>,
     proxy_timeout: Duration,
     next_id: AtomicU64,
 }
@@ -72,8 +76,53 @@ enum Failed {
     Answer(StatusCode),
 }
 
+impl Decision {
+    /// The BALANCER_* variables for the member chosen (BEHAVIOUR §4.1–4.2).
+    fn set_env(&self, env: &mut Env, balancer: &Balancer, member: usize) {
+        let m = &balancer.members[member].config;
+        env.set("BALANCER_NAME", format!("balancer://{}", balancer.name));
+        env.set("BALANCER_WORKER_NAME", m.url.as_str());
+        if m.route.is_empty() {
+            env.unset("BALANCER_WORKER_ROUTE");
+        } else {
+            env.set("BALANCER_WORKER_ROUTE", m.route.as_str());
+        }
+        if let Some(sticky) = &balancer.sticky {
+            env.set("BALANCER_SESSION_STICKY", sticky.cookie.as_str());
+        }
+        if let Some(route) = &self.session_route {
+            env.set("BALANCER_SESSION_ROUTE", route.as_str());
+        }
+        if self.route_changed {
+            env.set("BALANCER_ROUTE_CHANGED", "1");
+        } else {
+            env.unset("BALANCER_ROUTE_CHANGED");
+        }
+    }
+}
+
+/// Reserved env entries for the rules' `%t` and `%D`: microseconds since the Unix epoch when the
+/// request arrived, and now.
+pub const REQUEST_START_VAR: &str = "FULCRUM_REQUEST_START_US";
+pub const NOW_VAR: &str = "FULCRUM_NOW_US";
+
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+fn request_info<'a>(id: u64, parts: &'a Parts, client: SocketAddr, host: Option<&'a str>) -> RequestInfo<'a> {
+    RequestInfo {
+        id,
+        method: &parts.method,
+        uri: &parts.uri,
+        headers: &parts.headers,
+        client: client.ip(),
+        host: host.unwrap_or(""),
+    }
+}
+
 impl Proxy {
-    pub fn new(config: &Config, balancers: Vec<Arc<Balancer>>) -> Proxy {
+    pub fn new(config: &Config, balancers: Vec<Arc<Balancer>>, rules: Vec<Vec<Arc<dyn RequestRules>>>) -> Proxy {
         let pools = balancers
             .iter()
             .map(|b| {
@@ -91,6 +140,7 @@ impl Proxy {
             vhosts: config.vhosts.clone(),
             balancers,
             pools,
+            rules,
             proxy_timeout: config.proxy_timeout,
             next_id: AtomicU64::new(1),
         }
@@ -114,28 +164,80 @@ impl Proxy {
             .and_then(|h| h.to_str().ok())
             .map(str::to_string)
             .or_else(|| request.uri().authority().map(|a| a.to_string()));
-        let vhost = self.vhost(host_header.as_deref());
-        let page_host = host_header.as_deref().map_or(vhost.server_name.as_str(), strip_port).to_string();
-        let error = |status| Ok(error_page(status, &page_host, local.port()));
+        let vhost_index = self.vhost(host_header.as_deref());
+        let vhost = &self.vhosts[vhost_index];
+        let rules = &self.rules[vhost_index];
+        let (mut parts, body) = request.into_parts();
+        let mut env = Env::default();
+        let started_us = if rules.is_empty() { 0 } else { unix_micros() };
 
-        let path = request.uri().path();
+        // Request phase of the rules (Apache: SetEnvIf at post-read-request, RequestHeader at
+        // fixups): env changes, and header changes to what the member will receive.
+        for r in rules {
+            env.set(REQUEST_START_VAR, started_us.to_string());
+            env.set(NOW_VAR, unix_micros().to_string());
+            let info = request_info(id, &parts, client, host_header.as_deref());
+            match r.on_request(&info, &env) {
+                Ok(outcome) => {
+                    env.apply(&outcome.env);
+                    for why in rules::apply_headers(&mut parts.headers, &outcome.headers) {
+                        tracing::warn!(request = id, plugin = r.name(), "request header action refused: {why}");
+                    }
+                }
+                Err(fault) => tracing::error!(request = id, "{fault}"),
+            }
+        }
+
+        let (mut response, origin) =
+            match self.forward(id, vhost, &mut env, &parts, body, client, host_header.as_deref()).await {
+                Ok(response) => (response, Origin::Proxied),
+                Err(status) => {
+                    let page_host = host_header.as_deref().map_or(vhost.server_name.as_str(), strip_port);
+                    (error_page(status, page_host, local.port()), Origin::Generated)
+                }
+            };
+
+        // Response phase (Apache: mod_headers' Header, "onsuccess" for relayed responses of any
+        // status, "always" also for Fulcrum's own error pages).
+        for r in rules {
+            env.set(NOW_VAR, unix_micros().to_string());
+            let info = request_info(id, &parts, client, host_header.as_deref());
+            let view = ResponseInfo { status: response.status().as_u16(), origin, headers: response.headers() };
+            match r.on_response(&info, &view, &env) {
+                Ok(outcome) => {
+                    env.apply(&outcome.env);
+                    for why in rules::apply_headers(response.headers_mut(), &outcome.headers) {
+                        tracing::warn!(request = id, plugin = r.name(), "response header action refused: {why}");
+                    }
+                }
+                Err(fault) => tracing::error!(request = id, "{fault}"),
+            }
+        }
+        Ok(response)
+    }
+
+    /// Route the request and relay a member's response, or say which status Fulcrum must answer.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        id: u64,
+        vhost: &VirtualHost,
+        env: &mut Env,
+        parts: &Parts,
+        body: Incoming,
+        client: SocketAddr,
+        host_header: Option<&str>,
+    ) -> Result<Response<ProxyBody>, StatusCode> {
+        let path = parts.uri.path();
         let Some(route) = vhost.routes.iter().find(|r| path.starts_with(r.path.as_str())) else {
-            return error(StatusCode::NOT_FOUND);
+            return Err(StatusCode::NOT_FOUND);
         };
         let (balancer_index, target_path) = match &route.target {
-            RouteTarget::Exclude => return error(StatusCode::NOT_FOUND),
+            RouteTarget::Exclude => return Err(StatusCode::NOT_FOUND),
             RouteTarget::Balancer { index, path: target } => (*index, format!("{target}{}", &path[route.path.len()..])),
         };
         let balancer = &self.balancers[balancer_index];
-        let (parts, body) = request.into_parts();
-        let info = RequestInfo {
-            id,
-            method: &parts.method,
-            uri: &parts.uri,
-            headers: &parts.headers,
-            client: client.ip(),
-            host: host_header.as_deref().unwrap_or(""),
-        };
+        let info = request_info(id, parts, client, host_header);
 
         // Sticky route first (BEHAVIOUR §3): a usable member for the session's route wins and is
         // charged like a balanced choice; anything else is balanced and flagged ROUTE_CHANGED.
@@ -150,12 +252,12 @@ impl Proxy {
                     Ok(Some(lease)) => sticky_lease = Some(lease),
                     Ok(None) if sticky.nofailover => {
                         tracing::warn!(request = id, balancer = %balancer.name, "sticky member is down and nofailover is on");
-                        return error(StatusCode::SERVICE_UNAVAILABLE);
+                        return Err(StatusCode::SERVICE_UNAVAILABLE);
                     }
                     Ok(None) => {}
                     Err(e) => {
                         tracing::error!(request = id, "{e}");
-                        return error(StatusCode::INTERNAL_SERVER_ERROR);
+                        return Err(StatusCode::INTERNAL_SERVER_ERROR);
                     }
                 }
             }
@@ -171,30 +273,21 @@ impl Proxy {
                     Ok(lease) => lease,
                     Err(ChooseError::NoMember { .. }) => {
                         tracing::warn!(request = id, balancer = %balancer.name, "no usable member");
-                        return error(StatusCode::SERVICE_UNAVAILABLE);
+                        return Err(StatusCode::SERVICE_UNAVAILABLE);
                     }
                     Err(e) => {
                         tracing::error!(request = id, "{e}");
-                        return error(StatusCode::INTERNAL_SERVER_ERROR);
+                        return Err(StatusCode::INTERNAL_SERVER_ERROR);
                     }
                 },
             };
             let index = lease.index();
+            decision.set_env(env, balancer, index);
             let Some(request_body) = body.take() else {
                 unreachable!("the body is given back by every retryable failure")
             };
             match self
-                .attempt(
-                    id,
-                    balancer_index,
-                    lease,
-                    &parts,
-                    &target_path,
-                    vhost,
-                    client,
-                    host_header.as_deref(),
-                    request_body,
-                )
+                .attempt(id, balancer_index, lease, parts, &target_path, vhost, client, host_header, request_body)
                 .await
             {
                 Ok(response) => {
@@ -208,7 +301,7 @@ impl Proxy {
                     );
                     return Ok(response);
                 }
-                Err(Failed::Answer(status)) => return error(status),
+                Err(Failed::Answer(status)) => return Err(status),
                 Err(Failed::NotSent(returned)) => {
                     body = Some(returned);
                     tried.push(index);
@@ -216,7 +309,7 @@ impl Proxy {
                         decision.route_changed = true;
                     }
                     if tried.len() > balancer.maxattempts {
-                        return error(StatusCode::SERVICE_UNAVAILABLE);
+                        return Err(StatusCode::SERVICE_UNAVAILABLE);
                     }
                 }
             }
@@ -317,17 +410,14 @@ impl Proxy {
 
     /// The virtual host for a Host header: ServerName, then ServerAlias, else the first (Apache's
     /// default vhost for the address).
-    fn vhost(&self, host: Option<&str>) -> &VirtualHost {
-        if let Some(host) = host {
-            let host = strip_port(host);
-            let found = self.vhosts.iter().find(|v| {
+    fn vhost(&self, host: Option<&str>) -> usize {
+        let Some(host) = host.map(strip_port) else { return 0 };
+        self.vhosts
+            .iter()
+            .position(|v| {
                 v.server_name.eq_ignore_ascii_case(host) || v.server_alias.iter().any(|a| a.eq_ignore_ascii_case(host))
-            });
-            if let Some(v) = found {
-                return v;
-            }
-        }
-        &self.vhosts[0]
+            })
+            .unwrap_or(0)
     }
 }
 

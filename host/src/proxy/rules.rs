@@ -1,0 +1,247 @@
+//! The rules seam: header and environment rules (Apache's mod_setenvif and mod_headers), in
+//! native terms, and the native application of their answers.
+//!
+//! A rules plugin never touches a request: it answers with declarative actions, which this module
+//! checks (header names and values must be valid) and applies in order. The plugin module
+//! implements [`RequestRules`] with WebAssembly components.
+
+use std::fmt;
+
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::balancer::{RequestFields, RequestInfo};
+
+/// What a rules plugin reads, declared once at configure time.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RulesNeeds {
+    pub fields: RequestFields,
+    pub request_headers: Vec<HeaderName>,
+    pub response_headers: Vec<HeaderName>,
+}
+
+/// How a header action changes a header (see `wit/rules.wit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderOp {
+    Set,
+    Append,
+    Add,
+    Unset,
+    Merge,
+    SetIfEmpty,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderAction {
+    pub op: HeaderOp,
+    pub name: String,
+    pub value: String,
+}
+
+/// A rules call's answer: env changes (`None` unsets), then header actions, in order.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RulesOutcome {
+    pub env: Vec<(String, Option<String>)>,
+    pub headers: Vec<HeaderAction>,
+}
+
+/// Who produced a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A member's response, relayed.
+    Proxied,
+    /// Fulcrum's own (an error page).
+    Generated,
+}
+
+/// The response as a rules plugin may see it.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseInfo<'a> {
+    pub status: u16,
+    pub origin: Origin,
+    pub headers: &'a HeaderMap,
+}
+
+/// A rules call that produced no answer. The request carries on without the rules' actions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RulesFault {
+    pub plugin: String,
+    pub detail: String,
+}
+
+impl fmt::Display for RulesFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rules plugin `{}` failed: {}", self.plugin, self.detail)
+    }
+}
+
+/// A configured rule set. Calls may come from many requests at once.
+pub trait RequestRules: Send + Sync {
+    fn name(&self) -> &str;
+    fn needs(&self) -> &RulesNeeds;
+    fn on_request(&self, request: &RequestInfo<'_>, env: &Env) -> Result<RulesOutcome, RulesFault>;
+    fn on_response(
+        &self,
+        request: &RequestInfo<'_>,
+        response: &ResponseInfo<'_>,
+        env: &Env,
+    ) -> Result<RulesOutcome, RulesFault>;
+}
+
+/// Builds rule sets from a plugin name and its configuration table (the plugin registry does).
+pub trait RulesFactory {
+    fn rules(&self, plugin: &str, config: &toml::Table) -> Result<Box<dyn RequestRules>, RulesSetupError>;
+}
+
+/// Why a rule set could not be configured. `option` and `line` point into the plugin's
+/// configuration when the plugin said where (`line N:` inside a multi-line option).
+#[derive(Debug, Clone)]
+pub struct RulesSetupError {
+    pub option: Option<String>,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+/// The per-request environment (Apache's `subprocess_env`): names are case-sensitive, set
+/// variables exist even when empty.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Env {
+    vars: Vec<(String, String)>,
+}
+
+impl Env {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn set(&mut self, name: &str, value: impl Into<String>) {
+        let value = value.into();
+        match self.vars.iter_mut().find(|(k, _)| k == name) {
+            Some(slot) => slot.1 = value,
+            None => self.vars.push((name.to_string(), value)),
+        }
+    }
+
+    pub fn unset(&mut self, name: &str) {
+        self.vars.retain(|(k, _)| k != name);
+    }
+
+    pub fn vars(&self) -> &[(String, String)] {
+        &self.vars
+    }
+
+    /// Apply a rules outcome's env actions in order.
+    pub fn apply(&mut self, actions: &[(String, Option<String>)]) {
+        for (name, value) in actions {
+            match value {
+                Some(v) => self.set(name, v.as_str()),
+                None => self.unset(name),
+            }
+        }
+    }
+}
+
+/// Apply header actions in order. An action with an invalid header name or value is skipped and
+/// reported (the rest still apply): a plugin cannot produce a malformed message.
+pub fn apply_headers(headers: &mut HeaderMap, actions: &[HeaderAction]) -> Vec<String> {
+    let mut rejected = Vec::new();
+    for action in actions {
+        let Ok(name) = HeaderName::from_bytes(action.name.as_bytes()) else {
+            rejected.push(format!("`{}` is not a header name", action.name));
+            continue;
+        };
+        if action.op == HeaderOp::Unset {
+            headers.remove(&name);
+            continue;
+        }
+        let current = joined(headers, &name);
+        let value = match action.op {
+            HeaderOp::Set | HeaderOp::Add => action.value.clone(),
+            HeaderOp::SetIfEmpty if current.as_deref().is_some_and(|c| !c.is_empty()) => continue,
+            HeaderOp::SetIfEmpty => action.value.clone(),
+            HeaderOp::Append => match current {
+                Some(c) if !c.is_empty() => format!("{c}, {}", action.value),
+                _ => action.value.clone(),
+            },
+            HeaderOp::Merge => match current {
+                Some(c) if c.split(',').any(|t| t.trim() == action.value.trim()) => continue,
+                Some(c) if !c.is_empty() => format!("{c}, {}", action.value),
+                _ => action.value.clone(),
+            },
+            HeaderOp::Unset => unreachable!("handled above"),
+        };
+        let Ok(value) = HeaderValue::from_str(&value) else {
+            rejected.push(format!("the value for `{}` is not a valid header value", action.name));
+            continue;
+        };
+        if action.op == HeaderOp::Add {
+            headers.append(name, value);
+        } else {
+            headers.insert(name, value);
+        }
+    }
+    rejected
+}
+
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    let mut out = String::from_utf8_lossy(first.as_bytes()).into_owned();
+    for v in values {
+        out.push_str(", ");
+        out.push_str(&String::from_utf8_lossy(v.as_bytes()));
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(op: HeaderOp, name: &str, value: &str) -> HeaderAction {
+        HeaderAction { op, name: name.into(), value: value.into() }
+    }
+
+    /// Headers before, one action, headers after (values in order, repeated lines separate).
+    #[test]
+    fn header_ops() {
+        use HeaderOp::*;
+        let cases: &[(&[(&str, &str)], HeaderAction, &[&str])] = &[
+            (&[], action(Set, "X-A", "1"), &["1"]),
+            (&[("x-a", "0"), ("x-a", "9")], action(Set, "X-A", "1"), &["1"]),
+            (&[("x-a", "0")], action(Add, "X-A", "1"), &["0", "1"]),
+            (&[("x-a", "0")], action(Append, "X-A", "1"), &["0, 1"]),
+            (&[], action(Append, "X-A", "1"), &["1"]),
+            (&[("x-a", "0, 1")], action(Merge, "X-A", "1"), &["0, 1"]),
+            (&[("x-a", "0")], action(Merge, "X-A", "1"), &["0, 1"]),
+            (&[("x-a", "0")], action(SetIfEmpty, "X-A", "1"), &["0"]),
+            (&[("x-a", "")], action(SetIfEmpty, "X-A", "1"), &["1"]),
+            (&[("x-a", "0")], action(Unset, "X-A", ""), &[]),
+        ];
+        for (before, action, after) in cases {
+            let mut h = HeaderMap::new();
+            for (k, v) in *before {
+                h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            }
+            assert!(apply_headers(&mut h, std::slice::from_ref(action)).is_empty());
+            let got: Vec<_> = h.get_all("x-a").iter().map(|v| v.to_str().unwrap()).collect();
+            assert_eq!(got, *after, "{before:?} + {action:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_actions_are_refused_not_applied() {
+        let mut h = HeaderMap::new();
+        let rejected =
+            apply_headers(&mut h, &[action(HeaderOp::Set, "bad name", "1"), action(HeaderOp::Set, "x-ok", "a\r\nb")]);
+        assert_eq!(rejected.len(), 2);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn env_set_unset_exists_when_empty() {
+        let mut env = Env::default();
+        env.apply(&[("A".into(), Some("".into())), ("B".into(), Some("2".into())), ("B".into(), None)]);
+        assert_eq!(env.get("A"), Some(""));
+        assert_eq!(env.get("B"), None);
+    }
+}
