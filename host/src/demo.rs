@@ -11,8 +11,8 @@
 //! header: x-forwarded-for: 127.0.0.1
 //! ```
 //!
-//! Two paths change the answer, for failure tests: `/status/NNN` answers with status NNN, and
-//! `/sleep/MS` waits MS milliseconds first.
+//! Some paths change the answer, for tests: `/status/NNN` answers with status NNN, `/sleep/MS`
+//! waits MS milliseconds first, and `/set-cookie/NAME=VALUE` adds that `Set-Cookie` header.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -75,11 +75,18 @@ impl Drop for EchoServer {
 
 async fn serve(listener: TcpListener, name: String, served: Arc<AtomicU64>, connections: Arc<AtomicU64>) {
     let name: Arc<str> = Arc::from(name);
+    // Connection tasks live in this set, so stopping the server (aborting this task) also closes
+    // every keep-alive connection: a stopped backend is really gone.
+    let mut open = tokio::task::JoinSet::new();
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(_) = open.join_next() => continue,
+        };
+        let Ok((stream, _)) = accepted else { continue };
         connections.fetch_add(1, Ordering::SeqCst);
         let (name, served) = (Arc::clone(&name), Arc::clone(&served));
-        tokio::spawn(async move {
+        open.spawn(async move {
             let service = service_fn(move |req| echo(req, Arc::clone(&name), Arc::clone(&served)));
             let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
@@ -113,5 +120,10 @@ async fn echo(
     *response.status_mut() = status;
     response.headers_mut().insert("x-served-by", name.parse().unwrap_or_else(|_| "echo".parse().unwrap()));
     response.headers_mut().insert(hyper::header::CONTENT_TYPE, "text/plain".parse().unwrap());
+    if let Some(cookie) = path.strip_prefix("/set-cookie/")
+        && let Ok(value) = cookie.parse()
+    {
+        response.headers_mut().append(hyper::header::SET_COOKIE, value);
+    }
     Ok(response)
 }

@@ -145,12 +145,13 @@ fn check(path: &Path) -> Result<(), fulcrum::Error> {
         println!("balancer {} lbmethod={}", b.name, b.lbmethod);
         for m in &b.members {
             println!(
-                "  member {} route={} loadfactor={} lbset={} retry={}s",
+                "  member {} route={} loadfactor={} lbset={} retry={}s{}",
                 m.url,
                 if m.route.is_empty() { "-" } else { &m.route },
                 m.lbfactor / 100,
                 m.lbset,
-                m.retry.as_secs()
+                m.retry.as_secs(),
+                if m.status == Default::default() { String::new() } else { format!(" status=+{}", m.status) }
             );
         }
     }

@@ -6,3 +6,4 @@ mod failures;
 mod faults;
 mod sticky;
 mod support;
+mod tiers;

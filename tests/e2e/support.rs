@@ -151,3 +151,15 @@ pub fn fulcrum_cmd(args: &[&str], cwd: Option<&Path>) -> (i32, String, String) {
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
+
+/// Like [`balancer_config`], with each member's own TOML lines (`("url", "route = \"web1\"\nlbset = 1")`).
+pub fn members_config(members: &[(&str, &str)], balancer_extra: &str) -> String {
+    let mut c = format!(
+        "listen = [\"127.0.0.1:0\"]\n\n[[vhost]]\nserver_name = \"www.example.com\"\n\
+         proxy_pass = [{{ path = \"/\", to = \"balancer://default/\" }}]\n\n[balancer.default]\n{balancer_extra}\n"
+    );
+    for (url, lines) in members {
+        c.push_str(&format!("\n[[balancer.default.member]]\nurl = \"{url}\"\n{lines}\n"));
+    }
+    c
+}

@@ -5,13 +5,15 @@
 //! under concurrent requests: byrequests then gives Apache's exact order (BEHAVIOUR.md §2).
 
 pub mod select;
+pub mod status;
 pub mod sticky;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 pub use select::*;
+pub use status::MemberStatus;
 pub use sticky::StickySession;
 
 use crate::config::{BalancerConfig, MemberConfig};
@@ -28,16 +30,20 @@ pub struct Member {
     elected: AtomicU64,
     /// Milliseconds since the balancer's epoch until which the member is in error; 0 = not in error.
     error_until_ms: AtomicU64,
+    /// [`MemberStatus`] bits.
+    status: AtomicU8,
 }
 
 impl Member {
     fn new(config: MemberConfig) -> Member {
+        let status = config.status.bits();
         Member {
             config,
             busy: AtomicU64::new(0),
             traffic: AtomicU64::new(0),
             elected: AtomicU64::new(0),
             error_until_ms: AtomicU64::new(0),
+            status: AtomicU8::new(status),
         }
     }
 
@@ -51,6 +57,14 @@ impl Member {
 
     pub fn traffic(&self) -> u64 {
         self.traffic.load(Ordering::Relaxed)
+    }
+
+    pub fn status(&self) -> MemberStatus {
+        MemberStatus::from_bits(self.status.load(Ordering::Relaxed))
+    }
+
+    pub fn set_status(&self, status: MemberStatus) {
+        self.status.store(status.bits(), Ordering::Relaxed);
     }
 
     pub fn add_traffic(&self, bytes: u64) {
@@ -173,10 +187,24 @@ impl Balancer {
         self.epoch.elapsed().as_millis() as u64 + 1
     }
 
-    /// Whether member `i` may be chosen now.
-    pub fn is_usable(&self, i: usize) -> bool {
+    /// Whether member `i` is in error state now (Apache's `Init Err`).
+    pub fn in_error(&self, i: usize) -> bool {
+        self.in_error_at(i, self.now_ms())
+    }
+
+    fn in_error_at(&self, i: usize, now: u64) -> bool {
         let until = self.members[i].error_until_ms.load(Ordering::Relaxed);
-        until == 0 || self.now_ms() >= until
+        until != 0 && now < until
+    }
+
+    /// Whether member `i` may serve requests now: not disabled, not stopped, not in error.
+    pub fn is_usable(&self, i: usize) -> bool {
+        self.usable_at(i, self.now_ms())
+    }
+
+    fn usable_at(&self, i: usize, now: u64) -> bool {
+        let status = self.members[i].status();
+        !status.contains(MemberStatus::DISABLED) && !status.contains(MemberStatus::STOPPED) && !self.in_error_at(i, now)
     }
 
     /// The member whose route is `route` (case-sensitive, as Apache compares routes).
@@ -189,6 +217,9 @@ impl Balancer {
 
     /// Put member `i` in error state for its `retry` period (Apache: a failed connection).
     pub fn mark_error(&self, i: usize) {
+        if self.members[i].status().contains(MemberStatus::IGNORE_ERRORS) {
+            return;
+        }
         let until = self.now_ms() + self.members[i].config.retry.as_millis() as u64;
         self.members[i].error_until_ms.store(until.max(1), Ordering::Relaxed);
     }
@@ -242,10 +273,10 @@ impl Balancer {
     ) -> Result<Option<Lease>, ChooseError> {
         let mut guard = self.lock();
         let core = &mut *guard;
-        self.fill_candidates(&mut core.candidates, &[]);
-        if core.candidates.binary_search(&(index as u32)).is_err() {
+        if !self.is_usable(index) {
             return Ok(None);
         }
+        self.fill_candidates(&mut core.candidates, &[]);
         let state = SelectState {
             candidates: &core.candidates,
             lbstatus: if self.needs.columns.lbstatus { &core.lbstatus } else { &[] },
@@ -284,32 +315,43 @@ impl Balancer {
         ChooseError::InvalidAnswer { balancer: self.name.clone(), plugin: core.selector.name().to_string(), why }
     }
 
-    /// Usable members of the lowest lbset tier that has any (Apache's lbset rule), minus `exclude`.
-    /// When every member is in error and `forcerecovery` is on, they are all made usable again
-    /// first (Apache's force_recovery: try them now rather than answer 503 until `retry` ends).
+    /// The members the lb algorithm may choose (Apache's `get_best_worker` order): the lowest lbset
+    /// tier with a usable member wins; within it, the usable members that are neither hot standby,
+    /// spare nor draining, or if there are none, its usable hot standbys and spares. `exclude`
+    /// holds members already tried for this request. When every member is in error and
+    /// `forcerecovery` is on, they are all made usable again first (Apache's force_recovery: try
+    /// them now rather than answer 503 until `retry` ends).
     fn fill_candidates(&self, out: &mut Vec<u32>, exclude: &[usize]) {
         out.clear();
         let now = self.now_ms();
-        let in_error = |m: &Member| {
-            let until = m.error_until_ms.load(Ordering::Relaxed);
-            until != 0 && now < until
-        };
-        if self.forcerecovery && self.members.iter().all(in_error) {
+        if self.forcerecovery && (0..self.members.len()).all(|i| self.in_error_at(i, now)) {
             tracing::warn!(balancer = %self.name, "every member is in error state: forcing recovery");
             for m in &self.members {
                 m.error_until_ms.store(0, Ordering::Relaxed);
             }
         }
+        let n = self.members.len();
         let usable = |i: usize| {
-            let until = self.members[i].error_until_ms.load(Ordering::Relaxed);
-            (until == 0 || now >= until) && !exclude.contains(&i)
+            self.usable_at(i, now)
+                && !exclude.contains(&i)
+                && !self.members[i].status().contains(MemberStatus::DRAINING)
         };
-        let Some(tier) = (0..self.members.len()).filter(|&i| usable(i)).map(|i| self.members[i].config.lbset).min()
-        else {
-            return;
+        let standby = |i: usize| {
+            let s = self.members[i].status();
+            s.contains(MemberStatus::HOT_STANDBY) || s.contains(MemberStatus::SPARE)
         };
-        out.extend(
-            (0..self.members.len()).filter(|&i| usable(i) && self.members[i].config.lbset == tier).map(|i| i as u32),
-        );
+        let mut tiers: Vec<u32> = (0..n).filter(|&i| usable(i)).map(|i| self.members[i].config.lbset).collect();
+        tiers.sort_unstable();
+        tiers.dedup();
+        for tier in tiers {
+            let in_tier = |i: usize| usable(i) && self.members[i].config.lbset == tier;
+            out.extend((0..n).filter(|&i| in_tier(i) && !standby(i)).map(|i| i as u32));
+            if out.is_empty() {
+                out.extend((0..n).filter(|&i| in_tier(i) && standby(i)).map(|i| i as u32));
+            }
+            if !out.is_empty() {
+                return;
+            }
+        }
     }
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use hyper::http::uri::{Authority, Scheme, Uri};
 use toml::Spanned;
 
+use crate::balancer::status::MemberStatus;
 use crate::balancer::sticky::StickySession;
 
 pub use error::{ConfigError, Location, Problem};
@@ -121,6 +122,9 @@ pub struct MemberConfig {
     pub retry: Duration,
     pub timeout: Option<Duration>,
     pub connection_timeout: Option<Duration>,
+    pub status: MemberStatus,
+    /// Route that sticky requests go to while this member is unusable (Apache's RouteRedir).
+    pub redirect: Option<String>,
 }
 
 impl Config {
@@ -360,6 +364,17 @@ impl Loader<'_> {
                 members.push(m);
             }
         }
+        for (i, member) in raw.members.iter().enumerate() {
+            if let Some(redirect) = &member.get_ref().redirect
+                && !members.iter().any(|m| m.route == *redirect.get_ref())
+            {
+                self.at(
+                    redirect,
+                    &format!("balancer.{name}.member[{i}].redirect"),
+                    format!("no member of balancer `{name}` has route `{}`", redirect.get_ref()),
+                );
+            }
+        }
         let separator = match &raw.stickysessionsep {
             None => '.',
             Some(sep) => {
@@ -444,6 +459,16 @@ impl Loader<'_> {
         let timeout = raw.timeout.as_ref().and_then(|t| self.seconds(t, &key("timeout")));
         let connection_timeout =
             raw.connectiontimeout.as_ref().and_then(|t| self.seconds(t, &key("connectiontimeout")));
+        let status = match &raw.status {
+            Some(spec) => match MemberStatus::parse(spec.get_ref()) {
+                Ok(status) => status,
+                Err(why) => {
+                    self.at(spec, &key("status"), why);
+                    MemberStatus::default()
+                }
+            },
+            None => MemberStatus::default(),
+        };
         let (scheme, authority, path) = parsed?;
         Some(MemberConfig {
             url,
@@ -456,6 +481,8 @@ impl Loader<'_> {
             retry,
             timeout,
             connection_timeout,
+            status,
+            redirect: raw.redirect.as_ref().map(|r| r.get_ref().clone()),
         })
     }
 }

@@ -89,4 +89,8 @@ pub struct RawMember {
     pub timeout: Option<Spanned<u64>>,
     /// Seconds to wait for the TCP connection to the member.
     pub connectiontimeout: Option<Spanned<u64>>,
+    /// Apache's `status`: `+H` (hot standby), `+D` (disabled), `+S`, `+I`, `+N`, `+R`.
+    pub status: Option<Spanned<String>>,
+    /// Apache's `redirect`: the route to send sticky requests to while this member is unusable.
+    pub redirect: Option<Spanned<String>>,
 }

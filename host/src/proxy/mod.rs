@@ -248,8 +248,21 @@ impl Proxy {
             let cookie = joined(&parts.headers, header::COOKIE);
             decision.session_route = sticky.route(uri, cookie.as_deref()).map(str::to_string);
             if let Some(index) = decision.session_route.as_deref().and_then(|r| balancer.member_by_route(r)) {
-                match balancer.choose_sticky(&info, index) {
-                    Ok(Some(lease)) => sticky_lease = Some(lease),
+                // While the route's member is unusable, its `redirect` route takes its requests
+                // (Apache's RouteRedir); that still counts as a changed route.
+                let mut redirected = false;
+                let mut chosen = balancer.choose_sticky(&info, index);
+                if let (Ok(None), Some(to)) = (&chosen, balancer.members[index].config.redirect.as_deref())
+                    && let Some(target) = balancer.member_by_route(to)
+                {
+                    chosen = balancer.choose_sticky(&info, target);
+                    redirected = true;
+                }
+                match chosen {
+                    Ok(Some(lease)) => {
+                        sticky_lease = Some(lease);
+                        decision.route_changed = redirected;
+                    }
                     Ok(None) if sticky.nofailover => {
                         tracing::warn!(request = id, balancer = %balancer.name, "sticky member is down and nofailover is on");
                         return Err(StatusCode::SERVICE_UNAVAILABLE);
@@ -261,7 +274,9 @@ impl Proxy {
                     }
                 }
             }
-            decision.route_changed = sticky_lease.is_none();
+            if sticky_lease.is_none() {
+                decision.route_changed = true;
+            }
         }
 
         let mut body = Some(body);
