@@ -190,9 +190,9 @@ macro_rules! export_rules {
                 ) -> __wit::Outcome {
                     __with(|r| <$ty as $crate::Rules>::on_response(r, &request, &response, &env))
                 }
-    }
+            }
 
-            $crate::rules_bindings::export_rules_world!(__FulcrumRulesExport with_types_in $crate::rules_bindings);
+    $crate::rules_bindings::export_rules_world!(__FulcrumRulesExport with_types_in $crate::rules_bindings);
         };
     };
 }
