@@ -12,7 +12,8 @@
 //! ```
 //!
 //! Some paths change the answer, for tests: `/status/NNN` answers with status NNN, `/sleep/MS`
-//! waits MS milliseconds first, and `/set-cookie/NAME=VALUE` adds that `Set-Cookie` header.
+//! waits MS milliseconds first, `/set-cookie/NAME=VALUE` adds that `Set-Cookie` header, and
+//! `/location?URL` answers 302 with `Location: URL` (`SELF` in it becomes `http://ADDR`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -37,6 +38,7 @@ pub struct EchoServer {
     pub name: String,
     served: Arc<AtomicU64>,
     connections: Arc<AtomicU64>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
 
@@ -47,13 +49,30 @@ impl EchoServer {
         let addr = listener.local_addr()?;
         let served = Arc::new(AtomicU64::new(0));
         let connections = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(serve(listener, name.to_string(), Arc::clone(&served), Arc::clone(&connections)));
-        Ok(EchoServer { addr, name: name.to_string(), served, connections, task })
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(serve(
+            listener,
+            name.to_string(),
+            Arc::clone(&served),
+            Arc::clone(&connections),
+            addr,
+            stopped,
+        ));
+        Ok(EchoServer { addr, name: name.to_string(), served, connections, stop: Some(stop), task })
     }
 
     /// Requests answered so far.
     pub fn served(&self) -> u64 {
         self.served.load(Ordering::SeqCst)
+    }
+
+    /// Stop listening and close every open connection; returns once they are all closed (dropping
+    /// the server also stops it, but without waiting).
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
     }
 
     /// TCP connections accepted so far.
@@ -73,13 +92,24 @@ impl Drop for EchoServer {
     }
 }
 
-async fn serve(listener: TcpListener, name: String, served: Arc<AtomicU64>, connections: Arc<AtomicU64>) {
+async fn serve(
+    listener: TcpListener,
+    name: String,
+    served: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
+    addr: SocketAddr,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
     let name: Arc<str> = Arc::from(name);
     // Connection tasks live in this set, so stopping the server (aborting this task) also closes
     // every keep-alive connection: a stopped backend is really gone.
     let mut open = tokio::task::JoinSet::new();
     loop {
         let accepted = tokio::select! {
+            _ = &mut stopped => {
+                open.shutdown().await;
+                return;
+            }
             accepted = listener.accept() => accepted,
             Some(_) = open.join_next() => continue,
         };
@@ -87,7 +117,7 @@ async fn serve(listener: TcpListener, name: String, served: Arc<AtomicU64>, conn
         connections.fetch_add(1, Ordering::SeqCst);
         let (name, served) = (Arc::clone(&name), Arc::clone(&served));
         open.spawn(async move {
-            let service = service_fn(move |req| echo(req, Arc::clone(&name), Arc::clone(&served)));
+            let service = service_fn(move |req| echo(req, Arc::clone(&name), Arc::clone(&served), addr));
             let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
@@ -97,6 +127,7 @@ async fn echo(
     request: Request<Incoming>,
     name: Arc<str>,
     served: Arc<AtomicU64>,
+    addr: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = request.into_parts();
     let body_bytes = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
@@ -120,6 +151,12 @@ async fn echo(
     *response.status_mut() = status;
     response.headers_mut().insert("x-served-by", name.parse().unwrap_or_else(|_| "echo".parse().unwrap()));
     response.headers_mut().insert(hyper::header::CONTENT_TYPE, "text/plain".parse().unwrap());
+    if path == "/location"
+        && let Ok(value) = parts.uri.query().unwrap_or("").replace("SELF", &format!("http://{addr}")).parse()
+    {
+        *response.status_mut() = StatusCode::FOUND;
+        response.headers_mut().insert(hyper::header::LOCATION, value);
+    }
     if let Some(cookie) = path.strip_prefix("/set-cookie/")
         && let Ok(value) = cookie.parse()
     {

@@ -10,8 +10,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::Error;
-use crate::balancer::{Balancer, BalancerSpec, SelectorFactory};
-use crate::config::Config;
+use crate::balancer::{Balancer, BalancerSpec, SelectorFactory, SingleMember};
+use crate::config::{BalancerConfig, Config};
 use crate::plugin::{PluginLimits, PluginRegistry};
 use crate::proxy::Proxy;
 use crate::proxy::rules::{RequestRules, RulesFactory};
@@ -53,7 +53,30 @@ impl Runtime {
             }
             rules.push(sets);
         }
-        let proxy = Arc::new(Proxy::new(&config, balancers, rules));
+        // Each proxy_pass_match target is a worker of its own: a one-member balancer with its own
+        // error state and connections (Apache keeps it apart from the balancer members too).
+        let mut matches = Vec::with_capacity(config.vhosts.len());
+        for vhost in &config.vhosts {
+            let mut routes = Vec::new();
+            for m in &vhost.matches {
+                let worker = BalancerConfig {
+                    name: format!("proxy_pass_match {}", m.regex.as_str()),
+                    lbmethod: "single-member".into(),
+                    lbmethod_config: toml::Table::new(),
+                    timeout: None,
+                    sticky: None,
+                    failonstatus: Vec::new(),
+                    failontimeout: false,
+                    maxattempts: 0,
+                    forcerecovery: true,
+                    members: vec![m.worker.clone()],
+                };
+                routes.push(balancers.len());
+                balancers.push(Arc::new(Balancer::new(&worker, Box::new(SingleMember::default()))));
+            }
+            matches.push(routes);
+        }
+        let proxy = Arc::new(Proxy::new(&config, balancers, rules, matches));
         Ok(Runtime { config, plugins, proxy })
     }
 

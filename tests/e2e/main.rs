@@ -1,9 +1,14 @@
 //! End-to-end tests: the real `fulcrum` binary, real echo backends, real sockets on 127.0.0.1.
 
+mod apache;
+mod apache_diff;
 mod balancing;
 mod check;
 mod failures;
 mod faults;
+mod guide;
+mod routing;
+mod rules_component;
 mod sticky;
 mod support;
 mod tiers;

@@ -134,3 +134,33 @@ pub struct BalancerSpec<'a> {
 pub trait SelectorFactory {
     fn selector(&self, spec: &BalancerSpec<'_>) -> Result<Box<dyn MemberSelector>, crate::Error>;
 }
+
+/// The selector of a worker that is not balanced (a `proxy_pass_match` target): one member, so the
+/// only candidate. Native, because there is nothing to decide.
+#[derive(Debug, Default)]
+pub struct SingleMember {
+    needs: SelectorNeeds,
+}
+
+impl MemberSelector for SingleMember {
+    fn name(&self) -> &str {
+        "single-member"
+    }
+
+    fn needs(&self) -> &SelectorNeeds {
+        &self.needs
+    }
+
+    fn select(&mut self, _request: &RequestInfo<'_>, state: &SelectState<'_>) -> Result<Selection, SelectorFault> {
+        Ok(Selection { member: state.candidates.first().copied(), lbstatus: Vec::new() })
+    }
+
+    fn sticky(
+        &mut self,
+        _request: &RequestInfo<'_>,
+        _member: u32,
+        _state: &SelectState<'_>,
+    ) -> Result<Vec<i64>, SelectorFault> {
+        Ok(Vec::new())
+    }
+}

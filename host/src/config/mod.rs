@@ -45,6 +45,36 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
     /// Rule sets (mod_setenvif / mod_headers), run in order.
     pub rules: Vec<RulesConfig>,
+    /// `ProxyPassReverse` rules, in order.
+    pub reverse: Vec<ReverseRule>,
+    /// `ProxyPassMatch` rules, tried in order before the prefix routes.
+    pub matches: Vec<MatchRoute>,
+}
+
+/// `ProxyPassReverse PATH URL`.
+#[derive(Debug, Clone)]
+pub struct ReverseRule {
+    /// The local path prefix (`/`).
+    pub path: String,
+    pub target: ReverseTarget,
+}
+
+#[derive(Debug, Clone)]
+pub enum ReverseTarget {
+    /// `balancer://NAME/PATH`: any member URL of the balancer, plus PATH.
+    Balancer { index: usize, path: String },
+    /// A plain URL prefix.
+    Url(String),
+}
+
+/// `ProxyPassMatch REGEX URL`: one unbalanced worker.
+#[derive(Debug, Clone)]
+pub struct MatchRoute {
+    pub regex: regex::Regex,
+    /// The URL template with `$N` references.
+    pub to: String,
+    /// The worker, as a one-member configuration (its own error state and connections).
+    pub worker: MemberConfig,
 }
 
 /// The rules plugin used when a `[[vhost.rules]]` table names none.
@@ -304,6 +334,77 @@ impl Loader<'_> {
         }
         // Longest prefix first: the first match is the most specific, as Apache orders them.
         routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
+        let mut reverse = Vec::new();
+        for (j, rule) in raw.proxy_pass_reverse.iter().enumerate() {
+            let rule = rule.get_ref();
+            let k = format!("vhost[{i}].proxy_pass_reverse[{j}]");
+            let to = rule.to.get_ref().trim();
+            let target = if let Some(rest) = to.strip_prefix("balancer://") {
+                let (name, path) = rest.find('/').map_or((rest, ""), |s| (&rest[..s], &rest[s..]));
+                match balancers.get(name) {
+                    Some(&index) => ReverseTarget::Balancer { index, path: path.to_string() },
+                    None => {
+                        self.at(&rule.to, &format!("{k}.to"), format!("no balancer named `{name}`"));
+                        continue;
+                    }
+                }
+            } else if to.starts_with("http://") {
+                ReverseTarget::Url(to.to_string())
+            } else {
+                self.at(
+                    &rule.to,
+                    &format!("{k}.to"),
+                    format!("`{to}` is neither `balancer://NAME/` nor an http:// URL"),
+                );
+                continue;
+            };
+            reverse.push(ReverseRule { path: rule.path.get_ref().clone(), target });
+        }
+        let mut matches = Vec::new();
+        for (j, m) in raw.proxy_pass_match.iter().enumerate() {
+            let m = m.get_ref();
+            let k = format!("vhost[{i}].proxy_pass_match[{j}]");
+            let regex = match regex::Regex::new(m.regex.get_ref()) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.at(&m.regex, &format!("{k}.regex"), format!("bad regex: {e}"));
+                    continue;
+                }
+            };
+            let to = m.to.get_ref().trim().to_string();
+            // The worker is the URL up to its path (`http://host:port`); the path is the template.
+            let Some(after_scheme) = to.strip_prefix("http://") else {
+                self.at(&m.to, &format!("{k}.to"), format!("`{to}` is not an http:// URL"));
+                continue;
+            };
+            let authority_end = after_scheme.find('/').map_or(to.len(), |p| p + "http://".len());
+            let base = &to[..authority_end];
+            let (scheme, authority, _) = match parse_member_url(base) {
+                Ok(parts) => parts,
+                Err(why) => {
+                    self.at(&m.to, &format!("{k}.to"), format!("bad URL `{to}`: {why}"));
+                    continue;
+                }
+            };
+            let seconds = |loader: &mut Self, v: &Option<Spanned<u64>>, key: &str| {
+                v.as_ref().and_then(|t| loader.seconds(t, &format!("{k}.{key}")))
+            };
+            let worker = MemberConfig {
+                url: base.to_string(),
+                scheme,
+                authority,
+                path: String::new(),
+                route: String::new(),
+                lbfactor: 100,
+                lbset: 0,
+                retry: seconds(self, &m.retry, "retry").unwrap_or(DEFAULT_RETRY),
+                timeout: seconds(self, &m.timeout, "timeout"),
+                connection_timeout: seconds(self, &m.connectiontimeout, "connectiontimeout"),
+                status: MemberStatus::default(),
+                redirect: None,
+            };
+            matches.push(MatchRoute { regex, to: to[authority_end..].to_string(), worker });
+        }
         let mut rules = Vec::new();
         for (j, table) in raw.rules.iter().enumerate() {
             let mut config = table.get_ref().clone();
@@ -336,6 +437,8 @@ impl Loader<'_> {
             preserve_host: raw.preserve_host,
             routes,
             rules,
+            reverse,
+            matches,
         }
     }
 

@@ -34,6 +34,12 @@ pub struct RawVhost {
     pub preserve_host: bool,
     #[serde(default)]
     pub proxy_pass: Vec<Spanned<RawProxyPass>>,
+    /// `ProxyPassReverse PATH URL`: member URLs in Location/Content-Location become this server's.
+    #[serde(default)]
+    pub proxy_pass_reverse: Vec<Spanned<RawProxyPass>>,
+    /// `ProxyPassMatch REGEX URL [timeout=…]`: requests whose path matches go to one URL, unbalanced.
+    #[serde(default)]
+    pub proxy_pass_match: Vec<Spanned<RawProxyPassMatch>>,
     /// Rule sets, run in order: `plugin` (default `apache-rules`) and the plugin's own keys.
     #[serde(default)]
     pub rules: Vec<Spanned<toml::Table>>,
@@ -45,6 +51,20 @@ pub struct RawProxyPass {
     pub path: Spanned<String>,
     /// `balancer://NAME/PATH`, or `"!"` to exclude the path from proxying.
     pub to: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawProxyPassMatch {
+    /// Matched against the request path (unanchored unless the regex says so).
+    pub regex: Spanned<String>,
+    /// `http://HOST:PORT/PATH` with `$0`..`$9` from the match.
+    pub to: Spanned<String>,
+    /// Seconds to wait for the response.
+    pub timeout: Option<Spanned<u64>>,
+    /// Seconds to wait for the connection.
+    pub connectiontimeout: Option<Spanned<u64>>,
+    /// Seconds the worker stays in error state after a refused connection (default 60).
+    pub retry: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,6 +11,7 @@
 mod body;
 mod error_page;
 mod headers;
+mod reverse;
 pub mod rules;
 mod upstream;
 
@@ -49,6 +50,9 @@ pub struct Proxy {
     pools: Vec<Vec<Arc<MemberPool>>>,
     /// Rule sets per virtual host, in order.
     rules: Vec<Vec<Arc<dyn RequestRules>>>,
+    /// Per virtual host, the balancer index of each `proxy_pass_match` worker (same order as
+    /// `VirtualHost::matches`).
+    matches: Vec<Vec<usize>>,
     proxy_timeout: Duration,
     next_id: AtomicU64,
 }
@@ -122,7 +126,12 @@ fn request_info<'a>(id: u64, parts: &'a Parts, client: SocketAddr, host: Option<
 }
 
 impl Proxy {
-    pub fn new(config: &Config, balancers: Vec<Arc<Balancer>>, rules: Vec<Vec<Arc<dyn RequestRules>>>) -> Proxy {
+    pub fn new(
+        config: &Config,
+        balancers: Vec<Arc<Balancer>>,
+        rules: Vec<Vec<Arc<dyn RequestRules>>>,
+        matches: Vec<Vec<usize>>,
+    ) -> Proxy {
         let pools = balancers
             .iter()
             .map(|b| {
@@ -141,6 +150,7 @@ impl Proxy {
             balancers,
             pools,
             rules,
+            matches,
             proxy_timeout: config.proxy_timeout,
             next_id: AtomicU64::new(1),
         }
@@ -166,6 +176,10 @@ impl Proxy {
             .or_else(|| request.uri().authority().map(|a| a.to_string()));
         let vhost_index = self.vhost(host_header.as_deref());
         let vhost = &self.vhosts[vhost_index];
+        if let Err(status) = check_request(&request) {
+            let page_host = host_header.as_deref().map_or(vhost.server_name.as_str(), strip_port);
+            return Ok(error_page(status, page_host, local.port()));
+        }
         let rules = &self.rules[vhost_index];
         let (mut parts, body) = request.into_parts();
         let mut env = Env::default();
@@ -189,7 +203,7 @@ impl Proxy {
         }
 
         let (mut response, origin) =
-            match self.forward(id, vhost, &mut env, &parts, body, client, host_header.as_deref()).await {
+            match self.forward(id, vhost_index, &mut env, &parts, body, client, host_header.as_deref()).await {
                 Ok(response) => (response, Origin::Proxied),
                 Err(status) => {
                     let page_host = host_header.as_deref().map_or(vhost.server_name.as_str(), strip_port);
@@ -221,20 +235,37 @@ impl Proxy {
     async fn forward(
         &self,
         id: u64,
-        vhost: &VirtualHost,
+        vhost_index: usize,
         env: &mut Env,
         parts: &Parts,
         body: Incoming,
         client: SocketAddr,
         host_header: Option<&str>,
     ) -> Result<Response<ProxyBody>, StatusCode> {
-        let path = parts.uri.path();
-        let Some(route) = vhost.routes.iter().find(|r| path.starts_with(r.path.as_str())) else {
-            return Err(StatusCode::NOT_FOUND);
-        };
-        let (balancer_index, target_path) = match &route.target {
-            RouteTarget::Exclude => return Err(StatusCode::NOT_FOUND),
-            RouteTarget::Balancer { index, path: target } => (*index, format!("{target}{}", &path[route.path.len()..])),
+        let vhost = &self.vhosts[vhost_index];
+        let normalized = normalize_path(parts.uri.path());
+        let path = normalized.as_ref();
+        // proxy_pass_match first (in order), then the proxy_pass prefixes (longest first).
+        let matched = vhost.matches.iter().zip(&self.matches[vhost_index]).find_map(|(m, &balancer)| {
+            m.regex.captures(path).map(|caps| {
+                let mut target = String::new();
+                caps.expand(&m.to, &mut target);
+                (balancer, target, false)
+            })
+        });
+        let (balancer_index, target_path, balanced) = match matched {
+            Some(found) => found,
+            None => {
+                let Some(route) = vhost.routes.iter().find(|r| prefix_matches(path, &r.path)) else {
+                    return Err(StatusCode::NOT_FOUND);
+                };
+                match &route.target {
+                    RouteTarget::Exclude => return Err(StatusCode::NOT_FOUND),
+                    RouteTarget::Balancer { index, path: target } => {
+                        (*index, format!("{target}{}", &path[route.path.len()..]), true)
+                    }
+                }
+            }
         };
         let balancer = &self.balancers[balancer_index];
         let info = request_info(id, parts, client, host_header);
@@ -297,7 +328,9 @@ impl Proxy {
                 },
             };
             let index = lease.index();
-            decision.set_env(env, balancer, index);
+            if balanced {
+                decision.set_env(env, balancer, index);
+            }
             let Some(request_body) = body.take() else {
                 unreachable!("the body is given back by every retryable failure")
             };
@@ -305,7 +338,8 @@ impl Proxy {
                 .attempt(id, balancer_index, lease, parts, &target_path, vhost, client, host_header, request_body)
                 .await
             {
-                Ok(response) => {
+                Ok(mut response) => {
+                    self.reverse_map(vhost, host_header, response.headers_mut());
                     tracing::debug!(
                         request = id,
                         balancer = %balancer.name,
@@ -423,6 +457,22 @@ impl Proxy {
         Err(Failed::Answer(StatusCode::BAD_GATEWAY))
     }
 
+    /// ProxyPassReverse: a Location or Content-Location naming a member becomes this server's URL
+    /// (built from the client's Host, as Apache does with UseCanonicalName Off).
+    fn reverse_map(&self, vhost: &VirtualHost, host: Option<&str>, headers: &mut hyper::HeaderMap) {
+        if vhost.reverse.is_empty() {
+            return;
+        }
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            let Some(value) = headers.get(&name).and_then(|v| v.to_str().ok()) else { continue };
+            let Some(local) = reverse::map(value, &vhost.reverse, &self.balancers) else { continue };
+            let url = format!("http://{}{local}", host.unwrap_or(&vhost.server_name));
+            if let Ok(v) = HeaderValue::from_str(&url) {
+                headers.insert(name, v);
+            }
+        }
+    }
+
     /// The virtual host for a Host header: ServerName, then ServerAlias, else the first (Apache's
     /// default vhost for the address).
     fn vhost(&self, host: Option<&str>) -> usize {
@@ -433,6 +483,91 @@ impl Proxy {
                 v.server_name.eq_ignore_ascii_case(host) || v.server_alias.iter().any(|a| a.eq_ignore_ascii_case(host))
             })
             .unwrap_or(0)
+    }
+}
+
+/// What Apache refuses before routing (BEHAVIOUR §10): an HTTP/1.1 request without exactly one
+/// Host (400), an encoded slash in the path (404, AllowEncodedSlashes Off), and a path whose `..`
+/// segments climb above the root (400).
+fn check_request<B>(request: &Request<B>) -> Result<(), StatusCode> {
+    let hosts = request.headers().get_all(header::HOST).iter().count();
+    if hosts > 1 || (hosts == 0 && request.version() == hyper::Version::HTTP_11 && request.uri().authority().is_none())
+    {
+        return Err(StatusCode::BAD_REQUEST);
+    }
+    let path = request.uri().path();
+    if path.contains("%2F") || path.contains("%2f") {
+        return Err(StatusCode::NOT_FOUND);
+    }
+    let mut depth: i32 = 0;
+    for segment in path.split('/').skip(1) {
+        match segment {
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err(StatusCode::BAD_REQUEST);
+                }
+            }
+            "." | "" => {}
+            _ => depth += 1,
+        }
+    }
+    Ok(())
+}
+
+/// The path as Apache hands it on (BEHAVIOUR §6.9): percent-escapes of unreserved characters
+/// decoded (`%41` → `A`; `%20` stays), then `.` and `..` segments resolved (`/a/b/../c` → `/a/c`).
+/// [`check_request`] has already refused paths that climb above the root.
+fn normalize_path(path: &str) -> std::borrow::Cow<'_, str> {
+    let has_escape = path.contains('%');
+    let has_dots = path.split('/').any(|s| s == "." || s == "..");
+    if !has_escape && !has_dots {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let mut decoded = String::with_capacity(path.len());
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = path.get(i + 1..i + 3)
+            && let Ok(byte) = u8::from_str_radix(hex, 16)
+            && (byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~'))
+        {
+            decoded.push(byte as char);
+            i += 3;
+            continue;
+        }
+        decoded.push(bytes[i] as char);
+        i += 1;
+    }
+    let mut segments: Vec<&str> = Vec::new();
+    let parts: Vec<&str> = decoded.split('/').skip(1).collect();
+    let last = parts.len().saturating_sub(1);
+    for (n, segment) in parts.iter().enumerate() {
+        match *segment {
+            "." => {
+                if n == last {
+                    segments.push("");
+                }
+            }
+            ".." => {
+                segments.pop();
+                if n == last {
+                    segments.push("");
+                }
+            }
+            s => segments.push(s),
+        }
+    }
+    std::borrow::Cow::Owned(format!("/{}", segments.join("/")))
+}
+
+/// Whether `path` is under `prefix` on a segment boundary (Apache's alias_match): `/app` covers
+/// `/app` and `/app/x`, not `/apple`; a prefix ending in `/` covers everything below it.
+fn prefix_matches(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => false,
     }
 }
 

@@ -205,7 +205,9 @@ mod tests {
     #[test]
     fn header_ops() {
         use HeaderOp::*;
-        let cases: &[(&[(&str, &str)], HeaderAction, &[&str])] = &[
+        /// Header lines before, the action, the values after.
+        type Case = (&'static [(&'static str, &'static str)], HeaderAction, &'static [&'static str]);
+        let cases: &[Case] = &[
             (&[], action(Set, "X-A", "1"), &["1"]),
             (&[("x-a", "0"), ("x-a", "9")], action(Set, "X-A", "1"), &["1"]),
             (&[("x-a", "0")], action(Add, "X-A", "1"), &["0", "1"]),

@@ -1,22 +1,79 @@
-//! `apache-rules`: Apache's mod_setenvif and mod_headers as a Fulcrum rules plugin.
-//! (Skeleton: the engine is being written.)
+//! `apache-rules`: Apache's mod_setenvif and mod_headers (with `<If>`/`<ElseIf>`/`<Else>` and a
+//! subset of ap_expr) as a Fulcrum rules plugin.
+//!
+//! The user writes Apache directives verbatim, in a TOML multi-line string under the key
+//! `directives`, so a working Apache set-up carries over unchanged; the guide's rules are:
+//!
+//! ```text
+//! SetEnvIf X-Forwarded-For "(([\d]{1,3}\.?){4})" FORWARD_IP=$1
+//! <If "-z env('FORWARD_IP')">
+//!   RequestHeader set X-Forwarded-For %{REMOTE_ADDR}s
+//! </If>
+//! <Else>
+//!   RequestHeader set X-Forwarded-For "%{FORWARD_IP}e"
+//! </Else>
+//! Header add Set-Cookie "BALANCEID=balancer.%{BALANCER_WORKER_ROUTE}e; path=/;" env=BALANCER_ROUTE_CHANGED
+//! ```
+//!
+//! Everything is parsed, checked and compiled once in `configure` (a mistake is an error naming
+//! its line: `line 3: Header: ...`); per request the plugin only evaluates, and never panics.
+//!
+//! Modules, in the order the text flows through them:
+//! - [`parse`]: lines, comments, continuations and quoting, as httpd reads its files;
+//! - [`directive`]: the directives and sections, checked and compiled into rules;
+//! - [`expr`]: the ap_expr subset of `<If>` and `expr=`;
+//! - [`format`](mod@format): mod_headers' `%{VAR}e`-style value formats;
+//! - [`pattern`]: regexes with PCRE's byte semantics, and `$1` substitution;
+//! - [`needs`]: which request fields and headers the rules read;
+//! - [`context`]: the environment and header tables rules read at run time;
+//! - [`engine`]: the two phases, `on_request` and `on_response`.
+
+pub mod context;
+pub mod directive;
+pub mod engine;
+pub mod expr;
+pub mod format;
+pub mod needs;
+pub mod parse;
+pub mod pattern;
 
 use fulcrum_sdk::rules::*;
 
-pub struct ApacheRules;
+/// The only option: the Apache directives, as text.
+pub const DIRECTIVES: &str = "directives";
+
+pub struct ApacheRules {
+    engine: engine::Engine,
+}
 
 impl Rules for ApacheRules {
-    fn configure(_config: &PluginConfig) -> Result<(Self, Needs), PluginError> {
-        Ok((ApacheRules, Needs::default()))
+    fn configure(config: &PluginConfig) -> Result<(Self, Needs), PluginError> {
+        let mut text = "";
+        for (key, value) in &config.options {
+            if key == DIRECTIVES {
+                text = value;
+            } else {
+                return Err(PluginError::InvalidOption((
+                    key.clone(),
+                    format!("unknown option: apache-rules takes only `{DIRECTIVES}` (the Apache directives, as text)"),
+                )));
+            }
+        }
+        let (engine, needs) = directive::compile(text)
+            .map_err(|e| PluginError::InvalidOption((DIRECTIVES.to_string(), e.to_string())))?;
+        Ok((ApacheRules { engine }, needs))
     }
 
-    fn on_request(&mut self, _request: &RequestView, _env: &[(String, String)]) -> Outcome {
-        Outcome::default()
+    fn on_request(&mut self, request: &RequestView, env: &[(String, String)]) -> Outcome {
+        self.engine.on_request(request, env)
     }
 
-    fn on_response(&mut self, _request: &RequestView, _response: &ResponseView, _env: &[(String, String)]) -> Outcome {
-        Outcome::default()
+    fn on_response(&mut self, request: &RequestView, response: &ResponseView, env: &[(String, String)]) -> Outcome {
+        self.engine.on_response(request, response, env)
     }
 }
 
+// Only the Wasm build is a component: natively (unit tests) the component-model symbol names would
+// not link into a cdylib, and nothing would call them.
+#[cfg(target_arch = "wasm32")]
 fulcrum_sdk::export_rules!(ApacheRules);

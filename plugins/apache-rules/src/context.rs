@@ -1,0 +1,212 @@
+//! What a rule can read while it runs: the request, the environment, and the headers as the
+//! earlier rules of the same phase left them.
+//!
+//! httpd applies mod_headers rules one after the other to its live header table, so a later rule
+//! (an `edit`, a `%{X}i`, a `req('X')` in `expr=`) sees what an earlier one set. The plugin only
+//! answers actions for the host to apply, so it keeps a [`HeaderTable`] of the headers it declared
+//! and applies its own actions to it as it emits them, exactly as the host applies them (the
+//! `header-op` docs in `wit/rules.wit`, and the host's `apply_headers`): `append`, `merge` and
+//! `set-if-empty` look at all lines of the header joined with `, ` and leave one line.
+//!
+//! Names are compared without regard to ASCII case everywhere, as httpd's tables do (environment
+//! variable names included: `env('forward_ip')` finds `FORWARD_IP`).
+
+use fulcrum_sdk::rules::{HeaderOp, RequestView};
+
+/// Reserved environment entries the host passes: microseconds since the Unix epoch.
+pub const REQUEST_START_US: &str = "FULCRUM_REQUEST_START_US";
+pub const NOW_US: &str = "FULCRUM_NOW_US";
+
+/// The per-request environment (httpd's `r->subprocess_env`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Env {
+    vars: Vec<(String, String)>,
+}
+
+impl Env {
+    pub fn new(vars: &[(String, String)]) -> Self {
+        Env { vars: vars.to_vec() }
+    }
+
+    /// The first variable of that name (`apr_table_get`).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// `apr_table_set`: replace the first entry's value and drop the others, or append.
+    pub fn set(&mut self, name: &str, value: &str) {
+        let mut found = false;
+        self.vars.retain_mut(|(n, v)| {
+            if !n.eq_ignore_ascii_case(name) {
+                return true;
+            }
+            if found {
+                return false;
+            }
+            found = true;
+            *v = value.to_string();
+            true
+        });
+        if !found {
+            self.vars.push((name.to_string(), value.to_string()));
+        }
+    }
+
+    pub fn unset(&mut self, name: &str) {
+        self.vars.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+
+    /// A reserved microsecond timestamp; 0 when the host did not pass a number.
+    pub fn micros(&self, name: &str) -> u64 {
+        self.get(name).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    }
+}
+
+/// Header lines in order, names in lower case (a header sent twice is two entries).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderTable {
+    entries: Vec<(String, String)>,
+}
+
+impl HeaderTable {
+    pub fn new(headers: &[(String, String)]) -> Self {
+        HeaderTable { entries: headers.iter().map(|(n, v)| (n.to_ascii_lowercase(), v.clone())).collect() }
+    }
+
+    /// Every value of `name`, in order.
+    pub fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> {
+        self.entries.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The first value (`apr_table_get`).
+    pub fn first(&self, name: &str) -> Option<&str> {
+        self.values(name).next()
+    }
+
+    /// All values joined with `", "`, as httpd merges repeated request headers when it reads them.
+    pub fn joined(&self, name: &str) -> Option<String> {
+        let mut values = self.values(name);
+        let first = values.next()?;
+        Some(values.fold(first.to_string(), |mut acc, v| {
+            acc.push_str(", ");
+            acc.push_str(v);
+            acc
+        }))
+    }
+
+    /// Apply one action as the host will.
+    pub fn apply(&mut self, op: HeaderOp, name: &str, value: &str) {
+        let name = name.to_ascii_lowercase();
+        let current = self.joined(&name).filter(|c| !c.is_empty());
+        match (op, current) {
+            (HeaderOp::Set, _) | (HeaderOp::SetIfEmpty | HeaderOp::Append | HeaderOp::Merge, None) => {
+                self.set(&name, value)
+            }
+            (HeaderOp::SetIfEmpty, Some(_)) => {}
+            (HeaderOp::Add, _) => self.entries.push((name, value.to_string())),
+            (HeaderOp::Unset, _) => self.entries.retain(|(n, _)| *n != name),
+            (HeaderOp::Merge, Some(current)) if has_token(&current, value) => {}
+            (HeaderOp::Append | HeaderOp::Merge, Some(current)) => self.set(&name, &format!("{current}, {value}")),
+        }
+    }
+
+    fn set(&mut self, name: &str, value: &str) {
+        let mut found = false;
+        self.entries.retain_mut(|(n, v)| {
+            if n != name {
+                return true;
+            }
+            if found {
+                return false;
+            }
+            found = true;
+            *v = value.to_string();
+            true
+        });
+        if !found {
+            self.entries.push((name.to_string(), value.to_string()));
+        }
+    }
+}
+
+/// The host's `merge` test: is `token` one of the comma-separated tokens of `value`, both compared
+/// without surrounding white space? (httpd compares exactly, minds double quotes, and looks at the
+/// first line only; what matters here is predicting the host.)
+pub fn has_token(value: &str, token: &str) -> bool {
+    value.split(',').any(|t| t.trim() == token.trim())
+}
+
+/// Everything an expression or a format string may read.
+pub struct Ctx<'a> {
+    pub request: &'a RequestView,
+    pub env: &'a Env,
+    /// The request headers: live during the request phase, as received during the response phase.
+    pub request_headers: &'a HeaderTable,
+    /// The response headers, live; `None` during the request phase (`resp()` is empty then).
+    pub response_headers: Option<&'a HeaderTable>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(lines: &[(&str, &str)]) -> HeaderTable {
+        let owned: Vec<(String, String)> = lines.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        HeaderTable::new(&owned)
+    }
+
+    #[test]
+    fn header_ops_change_the_table_as_the_host_does() {
+        use HeaderOp::*;
+        type Lines<'a> = &'a [(&'a str, &'a str)];
+        let start = [("a", "1"), ("x", "p"), ("b", "2"), ("X", "q")];
+        let cases: &[(HeaderOp, &str, Lines)] = &[
+            (Set, "v", &[("a", "1"), ("x", "v"), ("b", "2")]),
+            (Add, "v", &[("a", "1"), ("x", "p"), ("b", "2"), ("x", "q"), ("x", "v")]),
+            (Append, "v", &[("a", "1"), ("x", "p, q, v"), ("b", "2")]),
+            (Unset, "", &[("a", "1"), ("b", "2")]),
+            (Merge, "q", &[("a", "1"), ("x", "p"), ("b", "2"), ("x", "q")]),
+            (Merge, " p ", &[("a", "1"), ("x", "p"), ("b", "2"), ("x", "q")]),
+            (Merge, "v", &[("a", "1"), ("x", "p, q, v"), ("b", "2")]),
+            (SetIfEmpty, "v", &[("a", "1"), ("x", "p"), ("b", "2"), ("x", "q")]),
+        ];
+        for (op, value, expected) in cases {
+            let mut t = table(&start);
+            t.apply(*op, "X", value);
+            assert_eq!(t, table(expected), "{op:?} {value}");
+        }
+        for op in [SetIfEmpty, Append, Merge] {
+            let mut t = table(&[("x", "")]);
+            t.apply(op, "X", "v");
+            assert_eq!(t, table(&[("x", "v")]), "{op:?} on an empty value");
+        }
+        let mut t = table(&[]);
+        for op in [Set, Add, Append, Merge, SetIfEmpty] {
+            t.apply(op, "Y", "v");
+            assert_eq!(t.joined("y").as_deref(), Some("v"), "{op:?}");
+            t.apply(Unset, "y", "");
+        }
+    }
+
+    #[test]
+    fn merge_tokens_follow_the_host() {
+        let cases: &[(&str, &str, bool)] =
+            &[("a, b", "b", true), ("a,b", "a", true), ("a , b", "a", true), ("A", "a", false), ("ab", "a", false)];
+        for (value, token, expected) in cases {
+            assert_eq!(has_token(value, token), *expected, "{value:?} has {token:?}");
+        }
+    }
+
+    #[test]
+    fn env_names_ignore_case_like_apr_tables() {
+        let mut env = Env::new(&[("Forward_IP".into(), "1".into()), ("other".into(), "2".into())]);
+        assert_eq!(env.get("FORWARD_IP"), Some("1"));
+        env.set("forward_ip", "3");
+        assert_eq!(env, Env::new(&[("Forward_IP".into(), "3".into()), ("other".into(), "2".into())]));
+        env.set("new", "4");
+        env.unset("OTHER");
+        assert_eq!(env, Env::new(&[("Forward_IP".into(), "3".into()), ("new".into(), "4".into())]));
+        assert_eq!(env.micros("new"), 4);
+        assert_eq!(env.micros("missing"), 0);
+    }
+}

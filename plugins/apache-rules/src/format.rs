@@ -1,0 +1,279 @@
+//! mod_headers' value format strings (`parse_format_string` in `mod_headers.c`).
+//!
+//! A value is literal text with `%` tags, parsed once in `configure`:
+//!
+//! | tag | becomes |
+//! | --- | --- |
+//! | `%%`, or `%` at the very end | `%` |
+//! | `%{VAR}e` | the environment variable (unset: `(null)`, as httpd prints it; see [`UNSET_ENV`]) |
+//! | `%{REMOTE_ADDR}s` | the client address (a Fulcrum choice: httpd without mod_ssl prints `(null)`) |
+//! | `%{ANYTHING_ELSE}s` | `(null)`, as httpd without mod_ssl |
+//! | `%{Name}i` | the request header, repeated lines joined with `, ` (Fulcrum extension, from mod_log_config) |
+//! | `%{Name}o` | the response header, likewise (Fulcrum extension; `Header` only) |
+//! | `%t` | `t=` and the request's start, microseconds since the epoch |
+//! | `%D` | `D=` and the microseconds since the request started |
+//!
+//! In the literal text, as in httpd, `\\` is a backslash, `\t` a tab, and any other backslash is
+//! kept as it is. httpd also turns `\n` and `\r` into line breaks, which would split the header:
+//! here they are a configuration error. A line break that arrives in a variable's value is turned
+//! into a space, as httpd does. Anything else after `%` (`%{X}q`, `%x`, an unterminated `%{`, and
+//! httpd's `%l`, `%b` and brace-less `%i` load figures) is a configuration error.
+
+use fulcrum_sdk::rules::RequestFields;
+
+use crate::context::{Ctx, NOW_US, REQUEST_START_US};
+use crate::needs::Reads;
+
+/// What `%{VAR}e` gives for an unset variable. httpd's `header_request_env_var` returns `(null)`;
+/// Fulcrum prints the same.
+pub const UNSET_ENV: &str = "(null)";
+
+/// What httpd prints for an SSL variable it cannot look up.
+pub const NULL: &str = "(null)";
+
+/// Where a format string is used: `RequestHeader` values cannot read the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Request,
+    Response,
+}
+
+/// A parsed format string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Format {
+    pieces: Vec<Piece>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Env(String),
+    /// `%{REMOTE_ADDR}s`
+    ClientAddr,
+    /// Any other `%{X}s`
+    Null,
+    RequestHeader(String),
+    ResponseHeader(String),
+    Time,
+    Duration,
+}
+
+impl Format {
+    /// Parse `text` for use in `phase`; the error names the offending tag.
+    pub fn parse(text: &str, phase: Phase) -> Result<Format, String> {
+        let mut pieces = Vec::new();
+        let mut literal = String::new();
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '%' => {
+                    let (tag, arg) = match chars.next() {
+                        None | Some('%') => {
+                            literal.push('%');
+                            continue;
+                        }
+                        Some('{') => {
+                            let mut arg = String::new();
+                            loop {
+                                match chars.next() {
+                                    Some('}') => break,
+                                    Some(ch) => arg.push(ch),
+                                    None => return Err(format!("unterminated `%{{{arg}` in `{text}`")),
+                                }
+                            }
+                            match chars.next() {
+                                Some(tag) => (tag, Some(arg)),
+                                None => {
+                                    return Err(format!(
+                                        "`%{{{arg}}}` needs a letter after it (e, s, i or o) in `{text}`"
+                                    ));
+                                }
+                            }
+                        }
+                        Some(tag) => (tag, None),
+                    };
+                    if !literal.is_empty() {
+                        pieces.push(Piece::Text(std::mem::take(&mut literal)));
+                    }
+                    pieces.push(tag_piece(tag, arg, phase).map_err(|(why, hint)| format!("{why} in `{text}`{hint}"))?);
+                }
+                '\\' => match chars.peek() {
+                    Some('\\') => {
+                        chars.next();
+                        literal.push('\\');
+                    }
+                    Some('t') => {
+                        chars.next();
+                        literal.push('\t');
+                    }
+                    Some(e @ ('n' | 'r')) => {
+                        return Err(format!("`\\{e}` would put a line break in the header, in `{text}`"));
+                    }
+                    _ => literal.push('\\'),
+                },
+                _ => literal.push(c),
+            }
+        }
+        if !literal.is_empty() {
+            pieces.push(Piece::Text(literal));
+        }
+        Ok(Format { pieces })
+    }
+
+    pub fn render(&self, ctx: &Ctx<'_>) -> String {
+        let mut out = String::new();
+        for piece in &self.pieces {
+            match piece {
+                Piece::Text(text) => out.push_str(text),
+                Piece::Env(name) => push_unwrapped(&mut out, ctx.env.get(name).unwrap_or(UNSET_ENV)),
+                Piece::ClientAddr if !ctx.request.client_addr.is_empty() => {
+                    push_unwrapped(&mut out, &ctx.request.client_addr)
+                }
+                Piece::ClientAddr | Piece::Null => out.push_str(NULL),
+                Piece::RequestHeader(name) => {
+                    push_unwrapped(&mut out, &ctx.request_headers.joined(name).unwrap_or_default())
+                }
+                Piece::ResponseHeader(name) => {
+                    let value = ctx.response_headers.and_then(|t| t.joined(name)).unwrap_or_default();
+                    push_unwrapped(&mut out, &value)
+                }
+                Piece::Time => out.push_str(&format!("t={}", ctx.env.micros(REQUEST_START_US))),
+                Piece::Duration => {
+                    let elapsed = ctx.env.micros(NOW_US).saturating_sub(ctx.env.micros(REQUEST_START_US));
+                    out.push_str(&format!("D={elapsed}"));
+                }
+            }
+        }
+        out
+    }
+
+    /// Record the request fields and headers this format reads.
+    pub fn reads(&self, reads: &mut Reads) {
+        for piece in &self.pieces {
+            match piece {
+                Piece::ClientAddr => reads.field(RequestFields::CLIENT_ADDR),
+                Piece::RequestHeader(name) => reads.request_header(name),
+                Piece::ResponseHeader(name) => reads.response_header(name),
+                Piece::Text(_) | Piece::Env(_) | Piece::Null | Piece::Time | Piece::Duration => {}
+            }
+        }
+    }
+}
+
+/// The piece for `%{arg}tag`, or why not and a hint to append after the offending text.
+fn tag_piece(tag: char, arg: Option<String>, phase: Phase) -> Result<Piece, (String, &'static str)> {
+    let named = |what: &str| match &arg {
+        Some(name) if !name.is_empty() => Ok(name.clone()),
+        _ => Err((format!("`%{tag}` needs {what}, as `%{{NAME}}{tag}`"), "")),
+    };
+    match tag {
+        'e' => Ok(Piece::Env(named("a variable name")?)),
+        's' => Ok(match arg {
+            Some(name) if name.eq_ignore_ascii_case("REMOTE_ADDR") => Piece::ClientAddr,
+            _ => Piece::Null,
+        }),
+        'i' => Ok(Piece::RequestHeader(named("a request header name")?)),
+        'o' if phase == Phase::Request => {
+            Err(("`%{Name}o` reads a response header, which RequestHeader does not have".to_string(), ""))
+        }
+        'o' => Ok(Piece::ResponseHeader(named("a response header name")?)),
+        't' => Ok(Piece::Time),
+        'D' => Ok(Piece::Duration),
+        'l' | 'b' => Err((format!("`%{tag}` (httpd's server load figures) is not supported"), "")),
+        _ => Err((
+            format!("unrecognized format `%{tag}`"),
+            " (supported: %{VAR}e, %{VAR}s, %{Name}i, %{Name}o, %t, %D, %%)",
+        )),
+    }
+}
+
+/// httpd's `unwrap_header`: line breaks inside a value become spaces.
+fn push_unwrapped(out: &mut String, value: &str) {
+    out.extend(value.chars().map(|c| if c == '\r' || c == '\n' { ' ' } else { c }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::{Env, HeaderTable};
+    use fulcrum_sdk::rules::RequestView;
+
+    fn render(format: &str, client_addr: &str) -> String {
+        let request = RequestView {
+            method: "GET".into(),
+            path: "/".into(),
+            query: String::new(),
+            client_addr: client_addr.into(),
+            host: String::new(),
+            headers: vec![("x-a".into(), "1".into()), ("x-a".into(), "2".into())],
+        };
+        let env = Env::new(&[
+            ("FORWARD_IP".into(), "1.2.3.4".into()),
+            ("MULTI".into(), "a\r\nb".into()),
+            (REQUEST_START_US.into(), "1700000000000000".into()),
+            (NOW_US.into(), "1700000000001234".into()),
+        ]);
+        let request_headers = HeaderTable::new(&request.headers);
+        let response_headers = HeaderTable::new(&[("set-cookie".into(), "c=1".into())]);
+        let ctx = Ctx {
+            request: &request,
+            env: &env,
+            request_headers: &request_headers,
+            response_headers: Some(&response_headers),
+        };
+        Format::parse(format, Phase::Response).unwrap_or_else(|e| panic!("{format}: {e}")).render(&ctx)
+    }
+
+    #[test]
+    fn formats_render_as_mod_headers() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("plain text", "127.0.0.1", "plain text"),
+            ("%{FORWARD_IP}e", "127.0.0.1", "1.2.3.4"),
+            ("ip=%{forward_ip}e;", "127.0.0.1", "ip=1.2.3.4;"),
+            ("[%{UNSET}e]", "127.0.0.1", "[(null)]"),
+            ("%{MULTI}e", "127.0.0.1", "a  b"),
+            ("%{REMOTE_ADDR}s", "127.0.0.1", "127.0.0.1"),
+            ("%{remote_addr}s", "::1", "::1"),
+            ("%{REMOTE_ADDR}s", "", "(null)"),
+            ("%{SSL_PROTOCOL}s", "127.0.0.1", "(null)"),
+            ("%{X-A}i|%{x-b}i|%{Set-Cookie}o", "127.0.0.1", "1, 2||c=1"),
+            ("%t %D", "127.0.0.1", "t=1700000000000000 D=1234"),
+            ("%{ignored}t", "127.0.0.1", "t=1700000000000000"),
+            ("100%% sure %", "127.0.0.1", "100% sure %"),
+            (r"a\\b\tc\d", "127.0.0.1", "a\\b\tc\\d"),
+            ("BALANCEID=balancer.%{FORWARD_IP}e; path=/;", "127.0.0.1", "BALANCEID=balancer.1.2.3.4; path=/;"),
+        ];
+        for (format, client, expected) in cases {
+            assert_eq!(render(format, client), *expected, "{format}");
+        }
+    }
+
+    #[test]
+    fn bad_formats_are_refused() {
+        let cases: &[(&str, Phase, &str)] = &[
+            ("%{X}q", Phase::Response, "unrecognized format `%q`"),
+            ("%x", Phase::Response, "unrecognized format `%x`"),
+            ("a %{X", Phase::Response, "unterminated `%{X`"),
+            ("%{X}", Phase::Response, "needs a letter"),
+            ("%e", Phase::Response, "`%e` needs a variable name"),
+            ("%{}i", Phase::Response, "`%i` needs a request header name"),
+            ("%{X}o", Phase::Request, "RequestHeader"),
+            ("%l", Phase::Response, "not supported"),
+            (r"a\nb", Phase::Response, "line break"),
+        ];
+        for (format, phase, needle) in cases {
+            let err = Format::parse(format, *phase).unwrap_err();
+            assert!(err.contains(needle) && err.contains(format), "{format}: {err}");
+        }
+    }
+
+    #[test]
+    fn reads_are_declared() {
+        let mut reads = Reads::default();
+        Format::parse("%{REMOTE_ADDR}s %{X-A}i %{B}o %{E}e %{OTHER}s", Phase::Response).unwrap().reads(&mut reads);
+        let needs = reads.into_needs();
+        assert_eq!(needs.fields, RequestFields::CLIENT_ADDR);
+        assert_eq!(needs.request_headers, ["x-a"]);
+        assert_eq!(needs.response_headers, ["b"]);
+    }
+}

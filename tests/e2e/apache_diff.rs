@@ -1,0 +1,245 @@
+//! Differential tests: the same requests to a real Apache 2.4 running the guide's configuration
+//! and to Fulcrum running `examples/apache-guide.toml`, over the same echo backends; what matters
+//! must be equal (BEHAVIOUR.md). The only allowed mismatches are the README's documented
+//! differences, applied here as explicit normalisations.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use crate::apache::{Apache, Members};
+use crate::support::*;
+
+/// What a client and the member saw of one request.
+#[derive(Debug, PartialEq, Eq)]
+struct Observed {
+    status: u16,
+    member: String,
+    set_cookie: Vec<String>,
+    x_balance: Vec<String>,
+    location: Option<String>,
+    /// The request line and the headers the member received that the set-up is about.
+    seen: Vec<String>,
+}
+
+const SEEN: [&str; 4] = ["host", "x-forwarded-for", "x-forwarded-host", "x-forwarded-server"];
+
+fn observe(answer: &Answer, fulcrum: bool) -> Observed {
+    let values = |name: &str| -> Vec<String> {
+        answer.headers.get_all(name).iter().map(|v| v.to_str().unwrap_or("").to_string()).collect()
+    };
+    let mut seen = Vec::new();
+    for line in answer.body.lines() {
+        if let Some(request) = line.strip_prefix("request: ") {
+            seen.push(request.to_string());
+        }
+        if let Some(h) = line.strip_prefix("header: ")
+            && SEEN.iter().any(|name| h.starts_with(&format!("{name}: ")))
+        {
+            // Documented difference: Fulcrum's %{REMOTE_ADDR}s is the client address, Apache
+            // without mod_ssl writes "(null)".
+            let h = if fulcrum { h.to_string() } else { h.replace("(null)", "127.0.0.1") };
+            seen.push(h);
+        }
+    }
+    seen.sort();
+    Observed {
+        status: answer.status.as_u16(),
+        member: answer.served_by().to_string(),
+        set_cookie: values("set-cookie"),
+        x_balance: values("x-balance"),
+        location: answer.headers.get("location").map(|v| v.to_str().unwrap_or("").to_string()),
+        seen,
+    }
+}
+
+/// One request of a scenario: path and extra headers (Host is always `www.example.com`).
+type Req = (&'static str, &'static [(&'static str, &'static str)]);
+
+/// The guide's example, on port 0, with these members (TOML lines each) and the ProxyPassMatch
+/// line that the recorded Apache set-up enables.
+fn fulcrum_config(web1: &str, web2: &str, web1_lines: &str, web2_lines: &str) -> String {
+    let example = std::fs::read_to_string(repo_root().join("examples/apache-guide.toml")).unwrap();
+    let head = example.split("\n[[balancer.default.member]]").next().unwrap();
+    let head = head.replace("127.0.0.1:8080", "127.0.0.1:0").replace(
+        "    { path = \"/\", to = \"balancer://default/\" }, # ProxyPass / balancer://default/\n]",
+        &format!(
+            "    {{ path = \"/\", to = \"balancer://default/\" }},\n]\nproxy_pass_match = [{{ regex = \"(^/script.php)\", to = \"{web1}/$1\", timeout = 305, connectiontimeout = 305 }}]"
+        ),
+    );
+    format!(
+        "{head}\n[[balancer.default.member]]\nurl = \"{web1}\"\nroute = \"web1\"\n{web1_lines}\n\n\
+         [[balancer.default.member]]\nurl = \"{web2}\"\nroute = \"web2\"\n{web2_lines}\n"
+    )
+}
+
+const GUIDE_APACHE: &str = "retry=60 timeout=300 connectiontimeout=25";
+const GUIDE_FULCRUM: &str = "retry = 60\ntimeout = 300\nconnectiontimeout = 25";
+
+/// Send `requests` to Apache and to Fulcrum (each fresh, same members) and compare.
+async fn compare(web1: &str, web2: &str, params: (&str, &str), lines: (&str, &str), requests: &[Req]) {
+    let apache = Apache::start(&Members { web1, web2, web1_params: params.0, web2_params: params.1 });
+    let fulcrum = Fulcrum::start(&fulcrum_config(web1, web2, lines.0, lines.1));
+    let client = client();
+    for (i, (path, headers)) in requests.iter().enumerate() {
+        let mut with_host: Vec<(&str, &str)> = vec![("host", "www.example.com")];
+        with_host.extend_from_slice(headers);
+        let a = get(&client, &format!("http://{}{path}", apache.addr), &with_host).await;
+        let f = get(&client, &fulcrum.url(path), &with_host).await;
+        assert_eq!(
+            observe(&f, true),
+            observe(&a, false),
+            "request {i}: {path} {headers:?}\nApache error log:\n{}",
+            apache.error_log()
+        );
+    }
+}
+
+const NO: &[(&str, &str)] = &[];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guide_balancing_stickiness_and_headers() {
+    let (web1, web2) = two_backends().await;
+    let mut requests: Vec<Req> = vec![("/", NO); 12];
+    requests.extend_from_slice(&[
+        ("/", &[("cookie", "BALANCEID=balancer.web2")]),
+        ("/", &[("cookie", "a=1; BALANCEID=balancer.web2; b=2")]),
+        ("/", &[("cookie", "BALANCEID = x.web2")]),
+        ("/", &[("cookie", "BALANCEID=web2")]),
+        ("/", &[("cookie", "XBALANCEID=x.web2")]),
+        ("/", &[("cookie", "balanceid=x.web2")]),
+        ("/", &[("cookie", "BALANCEID=balancer.web9")]),
+        ("/", &[("cookie", "BALANCEID=balancer.web2.extra")]),
+        ("/", &[("cookie", "BALANCEID=balancer.WEB2")]),
+        ("/f?BALANCEID=x.web2", &[("cookie", "BALANCEID=x.web1")]),
+        ("/f;BALANCEID=x.web1", NO),
+        ("/f?a=1&BALANCEID=x.web2&b=2", NO),
+        ("/", &[("cookie", "BALANCEID=balancer.web1")]),
+        ("/", &[("cookie", "BALANCEID=balancer.web1")]),
+        ("/", &[("cookie", "BALANCEID=balancer.web1")]),
+        ("/", NO),
+        ("/", NO),
+        ("/", NO),
+        ("/", NO),
+        ("/", &[("x-forwarded-for", "1.2.3.4")]),
+        ("/", &[("x-forwarded-for", "1.2.3.4, 5.6.7.8")]),
+        ("/", &[("x-forwarded-for", "garbage")]),
+        ("/", &[("x-forwarded-for", "2001:db8::1")]),
+        ("/", &[("x-forwarded-for", "unknown, 10.0.0.1")]),
+        ("/", &[("x-forwarded-for", "1.2.3.4.5")]),
+        ("/", &[("x-forwarded-host", "evil.test")]),
+        ("/status/404", NO),
+        ("/status/500", NO),
+        ("/set-cookie/app=1", NO),
+        ("/script.php", NO),
+        ("/script.php/extra/path?a=1", NO),
+        ("/dir/script.php", NO),
+        ("/server-statusx", NO),
+        ("/a/b/../c", NO),
+        ("/a%20b%41?q=%41", NO),
+        ("/location?SELF/redirected", &[("cookie", "BALANCEID=x.web1")]),
+        ("/location?SELF", &[("cookie", "BALANCEID=x.web2")]),
+        ("/location?http://elsewhere.test/x", NO),
+        ("/location?/relative", NO),
+        // failonstatus last: it takes web1 out for 60 s.
+        ("/status/410", &[("cookie", "BALANCEID=x.web1")]),
+        ("/", NO),
+        ("/", &[("cookie", "BALANCEID=balancer.web1")]),
+        ("/", NO),
+    ]);
+    compare(&web1.url(), &web2.url(), (GUIDE_APACHE, GUIDE_APACHE), (GUIDE_FULCRUM, GUIDE_FULCRUM), &requests).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_one_to_two() {
+    let (web1, web2) = two_backends().await;
+    let requests: Vec<Req> = vec![("/", NO); 12];
+    compare(
+        &web1.url(),
+        &web2.url(),
+        ("loadfactor=1", "loadfactor=2"),
+        ("loadfactor = 1", "loadfactor = 2"),
+        &requests,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connection_and_dead_routes() {
+    let (web1, web2) = two_backends().await;
+    let dead = web2.url();
+    drop(web2);
+    let requests: &[Req] = &[
+        ("/", NO),
+        ("/", NO),
+        ("/", &[("cookie", "BALANCEID=balancer.web2")]),
+        ("/", NO),
+        ("/", &[("cookie", "BALANCEID=balancer.web1")]),
+    ];
+    compare(&web1.url(), &dead, (GUIDE_APACHE, GUIDE_APACHE), (GUIDE_FULCRUM, GUIDE_FULCRUM), requests).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_members_down() {
+    let (web1, web2) = two_backends().await;
+    let (dead1, dead2) = (web1.url(), web2.url());
+    drop((web1, web2));
+    let requests: &[Req] = &[("/", NO), ("/", &[("cookie", "BALANCEID=balancer.web1")])];
+    compare(&dead1, &dead2, (GUIDE_APACHE, GUIDE_APACHE), (GUIDE_FULCRUM, GUIDE_FULCRUM), requests).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_is_a_502_and_takes_the_member_out() {
+    let (web1, web2) = two_backends().await;
+    let requests: &[Req] = &[("/sleep/3000", NO), ("/", NO), ("/", NO)];
+    compare(&web1.url(), &web2.url(), ("timeout=1", "timeout=1"), ("timeout = 1", "timeout = 1"), requests).await;
+}
+
+/// §10: malformed requests, sent raw; both answer with the same status and nothing is proxied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests() {
+    let (web1, web2) = two_backends().await;
+    let apache = Apache::start(&Members {
+        web1: &web1.url(),
+        web2: &web2.url(),
+        web1_params: GUIDE_APACHE,
+        web2_params: GUIDE_APACHE,
+    });
+    let fulcrum = Fulcrum::start(&fulcrum_config(&web1.url(), &web2.url(), GUIDE_FULCRUM, GUIDE_FULCRUM));
+    let cases: &[&str] = &[
+        "GET / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        "HELLO\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Foo bar\r\n\r\n",
+        "GET /a%2Fb HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET /a/../../etc/passwd HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET / HTTP/1.0\r\n\r\n",
+    ];
+    for raw in cases {
+        let a = raw_status(apache.addr, raw);
+        let f = raw_status(fulcrum.addr, raw);
+        assert_eq!(f, a, "{raw:?}");
+    }
+    assert_eq!(web1.served() + web2.served(), 2, "only the two HTTP/1.0 requests were proxied");
+}
+
+/// Send `raw` on a fresh connection; the status code of the answer.
+fn raw_status(addr: SocketAddr, raw: &str) -> u16 {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.write_all(raw.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status for {raw:?}: {text:?}"))
+}

@@ -1,0 +1,236 @@
+//! The built-in `apache-rules` plugin driven through the real Wasm component (in-process, via the
+//! plugin registry): directives and request in, env and header actions out.
+
+use std::net::IpAddr;
+
+use fulcrum::balancer::RequestInfo;
+use fulcrum::plugin::{PluginLimits, PluginRegistry};
+use fulcrum::proxy::rules::{Env, HeaderAction, HeaderOp, Origin, RequestRules, ResponseInfo, RulesFactory};
+use hyper::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+
+fn rules(directives: &str) -> Box<dyn RequestRules> {
+    let registry = PluginRegistry::load(None, PluginLimits::default()).unwrap();
+    let mut table = toml::Table::new();
+    table.insert("directives".into(), toml::Value::String(directives.into()));
+    match registry.rules("apache-rules", &table) {
+        Ok(r) => r,
+        Err(e) => panic!("{directives}\n-> {}", e.message),
+    }
+}
+
+fn headers(list: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in list {
+        h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+    }
+    h
+}
+
+fn env(list: &[(&str, &str)]) -> Env {
+    let mut e = Env::default();
+    for (k, v) in list {
+        e.set(k, *v);
+    }
+    e
+}
+
+fn set(name: &str, value: &str) -> HeaderAction {
+    HeaderAction { op: HeaderOp::Set, name: name.into(), value: value.into() }
+}
+
+fn add(name: &str, value: &str) -> HeaderAction {
+    HeaderAction { op: HeaderOp::Add, name: name.into(), value: value.into() }
+}
+
+struct Request {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    client: IpAddr,
+}
+
+impl Request {
+    fn new(uri: &'static str, list: &[(&str, &str)]) -> Request {
+        Request {
+            method: Method::GET,
+            uri: Uri::from_static(uri),
+            headers: headers(list),
+            client: [10, 0, 0, 7].into(),
+        }
+    }
+
+    fn info(&self) -> RequestInfo<'_> {
+        RequestInfo {
+            id: 1,
+            method: &self.method,
+            uri: &self.uri,
+            headers: &self.headers,
+            client: self.client,
+            host: "www.example.com",
+        }
+    }
+}
+
+/// Request phase: directives + request in → env changes and request header actions out.
+#[test]
+fn request_phase_table() {
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static [(&'static str, &'static str)],
+        Vec<(&'static str, Option<&'static str>)>,
+        Vec<HeaderAction>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            r#"SetEnvIf X-Forwarded-For "(([\d]{1,3}\.?){4})" FORWARD_IP=$1"#,
+            "/",
+            &[("x-forwarded-for", "1.2.3.4, 5.6.7.8")],
+            vec![("FORWARD_IP", Some("1.2.3.4"))],
+            vec![],
+        ),
+        (
+            r#"SetEnvIf X-Forwarded-For "(([\d]{1,3}\.?){4})" FORWARD_IP=$1"#,
+            "/",
+            &[("x-forwarded-for", "garbage")],
+            vec![],
+            vec![],
+        ),
+        (
+            r#"SetEnvIfNoCase User-Agent "^curl" IS_CURL NOT_BROWSER=yes"#,
+            "/",
+            &[("user-agent", "CURL/8")],
+            vec![("IS_CURL", Some("1")), ("NOT_BROWSER", Some("yes"))],
+            vec![],
+        ),
+        (r#"SetEnvIf User-Agent "^curl" IS_CURL"#, "/", &[("user-agent", "CURL/8")], vec![], vec![]),
+        (r#"SetEnvIf Request_URI "^/api/(v\d)" API=$1"#, "/api/v2/users?x=1", &[], vec![("API", Some("v2"))], vec![]),
+        (r#"SetEnvIf Remote_Addr "^10\." INTERNAL"#, "/", &[], vec![("INTERNAL", Some("1"))], vec![]),
+        (r#"SetEnvIf Request_Method "GET" !CACHEABLE_NOT"#, "/", &[], vec![("CACHEABLE_NOT", None)], vec![]),
+        ("RequestHeader set X-A \"one\"", "/", &[], vec![], vec![set("X-A", "one")]),
+        ("RequestHeader add X-A two", "/", &[], vec![], vec![add("X-A", "two")]),
+        (
+            "RequestHeader unset Cookie",
+            "/",
+            &[("cookie", "a=1")],
+            vec![],
+            vec![HeaderAction { op: HeaderOp::Unset, name: "Cookie".into(), value: String::new() }],
+        ),
+        ("RequestHeader set X-Client %{REMOTE_ADDR}s", "/", &[], vec![], vec![set("X-Client", "10.0.0.7")]),
+        (
+            "RequestHeader set X-UA \"ua=%{User-Agent}i\"",
+            "/",
+            &[("user-agent", "curl/8")],
+            vec![],
+            vec![set("X-UA", "ua=curl/8")],
+        ),
+        ("RequestHeader set X-Pct \"100%%\"", "/", &[], vec![], vec![set("X-Pct", "100%")]),
+        ("RequestHeader edit X-Id ^id- user-", "/", &[("x-id", "id-42")], vec![], vec![set("X-Id", "user-42")]),
+        ("RequestHeader set X-Env %{GIVEN}e env=GIVEN", "/", &[], vec![], vec![]),
+        ("RequestHeader set X-Not yes env=!GIVEN", "/", &[], vec![], vec![set("X-Not", "yes")]),
+        (
+            "RequestHeader set X-Expr yes \"expr=req('x-a') == 'b'\"",
+            "/",
+            &[("x-a", "b")],
+            vec![],
+            vec![set("X-Expr", "yes")],
+        ),
+        (
+            "<If \"-z env('FORWARD_IP')\">\n  RequestHeader set X-F none\n</If>\n<Else>\n  RequestHeader set X-F \"%{FORWARD_IP}e\"\n</Else>",
+            "/",
+            &[],
+            vec![],
+            vec![set("X-F", "none")],
+        ),
+        (
+            "SetEnvIf X-Real (.+) FORWARD_IP=$1\n<If \"-z env('FORWARD_IP')\">\n  RequestHeader set X-F none\n</If>\n<Else>\n  RequestHeader set X-F \"%{FORWARD_IP}e\"\n</Else>",
+            "/",
+            &[("x-real", "9.9.9.9")],
+            vec![("FORWARD_IP", Some("9.9.9.9"))],
+            vec![set("X-F", "9.9.9.9")],
+        ),
+        (
+            "<If \"%{REMOTE_ADDR} -ipmatch '10.0.0.0/8' && req('x-a') =~ /^b/\">\n RequestHeader set X-Net internal\n</If>\n<ElseIf \"true\">\n RequestHeader set X-Net other\n</ElseIf>",
+            "/",
+            &[("x-a", "bee")],
+            vec![],
+            vec![set("X-Net", "internal")],
+        ),
+        (
+            "<If \"-n req('x-a') || !(req('x-b') != 'c')\">\n RequestHeader set X-Or yes\n</If>",
+            "/",
+            &[("x-b", "c")],
+            vec![],
+            vec![set("X-Or", "yes")],
+        ),
+    ];
+    for (directives, uri, request_headers, env_out, headers_out) in cases {
+        let r = rules(directives);
+        let request = Request::new(uri, request_headers);
+        let outcome = r.on_request(&request.info(), &Env::default()).unwrap();
+        let env_got: Vec<(&str, Option<&str>)> = outcome.env.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+        assert_eq!(env_got, env_out, "env for:\n{directives}");
+        assert_eq!(outcome.headers, headers_out, "headers for:\n{directives}");
+    }
+}
+
+/// Response phase: `Header` conditions on env, `always` vs onsuccess, response headers.
+#[test]
+fn response_phase_table() {
+    let guide = r#"Header add Set-Cookie "BALANCEID=balancer.%{BALANCER_WORKER_ROUTE}e; path=/;" env=BALANCER_ROUTE_CHANGED
+Header add X-Balance "BALANCER_WORKER_ROUTE=%{BALANCER_WORKER_ROUTE}e" env=BALANCER_WORKER_ROUTE
+Header always set X-Always yes
+Header set X-Type "%{Content-Type}o"
+Header edit* X-List , ;"#;
+    let r = rules(guide);
+    let request = Request::new("/", &[]);
+    let changed = env(&[("BALANCER_ROUTE_CHANGED", "1"), ("BALANCER_WORKER_ROUTE", "web2")]);
+    let response_headers = headers(&[("content-type", "text/plain"), ("x-list", "a,b,c")]);
+
+    let proxied = ResponseInfo { status: 404, origin: Origin::Proxied, headers: &response_headers };
+    let outcome = r.on_response(&request.info(), &proxied, &changed).unwrap();
+    assert_eq!(
+        outcome.headers,
+        vec![
+            add("Set-Cookie", "BALANCEID=balancer.web2; path=/;"),
+            add("X-Balance", "BALANCER_WORKER_ROUTE=web2"),
+            set("X-Always", "yes"),
+            set("X-Type", "text/plain"),
+            set("X-List", "a;b;c"),
+        ]
+    );
+
+    let generated = ResponseInfo { status: 503, origin: Origin::Generated, headers: &response_headers };
+    let outcome = r.on_response(&request.info(), &generated, &changed).unwrap();
+    assert_eq!(outcome.headers, vec![set("X-Always", "yes")], "only `always` rules apply to Fulcrum's own pages");
+
+    let sticky = env(&[("BALANCER_WORKER_ROUTE", "web2")]);
+    let outcome = r.on_response(&request.info(), &proxied, &sticky).unwrap();
+    assert_eq!(outcome.headers[0], add("X-Balance", "BALANCER_WORKER_ROUTE=web2"), "no cookie without ROUTE_CHANGED");
+}
+
+/// Bad rules are refused at configure time with the line inside the directives.
+#[test]
+fn bad_rules_name_their_line() {
+    let registry = PluginRegistry::load(None, PluginLimits::default()).unwrap();
+    let cases = [
+        ("RequestHeader set X-A 1\nSetEnvIf X-B \"([\" B=1", 2, "regex"),
+        ("Header sett X-A 1", 1, "sett"),
+        ("\n<If \"true\">\nHeader set X-A 1\n", 2, "If"),
+        ("<Else>\nHeader set X-A 1\n</Else>", 1, "Else"),
+        ("Header set X-A \"%{X}q\"", 1, "%{X}q"),
+        ("Frobnicate on", 1, "Frobnicate"),
+        ("<If \"req('a') ==\">\nHeader set X 1\n</If>", 1, "If"),
+    ];
+    for (directives, line, mentions) in cases {
+        let mut table = toml::Table::new();
+        table.insert("directives".into(), toml::Value::String(directives.into()));
+        let err = match registry.rules("apache-rules", &table) {
+            Ok(_) => panic!("accepted:\n{directives}"),
+            Err(e) => e,
+        };
+        assert_eq!(err.option.as_deref(), Some("directives"), "{directives}: {}", err.message);
+        assert_eq!(err.line, Some(line), "{directives}: {}", err.message);
+        assert!(err.message.contains(mentions), "{directives}: `{mentions}` not in: {}", err.message);
+    }
+}
