@@ -11,7 +11,8 @@
 //! header: x-forwarded-for: 127.0.0.1
 //! ```
 //!
-//! Some paths change the answer, for tests: `/status/NNN` answers with status NNN, `/sleep/MS`
+//! Requests carrying an `x-request-id` header have it recorded ([`EchoServer::request_ids`]), so
+//! tests can count what reached which backend. Some paths change the answer, for tests: `/status/NNN` answers with status NNN, `/sleep/MS`
 //! waits MS milliseconds first, `/set-cookie/NAME=VALUE` adds that `Set-Cookie` header, and
 //! `/location?URL` answers 302 with `Location: URL` (`SELF` in it becomes `http://ADDR`).
 
@@ -38,6 +39,7 @@ pub struct EchoServer {
     pub name: String,
     served: Arc<AtomicU64>,
     connections: Arc<AtomicU64>,
+    ids: Arc<std::sync::Mutex<Vec<String>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -50,15 +52,11 @@ impl EchoServer {
         let served = Arc::new(AtomicU64::new(0));
         let connections = Arc::new(AtomicU64::new(0));
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(serve(
-            listener,
-            name.to_string(),
-            Arc::clone(&served),
-            Arc::clone(&connections),
-            addr,
-            stopped,
-        ));
-        Ok(EchoServer { addr, name: name.to_string(), served, connections, stop: Some(stop), task })
+        let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let counters =
+            Counters { served: Arc::clone(&served), connections: Arc::clone(&connections), ids: Arc::clone(&ids) };
+        let task = tokio::spawn(serve(listener, name.to_string(), counters, addr, stopped));
+        Ok(EchoServer { addr, name: name.to_string(), served, connections, ids, stop: Some(stop), task })
     }
 
     /// Requests answered so far.
@@ -68,11 +66,16 @@ impl EchoServer {
 
     /// Stop listening and close every open connection; returns once they are all closed (dropping
     /// the server also stops it, but without waiting).
-    pub async fn stop(mut self) {
+    pub async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         let _ = (&mut self.task).await;
+    }
+
+    /// The `x-request-id` of every request answered so far, in order.
+    pub fn request_ids(&self) -> Vec<String> {
+        self.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// TCP connections accepted so far.
@@ -92,11 +95,18 @@ impl Drop for EchoServer {
     }
 }
 
+/// What an echo server counts, shared with its [`EchoServer`] handle.
+#[derive(Clone)]
+struct Counters {
+    served: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
+    ids: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
 async fn serve(
     listener: TcpListener,
     name: String,
-    served: Arc<AtomicU64>,
-    connections: Arc<AtomicU64>,
+    counters: Counters,
     addr: SocketAddr,
     mut stopped: tokio::sync::oneshot::Receiver<()>,
 ) {
@@ -114,10 +124,10 @@ async fn serve(
             Some(_) = open.join_next() => continue,
         };
         let Ok((stream, _)) = accepted else { continue };
-        connections.fetch_add(1, Ordering::SeqCst);
-        let (name, served) = (Arc::clone(&name), Arc::clone(&served));
+        counters.connections.fetch_add(1, Ordering::SeqCst);
+        let (name, counters) = (Arc::clone(&name), counters.clone());
         open.spawn(async move {
-            let service = service_fn(move |req| echo(req, Arc::clone(&name), Arc::clone(&served), addr));
+            let service = service_fn(move |req| echo(req, Arc::clone(&name), counters.clone(), addr));
             let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
@@ -126,7 +136,7 @@ async fn serve(
 async fn echo(
     request: Request<Incoming>,
     name: Arc<str>,
-    served: Arc<AtomicU64>,
+    counters: Counters,
     addr: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = request.into_parts();
@@ -146,7 +156,10 @@ async fn echo(
     for (k, v) in &parts.headers {
         text.push_str(&format!("header: {k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
     }
-    served.fetch_add(1, Ordering::SeqCst);
+    if let Some(id) = parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+        counters.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(id.to_string());
+    }
+    counters.served.fetch_add(1, Ordering::SeqCst);
     let mut response = Response::new(Full::new(Bytes::from(text)));
     *response.status_mut() = status;
     response.headers_mut().insert("x-served-by", name.parse().unwrap_or_else(|_| "echo".parse().unwrap()));

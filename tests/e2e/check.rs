@@ -62,3 +62,23 @@ fn an_unknown_lbmethod_is_refused_naming_the_balancer() {
     assert_eq!(code, 1);
     assert!(err.contains("balancer `default`: lbmethod: no plugin named `roundrobin`"), "{err}");
 }
+
+/// A bad rule fails `fulcrum check` with the file line of the rule inside the directives block.
+#[test]
+fn a_bad_rule_names_its_file_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.toml");
+    let config = balancer_config(&[("http://127.0.0.1:1", "web1", 1)], "", "");
+    let config = config.replacen(
+        "[balancer.default]",
+        "[[vhost.rules]]\ndirectives = '''\nSetEnvIf X-Forwarded-For \"(([\\d]{1,3}\\.?){4})\" FORWARD_IP=$1\nRequestHeader sett X-A 1\n'''\n\n[balancer.default]",
+        1,
+    );
+    std::fs::write(&path, &config).unwrap();
+    let line = config.lines().position(|l| l.starts_with("RequestHeader sett")).unwrap() + 1;
+    let (code, _, err) = fulcrum_cmd(&["check", "--config", path.to_str().unwrap()], None);
+    assert_eq!(code, 1, "{err}");
+    let expected = format!("{}:{line}:1: `vhost[0].rules[0]`: plugin `apache-rules`: line 2:", path.display());
+    assert!(err.contains(&expected), "expected `{expected}` in:\n{err}");
+    assert!(err.contains("sett"), "{err}");
+}

@@ -87,7 +87,7 @@ async fn set_cookie_and_x_balance_as_the_guide_rules_make_them() {
 /// Fulcrum's own error pages do not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn onsuccess_headers_follow_the_members_and_skip_generated_errors() {
-    let (web1, web2) = two_backends().await;
+    let (mut web1, mut web2) = two_backends().await;
     let fulcrum = Fulcrum::start(&guide_config(&web1, &web2));
     let client = client();
     let merged = get(&client, &fulcrum.url("/set-cookie/app=1"), &[]).await;

@@ -7,6 +7,7 @@ mod check;
 mod failures;
 mod faults;
 mod guide;
+mod no_loss;
 mod routing;
 mod rules_component;
 mod sticky;

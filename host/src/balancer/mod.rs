@@ -340,18 +340,15 @@ impl Balancer {
             let s = self.members[i].status();
             s.contains(MemberStatus::HOT_STANDBY) || s.contains(MemberStatus::SPARE)
         };
-        let mut tiers: Vec<u32> = (0..n).filter(|&i| usable(i)).map(|i| self.members[i].config.lbset).collect();
-        tiers.sort_unstable();
-        tiers.dedup();
-        for tier in tiers {
-            let in_tier = |i: usize| usable(i) && self.members[i].config.lbset == tier;
-            out.extend((0..n).filter(|&i| in_tier(i) && !standby(i)).map(|i| i as u32));
-            if out.is_empty() {
-                out.extend((0..n).filter(|&i| in_tier(i) && standby(i)).map(|i| i as u32));
-            }
-            if !out.is_empty() {
-                return;
-            }
+        // The lowest tier with a usable member always has a candidate (plain or standby), so only
+        // that tier is looked at; no allocation on this per-request path.
+        let Some(tier) = (0..n).filter(|&i| usable(i)).map(|i| self.members[i].config.lbset).min() else {
+            return;
+        };
+        let in_tier = |i: usize| self.members[i].config.lbset == tier && usable(i);
+        out.extend((0..n).filter(|&i| in_tier(i) && !standby(i)).map(|i| i as u32));
+        if out.is_empty() {
+            out.extend((0..n).filter(|&i| in_tier(i) && standby(i)).map(|i| i as u32));
         }
     }
 }
