@@ -12,9 +12,12 @@
 //! 4. the proxy forwards the request with a pooled client (timeouts, X-Forwarded-*, hop-by-hop
 //!    headers removed), fails over on a refused connection, and streams the response back.
 //!
+//! 5. the response phase of the rules runs, and the request is written to the [`access_log`].
+//!
 //! [`config`] turns the TOML file into validated values with file:line errors; [`demo`] is an echo
 //! backend for `fulcrum demo` and the tests.
 
+pub mod access_log;
 pub mod balancer;
 pub mod config;
 pub mod demo;

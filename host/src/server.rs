@@ -10,6 +10,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::Error;
+use crate::access_log::AccessLog;
 use crate::balancer::{Balancer, BalancerSpec, SelectorFactory, SingleMember};
 use crate::config::{BalancerConfig, Config};
 use crate::plugin::{PluginLimits, PluginRegistry};
@@ -76,7 +77,14 @@ impl Runtime {
             }
             matches.push(routes);
         }
-        let proxy = Arc::new(Proxy::new(&config, balancers, rules, matches));
+        let access_log = match &config.access_log {
+            Some((target, format)) => Some(
+                AccessLog::open(target, format.clone())
+                    .map_err(|e| Error::msg(format!("{}: access_log {target:?}: {e}", config.source.display())))?,
+            ),
+            None => None,
+        };
+        let proxy = Arc::new(Proxy::new(&config, balancers, rules, matches, access_log));
         Ok(Runtime { config, plugins, proxy })
     }
 

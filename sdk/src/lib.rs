@@ -148,6 +148,9 @@ pub trait Rules: Sized + 'static {
 #[macro_export]
 macro_rules! export_rules {
     ($ty:ty) => {
+        // Only a Wasm build is a component: natively (plugin unit tests) the component-model
+        // export names would not link into a cdylib, and nothing would call them.
+        #[cfg(target_arch = "wasm32")]
         const _: () = {
             use $crate::rules_bindings::exports::fulcrum::plugin::rules as __wit;
             use $crate::rules_bindings::fulcrum::plugin::types as __types;
@@ -225,6 +228,9 @@ pub trait Selector: Sized + 'static {
 #[macro_export]
 macro_rules! export_selector {
     ($ty:ty) => {
+        // Only a Wasm build is a component: natively (plugin unit tests) the component-model
+        // export names would not link into a cdylib, and nothing would call them.
+        #[cfg(target_arch = "wasm32")]
         const _: () = {
             use $crate::selector_bindings::exports::fulcrum::plugin::selector as __wit;
             use $crate::selector_bindings::fulcrum::plugin::types as __types;

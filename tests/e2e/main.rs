@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `fulcrum` binary, real echo backends, real sockets on 127.0.0.1.
 
+mod access_log;
 mod apache;
 mod apache_diff;
 mod balancing;

@@ -62,6 +62,11 @@ impl Fulcrum {
         format!("http://{}{path}", self.addr)
     }
 
+    /// A file in the folder that holds the config (relative paths in the config land there).
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
     /// What the process has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()

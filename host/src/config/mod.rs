@@ -14,6 +14,7 @@ use std::time::Duration;
 use hyper::http::uri::{Authority, Scheme, Uri};
 use toml::Spanned;
 
+use crate::access_log::{LogFormat, LogTarget};
 use crate::balancer::status::MemberStatus;
 use crate::balancer::sticky::StickySession;
 
@@ -31,6 +32,8 @@ pub struct Config {
     pub source: PathBuf,
     pub listen: Vec<SocketAddr>,
     pub plugins_dir: Option<PathBuf>,
+    /// The access log and its format, when configured.
+    pub access_log: Option<(LogTarget, LogFormat)>,
     pub proxy_timeout: Duration,
     pub vhosts: Vec<VirtualHost>,
     pub balancers: Vec<BalancerConfig>,
@@ -257,6 +260,25 @@ impl Loader<'_> {
 
         let base = self.file.parent().unwrap_or(Path::new("."));
         let plugins_dir = raw.plugins_dir.as_ref().map(|d| base.join(d.get_ref()));
+        let log_format = match &raw.log_format {
+            Some(f) => match LogFormat::parse(f.get_ref()) {
+                Ok(format) => Some(format),
+                Err(why) => {
+                    self.at(f, "log_format", why);
+                    None
+                }
+            },
+            None => None,
+        };
+        let access_log = raw.access_log.as_ref().map(|target| {
+            let target = match target.get_ref().as_str() {
+                "-" => LogTarget::Stdout,
+                path => LogTarget::File(base.join(path)),
+            };
+            let format =
+                log_format.clone().unwrap_or_else(|| LogFormat::parse("combined").expect("the built-in format"));
+            (target, format)
+        });
         let proxy_timeout = match &raw.proxy_timeout {
             Some(t) => self.seconds(t, "proxy_timeout").unwrap_or(DEFAULT_PROXY_TIMEOUT),
             None => DEFAULT_PROXY_TIMEOUT,
@@ -281,7 +303,7 @@ impl Loader<'_> {
             );
         }
 
-        Config { source: self.file.to_path_buf(), listen, plugins_dir, proxy_timeout, vhosts, balancers }
+        Config { source: self.file.to_path_buf(), listen, plugins_dir, access_log, proxy_timeout, vhosts, balancers }
     }
 
     fn seconds(&mut self, value: &Spanned<u64>, key: &str) -> Option<Duration> {

@@ -16,6 +16,10 @@ pub struct RawConfig {
     pub listen: Vec<Spanned<String>>,
     /// A folder of `.wasm` plugin components, loaded at start.
     pub plugins_dir: Option<Spanned<String>>,
+    /// `CustomLog`: a file (relative to this config) or `-` for stdout.
+    pub access_log: Option<Spanned<String>>,
+    /// `LogFormat`: Apache's format string, or `combined` (the default) / `common`.
+    pub log_format: Option<Spanned<String>>,
     /// `ProxyTimeout`, seconds: how long to wait for a member's response (default 60).
     pub proxy_timeout: Option<Spanned<u64>>,
     #[serde(default, rename = "vhost")]

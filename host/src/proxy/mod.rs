@@ -32,6 +32,7 @@ pub use error_page::error_page;
 use rules::{Env, Origin, RequestRules, ResponseInfo};
 use upstream::MemberPool;
 
+use crate::access_log::{self, AccessLog};
 use crate::balancer::{Balancer, ChooseError, Lease, RequestInfo};
 use crate::config::{Config, RouteTarget, VirtualHost};
 
@@ -50,6 +51,7 @@ pub struct Proxy {
     pools: Vec<Vec<Arc<MemberPool>>>,
     /// Rule sets per virtual host, in order.
     rules: Vec<Vec<Arc<dyn RequestRules>>>,
+    access_log: Option<AccessLog>,
     /// Per virtual host, the balancer index of each `proxy_pass_match` worker (same order as
     /// `VirtualHost::matches`).
     matches: Vec<Vec<usize>>,
@@ -131,6 +133,7 @@ impl Proxy {
         balancers: Vec<Arc<Balancer>>,
         rules: Vec<Vec<Arc<dyn RequestRules>>>,
         matches: Vec<Vec<usize>>,
+        access_log: Option<AccessLog>,
     ) -> Proxy {
         let pools = balancers
             .iter()
@@ -151,6 +154,7 @@ impl Proxy {
             pools,
             rules,
             matches,
+            access_log,
             proxy_timeout: config.proxy_timeout,
             next_id: AtomicU64::new(1),
         }
@@ -168,6 +172,7 @@ impl Proxy {
         local: SocketAddr,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (received, started) = (std::time::SystemTime::now(), std::time::Instant::now());
         let host_header = request
             .headers()
             .get(header::HOST)
@@ -226,6 +231,18 @@ impl Proxy {
                 }
                 Err(fault) => tracing::error!(request = id, "{fault}"),
             }
+        }
+        if let Some(log) = &self.access_log {
+            log.log(&access_log::Entry {
+                client: client.ip(),
+                received,
+                elapsed: started.elapsed(),
+                request: &parts,
+                status: response.status().as_u16(),
+                response_headers: response.headers(),
+                env: &env,
+                server_name: &vhost.server_name,
+            });
         }
         Ok(response)
     }

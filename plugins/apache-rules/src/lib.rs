@@ -73,7 +73,4 @@ impl Rules for ApacheRules {
     }
 }
 
-// Only the Wasm build is a component: natively (unit tests) the component-model symbol names would
-// not link into a cdylib, and nothing would call them.
-#[cfg(target_arch = "wasm32")]
 fulcrum_sdk::export_rules!(ApacheRules);
