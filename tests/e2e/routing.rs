@@ -96,3 +96,46 @@ async fn proxy_pass_reverse_rewrites_member_locations() {
         assert_eq!(answer.headers["location"], expected.as_str(), "Location {location} with Host {host_header}");
     }
 }
+
+/// ServerName and ServerAlias pick the virtual host (case-insensitive, port ignored); an unknown
+/// Host gets the first one, as Apache's default vhost for the address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_hosts_by_server_name_and_alias() {
+    let (web1, web2) = two_backends().await;
+    let config = format!(
+        r#"listen = ["127.0.0.1:0"]
+
+[[vhost]]
+server_name = "one.example"
+proxy_pass = [{{ path = "/", to = "balancer://one/" }}]
+
+[[vhost]]
+server_name = "two.example"
+server_alias = ["deux.example", "zwei.example"]
+proxy_pass = [{{ path = "/", to = "balancer://two/" }}]
+
+[balancer.one]
+[[balancer.one.member]]
+url = "{}"
+
+[balancer.two]
+[[balancer.two.member]]
+url = "{}"
+"#,
+        web1.url(),
+        web2.url()
+    );
+    let fulcrum = Fulcrum::start(&config);
+    let client = client();
+    let cases = [
+        ("one.example", "web1"),
+        ("two.example", "web2"),
+        ("DEUX.example:8080", "web2"),
+        ("zwei.example", "web2"),
+        ("unknown.example", "web1"),
+    ];
+    for (host, member) in cases {
+        let answer = get(&client, &fulcrum.url("/"), &[("host", host)]).await;
+        assert_eq!(answer.served_by(), member, "Host: {host}");
+    }
+}

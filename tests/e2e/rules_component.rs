@@ -234,3 +234,57 @@ fn bad_rules_name_their_line() {
         assert!(err.message.contains(mentions), "{directives}: `{mentions}` not in: {}", err.message);
     }
 }
+
+/// No request can make the guide's rules fault: 3,000 generated requests with odd header values
+/// (long, empty, repeated, non-ASCII bytes, regex-hostile) go through the real component.
+#[test]
+fn odd_requests_never_fault_the_guide_rules() {
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/apache-guide.toml")).unwrap();
+    let start = example.find("directives = '''").unwrap() + "directives = '''".len();
+    let end = start + example[start..].find("'''").unwrap();
+    let r = rules(&example[start..end]);
+    let pieces: [&[u8]; 12] = [
+        b"1.2.3.4",
+        b"",
+        b", ",
+        b"999.999.999.999.999",
+        b"::ffff:10.0.0.1",
+        b"\xff\xfe",
+        b"(((((",
+        b"$1$2\\",
+        b"%{X}e",
+        b"unknown",
+        b"0.0.0.0.0.0.0.0.0.0",
+        b"                ",
+    ];
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..3000 {
+        let mut request = Request::new("/", &[]);
+        for _ in 0..(next() % 4) {
+            let mut value = Vec::new();
+            for _ in 0..(next() % 6) {
+                value.extend_from_slice(pieces[(next() % pieces.len() as u64) as usize]);
+            }
+            if next() % 50 == 0 {
+                value.extend(std::iter::repeat_n(b'9', 4000));
+            }
+            if let Ok(v) = HeaderValue::from_bytes(&value) {
+                request.headers.append("x-forwarded-for", v);
+            }
+        }
+        let outcome = r.on_request(&request.info(), &Env::default()).expect("on-request must not fault");
+        let mut env = Env::default();
+        env.apply(&outcome.env);
+        env.set("BALANCER_WORKER_ROUTE", "web1");
+        let response_headers = HeaderMap::new();
+        let view = ResponseInfo { status: 200, origin: Origin::Proxied, headers: &response_headers };
+        r.on_response(&request.info(), &view, &env).expect("on-response must not fault");
+    }
+}
