@@ -82,9 +82,10 @@ fn runtime() -> Result<tokio::runtime::Runtime, fulcrum::Error> {
 
 fn run(config: Config) -> Result<(), fulcrum::Error> {
     let rt = runtime()?;
-    let runtime = Runtime::build(config)?;
+    let runtime = std::sync::Arc::new(Runtime::build(config)?);
     rt.block_on(async {
         let listeners = runtime.bind().await?;
+        server::watch_plugins(std::sync::Arc::clone(&runtime))?;
         announce(&listeners);
         tokio::select! {
             () = server::serve(listeners, runtime.proxy.clone()) => {}

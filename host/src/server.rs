@@ -13,7 +13,7 @@ use crate::Error;
 use crate::access_log::AccessLog;
 use crate::balancer::{Balancer, BalancerSpec, SelectorFactory, SingleMember};
 use crate::config::{BalancerConfig, Config};
-use crate::plugin::{PluginLimits, PluginRegistry};
+use crate::plugin::{PluginLimits, PluginRegistry, Rescan};
 use crate::proxy::Proxy;
 use crate::proxy::rules::{RequestRules, RulesFactory};
 
@@ -38,7 +38,7 @@ impl Runtime {
         }
         let mut rules = Vec::with_capacity(config.vhosts.len());
         for (i, vhost) in config.vhosts.iter().enumerate() {
-            let mut sets: Vec<Arc<dyn RequestRules>> = Vec::new();
+            let mut sets: Vec<Box<dyn RequestRules>> = Vec::new();
             for (j, r) in vhost.rules.iter().enumerate() {
                 let set = plugins.rules(&r.plugin, &r.config).map_err(|e| {
                     let at = r.locate(e.option.as_deref(), e.line);
@@ -50,7 +50,7 @@ impl Runtime {
                         e.message
                     ))
                 })?;
-                sets.push(Arc::from(set));
+                sets.push(set);
             }
             rules.push(sets);
         }
@@ -64,6 +64,7 @@ impl Runtime {
                     name: format!("proxy_pass_match {}", m.regex.as_str()),
                     lbmethod: "single-member".into(),
                     lbmethod_config: toml::Table::new(),
+                    fallback: String::new(),
                     timeout: None,
                     sticky: None,
                     failonstatus: Vec::new(),
@@ -88,6 +89,71 @@ impl Runtime {
         Ok(Runtime { config, plugins, proxy })
     }
 
+    /// Pick up changes in the plugin folder: every balancer and rule set whose plugin was added or
+    /// replaced gets a freshly configured one, swapped in atomically (a plugin that fails to
+    /// configure leaves the old one in place); a balancer whose lbmethod file was removed falls
+    /// back to its `fallback` built-in. Everything is logged with the plugin's name.
+    pub fn reload_plugins(&self) -> Rescan {
+        let rescan = self.plugins.rescan();
+        for e in &rescan.errors {
+            tracing::error!("plugin reload: {e}; keeping the previous version");
+        }
+        if rescan.changed.is_empty() && rescan.removed.is_empty() {
+            return rescan;
+        }
+        let balancers = self.proxy.balancers();
+        for (i, b) in self.config.balancers.iter().enumerate() {
+            let removed = rescan.removed.contains(&b.lbmethod);
+            if !removed && !rescan.changed.contains(&b.lbmethod) {
+                continue;
+            }
+            let lbmethod = if removed && self.plugins.get(&b.lbmethod).is_err() {
+                b.fallback.as_str()
+            } else {
+                b.lbmethod.as_str()
+            };
+            let spec = BalancerSpec { name: &b.name, lbmethod, members: &b.members, config: &b.lbmethod_config };
+            match self.plugins.selector(&spec) {
+                Ok(selector) => {
+                    balancers[i].replace_selector(selector);
+                    if removed {
+                        tracing::warn!(balancer = %b.name, "lbmethod plugin `{}` was removed: now using `{lbmethod}`", b.lbmethod);
+                    } else {
+                        tracing::info!(balancer = %b.name, "lbmethod plugin `{lbmethod}` reloaded");
+                    }
+                }
+                Err(e) => tracing::error!("plugin reload: {e:#}; balancer `{}` keeps its previous selector", b.name),
+            }
+        }
+        for (v, vhost) in self.config.vhosts.iter().enumerate() {
+            for (k, r) in vhost.rules.iter().enumerate() {
+                if !rescan.changed.contains(&r.plugin) {
+                    if rescan.removed.contains(&r.plugin) {
+                        tracing::warn!(
+                            "rules plugin `{}` was removed; vhost `{}` keeps running the last loaded version",
+                            r.plugin,
+                            vhost.server_name
+                        );
+                    }
+                    continue;
+                }
+                match self.plugins.rules(&r.plugin, &r.config) {
+                    Ok(rules) => {
+                        self.proxy.replace_rules(v, k, rules);
+                        tracing::info!("rules plugin `{}` reloaded for vhost `{}`", r.plugin, vhost.server_name);
+                    }
+                    Err(e) => tracing::error!(
+                        "plugin reload: rules plugin `{}`: {}; vhost `{}` keeps the previous rules",
+                        r.plugin,
+                        e.message,
+                        vhost.server_name
+                    ),
+                }
+            }
+        }
+        rescan
+    }
+
     /// Bind every listener; errors name the address.
     pub async fn bind(&self) -> Result<Vec<TcpListener>, Error> {
         let mut listeners = Vec::new();
@@ -97,6 +163,47 @@ impl Runtime {
         }
         Ok(listeners)
     }
+}
+
+/// Reload plugins when the plugin folder changes or the process gets SIGHUP. Events are coalesced:
+/// a burst of file writes gives one reload, after the writes settle.
+pub fn watch_plugins(runtime: Arc<Runtime>) -> Result<(), Error> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let mut watcher = None;
+    if let Some(dir) = runtime.plugins.dir() {
+        use notify::Watcher as _;
+        let events = tx.clone();
+        let mut w = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+            let _ = events.try_send(());
+        })
+        .map_err(|e| Error::msg(format!("watching {}: {e}", dir.display())))?;
+        w.watch(dir, notify::RecursiveMode::NonRecursive)
+            .map_err(|e| Error::msg(format!("watching {}: {e}", dir.display())))?;
+        watcher = Some(w);
+    }
+    #[cfg(unix)]
+    {
+        let hup = tx.clone();
+        tokio::spawn(async move {
+            let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+            while signal.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading plugins");
+                let _ = hup.try_send(());
+            }
+        });
+    }
+    tokio::spawn(async move {
+        let _watcher = watcher;
+        while rx.recv().await.is_some() {
+            // Let a copy in progress finish, then take every event that came meanwhile as one.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            while rx.try_recv().is_ok() {}
+            let runtime = Arc::clone(&runtime);
+            // Compiling is CPU work: keep it off the request threads' scheduler.
+            let _ = tokio::task::spawn_blocking(move || runtime.reload_plugins()).await;
+        }
+    });
+    Ok(())
 }
 
 /// Serve `listeners` until the process is stopped.

@@ -9,6 +9,7 @@ mod failures;
 mod faults;
 mod guide;
 mod no_loss;
+mod reload;
 mod routing;
 mod rules_component;
 mod sticky;

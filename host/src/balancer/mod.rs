@@ -86,6 +86,8 @@ pub enum ChooseError {
 struct Core {
     lbstatus: Vec<i64>,
     selector: Box<dyn MemberSelector>,
+    /// What the selector reads per request (changes with the selector).
+    needs: SelectorNeeds,
     // Scratch buffers reused by every selection, so the hot path does not allocate.
     candidates: Vec<u32>,
     busy: Vec<u64>,
@@ -104,7 +106,6 @@ pub struct Balancer {
     /// Failover attempts after the first.
     pub maxattempts: usize,
     pub forcerecovery: bool,
-    needs: SelectorNeeds,
     epoch: Instant,
     core: Mutex<Core>,
 }
@@ -160,17 +161,25 @@ impl Balancer {
             core: Mutex::new(Core {
                 lbstatus: vec![0; n],
                 selector,
+                needs,
                 candidates: Vec::with_capacity(n),
                 busy: Vec::with_capacity(n),
                 traffic: Vec::with_capacity(n),
             }),
-            needs,
         }
     }
 
-    /// What the selector reads per request.
-    pub fn needs(&self) -> &SelectorNeeds {
-        &self.needs
+    /// The selector's name (the lbmethod plugin now in use).
+    pub fn selector_name(&self) -> String {
+        self.lock().selector.name().to_string()
+    }
+
+    /// Swap in another selector (a reloaded or fallback plugin). The counters stay: the order
+    /// continues where it was, as when Apache's lbmethod is changed at run time.
+    pub fn replace_selector(&self, selector: Box<dyn MemberSelector>) {
+        let mut core = self.lock();
+        core.needs = selector.needs().clone();
+        core.selector = selector;
     }
 
     /// The lbstatus counters as they are now (the balancer-manager's "Load" column).
@@ -233,17 +242,17 @@ impl Balancer {
         if core.candidates.is_empty() {
             return Err(ChooseError::NoMember { balancer: self.name.clone() });
         }
-        if self.needs.columns.busy {
+        if core.needs.columns.busy {
             core.busy.clear();
             core.busy.extend(self.members.iter().map(Member::busy));
         }
-        if self.needs.columns.traffic {
+        if core.needs.columns.traffic {
             core.traffic.clear();
             core.traffic.extend(self.members.iter().map(Member::traffic));
         }
         let state = SelectState {
             candidates: &core.candidates,
-            lbstatus: if self.needs.columns.lbstatus { &core.lbstatus } else { &[] },
+            lbstatus: if core.needs.columns.lbstatus { &core.lbstatus } else { &[] },
             busy: &core.busy,
             traffic: &core.traffic,
         };
@@ -279,7 +288,7 @@ impl Balancer {
         self.fill_candidates(&mut core.candidates, &[]);
         let state = SelectState {
             candidates: &core.candidates,
-            lbstatus: if self.needs.columns.lbstatus { &core.lbstatus } else { &[] },
+            lbstatus: if core.needs.columns.lbstatus { &core.lbstatus } else { &[] },
             busy: &[],
             traffic: &[],
         };

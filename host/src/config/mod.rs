@@ -129,6 +129,8 @@ pub struct BalancerConfig {
     pub lbmethod: String,
     /// The lbmethod plugin's own table, as written.
     pub lbmethod_config: toml::Table,
+    /// The built-in lbmethod used when the lbmethod plugin's file goes away.
+    pub fallback: String,
     pub timeout: Option<Duration>,
     pub sticky: Option<StickySession>,
     /// Member response statuses that put the member in error state.
@@ -540,6 +542,7 @@ impl Loader<'_> {
             name: name.to_string(),
             lbmethod: raw.lbmethod.as_ref().map_or_else(|| "byrequests".to_string(), |m| m.get_ref().clone()),
             lbmethod_config: raw.lbmethod_config.as_ref().map(|t| t.get_ref().clone()).unwrap_or_default(),
+            fallback: raw.fallback.as_ref().map_or_else(|| "byrequests".to_string(), |f| f.get_ref().clone()),
             timeout,
             sticky,
             failonstatus,

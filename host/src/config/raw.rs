@@ -79,6 +79,9 @@ pub struct RawBalancer {
     pub lbmethod_config: Option<Spanned<toml::Table>>,
     /// `timeout`, seconds: the balancer-wide response timeout.
     pub timeout: Option<Spanned<u64>>,
+    /// The built-in lbmethod that takes over when the lbmethod plugin's file is removed
+    /// (default `byrequests`).
+    pub fallback: Option<Spanned<String>>,
     /// `stickysession`: the session cookie name, or `COOKIE|urlparam`.
     pub stickysession: Option<Spanned<String>>,
     /// `stickysessionsep`: what separates the route in the session value (default `.`).

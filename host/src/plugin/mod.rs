@@ -16,7 +16,7 @@ mod rules;
 mod selector;
 mod store;
 
-pub use registry::{PluginInfo, PluginRegistry, Worlds};
+pub use registry::{PluginInfo, PluginRegistry, Rescan, Worlds};
 
 use std::time::Duration;
 

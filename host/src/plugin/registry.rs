@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
@@ -71,12 +71,26 @@ enum Source {
 struct Entry {
     source: Source,
     compiled: Option<Arc<CompiledPlugin>>,
+    /// A file's modification time and size when it was compiled, to notice replacements.
+    stamp: Option<(SystemTime, u64)>,
+}
+
+/// What a [`PluginRegistry::rescan`] changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Rescan {
+    /// Plugins added or replaced (compiled and type-checked).
+    pub changed: Vec<String>,
+    /// Plugins whose file is gone.
+    pub removed: Vec<String>,
+    /// Files that could not be loaded; the previous version (if any) stays.
+    pub errors: Vec<String>,
 }
 
 /// All plugins known to this process, by name.
 pub struct PluginRegistry {
     entries: Mutex<BTreeMap<String, Entry>>,
     limits: PluginLimits,
+    dir: Option<PathBuf>,
 }
 
 impl fmt::Debug for PluginRegistry {
@@ -90,26 +104,86 @@ impl PluginRegistry {
     pub fn load(plugins_dir: Option<&Path>, limits: PluginLimits) -> Result<PluginRegistry, Error> {
         let mut entries = BTreeMap::new();
         for (name, bytes) in builtin::BUILTIN_PLUGINS {
-            entries.insert(name.to_string(), Entry { source: Source::Builtin(bytes), compiled: None });
+            entries.insert(name.to_string(), Entry { source: Source::Builtin(bytes), compiled: None, stamp: None });
         }
-        let registry = PluginRegistry { entries: Mutex::new(entries), limits };
+        let registry = PluginRegistry { entries: Mutex::new(entries), limits, dir: plugins_dir.map(Path::to_path_buf) };
         if let Some(dir) = plugins_dir {
             registry.load_dir(dir)?;
         }
         Ok(registry)
     }
 
+    /// The plugin folder, when there is one.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// Look at the plugin folder again: compile new and replaced files (a file that fails keeps
+    /// the previous version and is reported), forget removed ones. Compiling happens before the
+    /// registry is touched, so lookups meanwhile see the old plugins.
+    pub fn rescan(&self) -> Rescan {
+        let mut rescan = Rescan::default();
+        let Some(dir) = &self.dir else { return rescan };
+        let files = match wasm_files(dir) {
+            Ok(files) => files,
+            Err(e) => {
+                rescan.errors.push(format!("plugins_dir {}: {e}", dir.display()));
+                return rescan;
+            }
+        };
+        let known: BTreeMap<String, Option<(SystemTime, u64)>> = {
+            let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+            entries
+                .iter()
+                .filter(|(_, e)| matches!(e.source, Source::File(_)))
+                .map(|(name, e)| (name.clone(), e.stamp))
+                .collect()
+        };
+        let mut present = Vec::new();
+        for path in files {
+            let name = plugin_name(&path);
+            present.push(name.clone());
+            let stamp = file_stamp(&path);
+            if known.get(&name).is_some_and(|s| *s == stamp) {
+                continue;
+            }
+            let is_builtin = {
+                let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+                entries.get(&name).is_some_and(|e| matches!(e.source, Source::Builtin(_)))
+            };
+            if is_builtin {
+                rescan
+                    .errors
+                    .push(format!("plugin file {} is named `{name}`, like the built-in plugin", path.display()));
+                continue;
+            }
+            let compiled = std::fs::read(&path)
+                .map_err(|e| Error::msg(format!("plugin file {}: {e}", path.display())))
+                .and_then(|bytes| compile(&name, &path.display().to_string(), &bytes));
+            match compiled {
+                Ok(compiled) => {
+                    let entry = Entry { source: Source::File(path), compiled: Some(Arc::new(compiled)), stamp };
+                    self.entries.lock().unwrap_or_else(PoisonError::into_inner).insert(name.clone(), entry);
+                    rescan.changed.push(name);
+                }
+                Err(e) => rescan.errors.push(format!("{e:#}")),
+            }
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        for name in known.keys() {
+            if !present.contains(name) {
+                entries.remove(name);
+                rescan.removed.push(name.clone());
+            }
+        }
+        rescan
+    }
+
     fn load_dir(&self, dir: &Path) -> Result<(), Error> {
-        let listing = std::fs::read_dir(dir).map_err(|e| Error::msg(format!("plugins_dir {}: {e}", dir.display())))?;
-        let mut files: Vec<PathBuf> = listing
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
-            .collect();
-        files.sort();
+        let files = wasm_files(dir).map_err(|e| Error::msg(format!("plugins_dir {}: {e}", dir.display())))?;
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         for path in files {
-            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = plugin_name(&path);
             if let Some(existing) = entries.get(&name) {
                 let what = match &existing.source {
                     Source::Builtin(_) => "the built-in plugin".to_string(),
@@ -117,9 +191,10 @@ impl PluginRegistry {
                 };
                 return Err(Error::msg(format!("plugin file {} is named `{name}`, like {what}", path.display())));
             }
+            let stamp = file_stamp(&path);
             let bytes = std::fs::read(&path).map_err(|e| Error::msg(format!("plugin file {}: {e}", path.display())))?;
             let compiled = compile(&name, &path.display().to_string(), &bytes)?;
-            entries.insert(name, Entry { source: Source::File(path), compiled: Some(Arc::new(compiled)) });
+            entries.insert(name, Entry { source: Source::File(path), compiled: Some(Arc::new(compiled)), stamp });
         }
         Ok(())
     }
@@ -254,6 +329,27 @@ fn compile(name: &str, origin: &str, bytes: &[u8]) -> Result<CompiledPlugin, Err
         selector,
         rules,
     })
+}
+
+/// The `*.wasm` files of a folder, sorted.
+fn wasm_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// A plugin file's name is its file stem: `plugins.d/canary.wasm` is `canary`.
+fn plugin_name(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }
 
 /// `fulcrum:plugin/selector@0.1.0` → (`fulcrum:plugin`, `selector`, `0.1.0`).

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::http::request::Parts;
@@ -49,8 +50,8 @@ pub struct Proxy {
     balancers: Vec<Arc<Balancer>>,
     /// One connection pool per member, `[balancer][member]`.
     pools: Vec<Vec<Arc<MemberPool>>>,
-    /// Rule sets per virtual host, in order.
-    rules: Vec<Vec<Arc<dyn RequestRules>>>,
+    /// Rule sets per virtual host, in order; each swappable when its plugin is reloaded.
+    rules: Vec<Vec<ArcSwap<Box<dyn RequestRules>>>>,
     access_log: Option<AccessLog>,
     /// Per virtual host, the balancer index of each `proxy_pass_match` worker (same order as
     /// `VirtualHost::matches`).
@@ -131,7 +132,7 @@ impl Proxy {
     pub fn new(
         config: &Config,
         balancers: Vec<Arc<Balancer>>,
-        rules: Vec<Vec<Arc<dyn RequestRules>>>,
+        rules: Vec<Vec<Box<dyn RequestRules>>>,
         matches: Vec<Vec<usize>>,
         access_log: Option<AccessLog>,
     ) -> Proxy {
@@ -148,6 +149,7 @@ impl Proxy {
                     .collect()
             })
             .collect();
+        let rules = rules.into_iter().map(|sets| sets.into_iter().map(ArcSwap::from_pointee).collect()).collect();
         Proxy {
             vhosts: config.vhosts.clone(),
             balancers,
@@ -162,6 +164,14 @@ impl Proxy {
 
     pub fn balancers(&self) -> &[Arc<Balancer>] {
         &self.balancers
+    }
+
+    /// Put a rebuilt rule set in place of rule set `set` of virtual host `vhost`; requests already
+    /// running finish with the one they started with.
+    pub fn replace_rules(&self, vhost: usize, set: usize, rules: Box<dyn RequestRules>) {
+        if let Some(slot) = self.rules.get(vhost).and_then(|sets| sets.get(set)) {
+            slot.store(Arc::new(rules));
+        }
     }
 
     /// Serve one request from `client`, arriving on the listener at `local`.
@@ -193,6 +203,7 @@ impl Proxy {
         // Request phase of the rules (Apache: SetEnvIf at post-read-request, RequestHeader at
         // fixups): env changes, and header changes to what the member will receive.
         for r in rules {
+            let r = r.load();
             env.set(REQUEST_START_VAR, started_us.to_string());
             env.set(NOW_VAR, unix_micros().to_string());
             let info = request_info(id, &parts, client, host_header.as_deref());
@@ -219,6 +230,7 @@ impl Proxy {
         // Response phase (Apache: mod_headers' Header, "onsuccess" for relayed responses of any
         // status, "always" also for Fulcrum's own error pages).
         for r in rules {
+            let r = r.load();
             env.set(NOW_VAR, unix_micros().to_string());
             let info = request_info(id, &parts, client, host_header.as_deref());
             let view = ResponseInfo { status: response.status().as_u16(), origin, headers: response.headers() };
