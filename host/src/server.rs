@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use crate::Error;
 use crate::access_log::AccessLog;
 use crate::balancer::{Balancer, BalancerSpec, SelectorFactory, SingleMember};
-use crate::config::{BalancerConfig, Config};
+use crate::config::{BalancerConfig, Config, OnFault, PluginSettings};
 use crate::plugin::{PluginLimits, PluginRegistry, Rescan};
 use crate::proxy::Proxy;
 use crate::proxy::rules::{RequestRules, RulesFactory};
@@ -28,13 +28,26 @@ pub struct Runtime {
 impl Runtime {
     /// Load plugins and configure one selector per balancer. Errors name the balancer and plugin.
     pub fn build(config: Config) -> Result<Runtime, Error> {
-        let plugins = PluginRegistry::load(config.plugins_dir.as_deref(), PluginLimits::default())?;
+        let mut plugins = PluginRegistry::load(config.plugins_dir.as_deref(), PluginLimits::default())?;
+        for (name, settings) in &config.plugins {
+            let limits = PluginLimits {
+                call_deadline: settings.call_deadline,
+                memory_bytes: settings.memory_bytes,
+                ..PluginLimits::default()
+            };
+            plugins.set_limits(name, limits);
+        }
         let mut balancers = Vec::with_capacity(config.balancers.len());
         for b in &config.balancers {
             let spec =
                 BalancerSpec { name: &b.name, lbmethod: &b.lbmethod, members: &b.members, config: &b.lbmethod_config };
-            let selector = plugins.selector(&spec)?;
-            balancers.push(Arc::new(Balancer::new(b, selector)));
+            let balancer = Balancer::new(b, plugins.selector(&spec)?);
+            let on_fault = config.plugins.get(&b.lbmethod).map_or(PluginSettings::default().on_fault, |s| s.on_fault);
+            if on_fault == OnFault::Fallback {
+                let spec = BalancerSpec { lbmethod: &b.fallback, ..spec };
+                balancer.set_fault_fallback(plugins.selector(&spec)?);
+            }
+            balancers.push(Arc::new(balancer));
         }
         let mut rules = Vec::with_capacity(config.vhosts.len());
         for (i, vhost) in config.vhosts.iter().enumerate() {

@@ -49,3 +49,32 @@ async fn a_faulty_plugin_costs_one_request_not_the_proxy() {
     // Nothing that faulted reached a member: only the five good requests did.
     assert_eq!(web1.served() + web2.served(), 5);
 }
+
+/// Per-plugin policy: `on_fault = "fallback"` lets the balancer's fallback built-in choose for the
+/// request that hit the fault; `fault_status` changes what `fail` answers; the limits are the
+/// plugin's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_policies_per_plugin() {
+    let (web1, web2) = two_backends().await;
+    let cases = [
+        ("on_fault = \"fallback\"", "trap", "200"),
+        ("on_fault = \"fallback\"\ncall_deadline_ms = 5", "spin", "200"),
+        ("on_fault = \"fail\"\nfault_status = 503", "trap", "503"),
+        ("memory_limit_mib = 2\nfault_status = 502", "grow", "502"),
+    ];
+    for (settings, fault, expected) in cases {
+        let config = balancer_config(
+            &[(&web1.url(), "web1", 1), (&web2.url(), "web2", 1)],
+            "lbmethod = \"fault-test\"\nfallback = \"byrequests\"",
+            &format!("plugins_dir = {TEST_PLUGIN_DIR:?}\n\n[plugins.fault-test]\n{settings}\n"),
+        );
+        let fulcrum = Fulcrum::start(&config);
+        let client = client();
+        let answer = get(&client, &fulcrum.url("/"), &[("x-fault", fault)]).await;
+        assert_eq!(answer.status.as_str(), expected, "{settings} / x-fault: {fault}: {answer:?}");
+        if expected == "200" {
+            assert!(fulcrum.log().contains("choosing with `byrequests`"), "{}", fulcrum.log());
+        }
+        assert_eq!(get(&client, &fulcrum.url("/"), &[]).await.status, 200, "{settings}: the next request");
+    }
+}

@@ -86,6 +86,8 @@ pub enum ChooseError {
 struct Core {
     lbstatus: Vec<i64>,
     selector: Box<dyn MemberSelector>,
+    /// Answers for the selector when it faults (its `on_fault = "fallback"` policy).
+    on_fault: Option<Box<dyn MemberSelector>>,
     /// What the selector reads per request (changes with the selector).
     needs: SelectorNeeds,
     // Scratch buffers reused by every selection, so the hot path does not allocate.
@@ -161,6 +163,7 @@ impl Balancer {
             core: Mutex::new(Core {
                 lbstatus: vec![0; n],
                 selector,
+                on_fault: None,
                 needs,
                 candidates: Vec::with_capacity(n),
                 busy: Vec::with_capacity(n),
@@ -172,6 +175,11 @@ impl Balancer {
     /// The selector's name (the lbmethod plugin now in use).
     pub fn selector_name(&self) -> String {
         self.lock().selector.name().to_string()
+    }
+
+    /// Let `fallback` choose for a request whose selector faulted (instead of failing it).
+    pub fn set_fault_fallback(&self, fallback: Box<dyn MemberSelector>) {
+        self.lock().on_fault = Some(fallback);
     }
 
     /// Swap in another selector (a reloaded or fallback plugin). The counters stay: the order
@@ -242,24 +250,35 @@ impl Balancer {
         if core.candidates.is_empty() {
             return Err(ChooseError::NoMember { balancer: self.name.clone() });
         }
-        if core.needs.columns.busy {
-            core.busy.clear();
-            core.busy.extend(self.members.iter().map(Member::busy));
-        }
-        if core.needs.columns.traffic {
-            core.traffic.clear();
-            core.traffic.extend(self.members.iter().map(Member::traffic));
-        }
+        let fallback_columns = core.on_fault.as_ref().map(|f| f.needs().columns);
+        self.fill_columns(core, core.needs.columns);
         let state = SelectState {
             candidates: &core.candidates,
             lbstatus: if core.needs.columns.lbstatus { &core.lbstatus } else { &[] },
             busy: &core.busy,
             traffic: &core.traffic,
         };
-        let selection = core
-            .selector
-            .select(request, &state)
-            .map_err(|fault| ChooseError::Fault { balancer: self.name.clone(), fault })?;
+        let selection = match core.selector.select(request, &state) {
+            Ok(selection) => selection,
+            Err(fault) => {
+                let Some(columns) = fallback_columns else {
+                    return Err(ChooseError::Fault { balancer: self.name.clone(), fault });
+                };
+                // The `on_fault = "fallback"` policy: the fallback chooses, with the columns it reads.
+                self.fill_columns(core, columns);
+                let Some(fallback) = core.on_fault.as_mut() else { unreachable!("fallback_columns came from it") };
+                tracing::error!(request = request.id, balancer = %self.name, "{fault}; choosing with `{}`", fallback.name());
+                let state = SelectState {
+                    candidates: &core.candidates,
+                    lbstatus: if columns.lbstatus { &core.lbstatus } else { &[] },
+                    busy: &core.busy,
+                    traffic: &core.traffic,
+                };
+                fallback
+                    .select(request, &state)
+                    .map_err(|fault| ChooseError::Fault { balancer: self.name.clone(), fault })?
+            }
+        };
         let index = match selection.member {
             None => return Err(ChooseError::NoMember { balancer: self.name.clone() }),
             Some(m) if core.candidates.binary_search(&m).is_ok() => m as usize,
@@ -298,6 +317,18 @@ impl Balancer {
             .map_err(|fault| ChooseError::Fault { balancer: self.name.clone(), fault })?;
         self.apply_lbstatus(core, lbstatus)?;
         Ok(Some(self.lease(index)))
+    }
+
+    /// Refresh the busy / traffic snapshots a selector reads.
+    fn fill_columns(&self, core: &mut Core, columns: StateColumns) {
+        if columns.busy {
+            core.busy.clear();
+            core.busy.extend(self.members.iter().map(Member::busy));
+        }
+        if columns.traffic {
+            core.traffic.clear();
+            core.traffic.extend(self.members.iter().map(Member::traffic));
+        }
     }
 
     fn lease(self: &Arc<Self>, index: usize) -> Lease {

@@ -37,6 +37,37 @@ pub struct Config {
     pub proxy_timeout: Duration,
     pub vhosts: Vec<VirtualHost>,
     pub balancers: Vec<BalancerConfig>,
+    /// `[plugins.NAME]` settings; plugins not named here get the defaults.
+    pub plugins: BTreeMap<String, PluginSettings>,
+}
+
+/// What a request gets when its plugin faults (traps, overruns its deadline or memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFault {
+    /// Answer with this status (an Apache-style error page).
+    Fail(u16),
+    /// Choose with the balancer's `fallback` built-in instead (selectors).
+    Fallback,
+}
+
+/// One plugin's sandbox and failure policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PluginSettings {
+    pub call_deadline: Duration,
+    pub memory_bytes: usize,
+    pub on_fault: OnFault,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        PluginSettings {
+            // Wall-clock, so it must survive a busy machine descheduling the thread; it still
+            // stops a runaway plugin within a tenth of a second.
+            call_deadline: Duration::from_millis(100),
+            memory_bytes: 64 << 20,
+            on_fault: OnFault::Fail(500),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -305,7 +336,54 @@ impl Loader<'_> {
             );
         }
 
-        Config { source: self.file.to_path_buf(), listen, plugins_dir, access_log, proxy_timeout, vhosts, balancers }
+        let mut plugins = BTreeMap::new();
+        for (name, settings) in &raw.plugins {
+            plugins.insert(name.clone(), self.plugin_settings(name, settings.get_ref()));
+        }
+        Config {
+            source: self.file.to_path_buf(),
+            listen,
+            plugins_dir,
+            access_log,
+            proxy_timeout,
+            vhosts,
+            balancers,
+            plugins,
+        }
+    }
+
+    fn plugin_settings(&mut self, name: &str, raw: &raw::RawPluginSettings) -> PluginSettings {
+        let key = |k: &str| format!("plugins.{name}.{k}");
+        let mut settings = PluginSettings::default();
+        if let Some(ms) = &raw.call_deadline_ms {
+            match *ms.get_ref() {
+                1..=60_000 => settings.call_deadline = Duration::from_millis(*ms.get_ref()),
+                _ => self.at(ms, &key("call_deadline_ms"), "must be 1 to 60000 milliseconds"),
+            }
+        }
+        if let Some(mib) = &raw.memory_limit_mib {
+            match *mib.get_ref() {
+                1..=4096 => settings.memory_bytes = (*mib.get_ref() as usize) << 20,
+                _ => self.at(mib, &key("memory_limit_mib"), "must be 1 to 4096 MiB"),
+            }
+        }
+        let status = match &raw.fault_status {
+            Some(s) if !(500..=599).contains(s.get_ref()) => {
+                self.at(s, &key("fault_status"), "must be a 5xx status");
+                500
+            }
+            Some(s) => *s.get_ref(),
+            None => 500,
+        };
+        settings.on_fault = match raw.on_fault.as_ref().map(|p| (p, p.get_ref().as_str())) {
+            None | Some((_, "fail")) => OnFault::Fail(status),
+            Some((_, "fallback")) => OnFault::Fallback,
+            Some((p, other)) => {
+                self.at(p, &key("on_fault"), format!("`{other}` is neither `fail` nor `fallback`"));
+                OnFault::Fail(status)
+            }
+        };
+        settings
     }
 
     fn seconds(&mut self, value: &Spanned<u64>, key: &str) -> Option<Duration> {

@@ -26,6 +26,22 @@ pub struct RawConfig {
     pub vhosts: Vec<Spanned<RawVhost>>,
     #[serde(default, rename = "balancer")]
     pub balancers: BTreeMap<String, Spanned<RawBalancer>>,
+    /// Per-plugin sandbox and failure settings, by plugin name.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, Spanned<RawPluginSettings>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawPluginSettings {
+    /// Wall-clock budget of one call, milliseconds (default 100).
+    pub call_deadline_ms: Option<Spanned<u64>>,
+    /// Linear-memory cap per instance, MiB (default 64).
+    pub memory_limit_mib: Option<Spanned<u64>>,
+    /// What a request gets when the plugin faults: `fail` (an error status, the default) or
+    /// `fallback` (a selector's balancer uses its `fallback` built-in for that request).
+    pub on_fault: Option<Spanned<String>>,
+    /// The status of `fail` (default 500).
+    pub fault_status: Option<Spanned<u16>>,
 }
 
 #[derive(Debug, Deserialize)]

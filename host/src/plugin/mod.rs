@@ -43,12 +43,12 @@ pub struct PluginLimits {
 
 impl Default for PluginLimits {
     fn default() -> Self {
+        // The per-call budgets are the configuration's defaults (`[plugins.NAME]` overrides them).
+        let settings = crate::config::PluginSettings::default();
         PluginLimits {
-            // Wall-clock, so it must survive a busy machine descheduling the thread; still stops a
-            // runaway plugin within a tenth of a second.
-            call_deadline: Duration::from_millis(100),
+            call_deadline: settings.call_deadline,
             configure_deadline: Duration::from_secs(5),
-            memory_bytes: 64 << 20,
+            memory_bytes: settings.memory_bytes,
         }
     }
 }

@@ -90,6 +90,8 @@ pub struct Rescan {
 pub struct PluginRegistry {
     entries: Mutex<BTreeMap<String, Entry>>,
     limits: PluginLimits,
+    /// Limits of plugins configured with their own (`[plugins.NAME]`).
+    overrides: BTreeMap<String, PluginLimits>,
     dir: Option<PathBuf>,
 }
 
@@ -106,7 +108,12 @@ impl PluginRegistry {
         for (name, bytes) in builtin::BUILTIN_PLUGINS {
             entries.insert(name.to_string(), Entry { source: Source::Builtin(bytes), compiled: None, stamp: None });
         }
-        let registry = PluginRegistry { entries: Mutex::new(entries), limits, dir: plugins_dir.map(Path::to_path_buf) };
+        let registry = PluginRegistry {
+            entries: Mutex::new(entries),
+            limits,
+            overrides: BTreeMap::new(),
+            dir: plugins_dir.map(Path::to_path_buf),
+        };
         if let Some(dir) = plugins_dir {
             registry.load_dir(dir)?;
         }
@@ -204,8 +211,14 @@ impl PluginRegistry {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect()
     }
 
-    pub fn limits(&self) -> PluginLimits {
-        self.limits
+    /// The limits plugin `name` runs under.
+    pub fn limits(&self, name: &str) -> PluginLimits {
+        self.overrides.get(name).copied().unwrap_or(self.limits)
+    }
+
+    /// Give plugin `name` its own limits (before its selectors and rule sets are built).
+    pub fn set_limits(&mut self, name: &str, limits: PluginLimits) {
+        self.overrides.insert(name.to_string(), limits);
     }
 
     /// The compiled plugin called `name`, compiling a built-in on first use.
@@ -242,7 +255,7 @@ impl SelectorFactory for PluginRegistry {
     fn selector(&self, spec: &BalancerSpec<'_>) -> Result<Box<dyn MemberSelector>, Error> {
         let plugin =
             self.get(spec.lbmethod).map_err(|e| Error::msg(format!("balancer `{}`: lbmethod: {e}", spec.name)))?;
-        let selector = super::selector::WasmSelector::new(plugin, spec, self.limits)
+        let selector = super::selector::WasmSelector::new(plugin, spec, self.limits(spec.lbmethod))
             .map_err(|e| Error::msg(format!("balancer `{}`: {e}", spec.name)))?;
         Ok(Box::new(selector))
     }
@@ -252,7 +265,7 @@ impl RulesFactory for PluginRegistry {
     fn rules(&self, plugin: &str, config: &toml::Table) -> Result<Box<dyn RequestRules>, RulesSetupError> {
         let compiled =
             self.get(plugin).map_err(|e| RulesSetupError { option: None, line: None, message: format!("{e:#}") })?;
-        Ok(Box::new(super::rules::build(compiled, config, self.limits)?))
+        Ok(Box::new(super::rules::build(compiled, config, self.limits(plugin))?))
     }
 }
 

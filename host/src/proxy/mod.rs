@@ -35,7 +35,7 @@ use upstream::MemberPool;
 
 use crate::access_log::{self, AccessLog};
 use crate::balancer::{Balancer, ChooseError, Lease, RequestInfo};
-use crate::config::{Config, RouteTarget, VirtualHost};
+use crate::config::{Config, OnFault, PluginSettings, RouteTarget, VirtualHost};
 
 /// The `Server` string of Fulcrum's own responses.
 pub const SERVER: &str = concat!("Fulcrum/", env!("CARGO_PKG_VERSION"));
@@ -53,6 +53,7 @@ pub struct Proxy {
     /// Rule sets per virtual host, in order; each swappable when its plugin is reloaded.
     rules: Vec<Vec<ArcSwap<Box<dyn RequestRules>>>>,
     access_log: Option<AccessLog>,
+    plugin_settings: std::collections::BTreeMap<String, PluginSettings>,
     /// Per virtual host, the balancer index of each `proxy_pass_match` worker (same order as
     /// `VirtualHost::matches`).
     matches: Vec<Vec<usize>>,
@@ -157,6 +158,7 @@ impl Proxy {
             rules,
             matches,
             access_log,
+            plugin_settings: config.plugins.clone(),
             proxy_timeout: config.proxy_timeout,
             next_id: AtomicU64::new(1),
         }
@@ -164,6 +166,14 @@ impl Proxy {
 
     pub fn balancers(&self) -> &[Arc<Balancer>] {
         &self.balancers
+    }
+
+    /// The status a request gets when plugin `name` faults (its `on_fault = "fail"` policy).
+    fn fault_status(&self, plugin: &str) -> StatusCode {
+        match self.plugin_settings.get(plugin).map(|s| s.on_fault) {
+            Some(OnFault::Fail(status)) => StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
     }
 
     /// Put a rebuilt rule set in place of rule set `set` of virtual host `vhost`; requests already
@@ -352,7 +362,7 @@ impl Proxy {
                     }
                     Err(e) => {
                         tracing::error!(request = id, "{e}");
-                        return Err(StatusCode::INTERNAL_SERVER_ERROR);
+                        return Err(self.fault_status(&balancer.lbmethod));
                     }
                 },
             };
