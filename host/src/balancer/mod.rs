@@ -10,7 +10,7 @@ pub mod sticky;
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub use select::*;
 pub use status::MemberStatus;
@@ -98,23 +98,20 @@ struct Core {
 
 /// A `balancer://NAME`: members, their state, and the selector.
 pub struct Balancer {
-    pub name: String,
-    pub lbmethod: String,
+    /// What the configuration says (parameters, members as configured).
+    pub config: BalancerConfig,
+    /// The members with their live counters, in configuration order.
     pub members: Vec<Member>,
-    pub timeout: Option<Duration>,
-    pub sticky: Option<StickySession>,
-    pub failonstatus: Vec<u16>,
-    pub failontimeout: bool,
-    /// Failover attempts after the first.
-    pub maxattempts: usize,
-    pub forcerecovery: bool,
     epoch: Instant,
     core: Mutex<Core>,
 }
 
 impl std::fmt::Debug for Balancer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Balancer").field("name", &self.name).field("lbmethod", &self.lbmethod).finish_non_exhaustive()
+        f.debug_struct("Balancer")
+            .field("name", &self.config.name)
+            .field("lbmethod", &self.config.lbmethod)
+            .finish_non_exhaustive()
     }
 }
 
@@ -150,15 +147,8 @@ impl Balancer {
         let n = config.members.len();
         let needs = selector.needs().clone();
         Balancer {
-            name: config.name.clone(),
-            lbmethod: config.lbmethod.clone(),
+            config: config.clone(),
             members: config.members.iter().cloned().map(Member::new).collect(),
-            timeout: config.timeout,
-            sticky: config.sticky.clone(),
-            failonstatus: config.failonstatus.clone(),
-            failontimeout: config.failontimeout,
-            maxattempts: config.maxattempts,
-            forcerecovery: config.forcerecovery,
             epoch: Instant::now(),
             core: Mutex::new(Core {
                 lbstatus: vec![0; n],
@@ -248,7 +238,7 @@ impl Balancer {
         let core = &mut *guard;
         self.fill_candidates(&mut core.candidates, exclude);
         if core.candidates.is_empty() {
-            return Err(ChooseError::NoMember { balancer: self.name.clone() });
+            return Err(ChooseError::NoMember { balancer: self.config.name.clone() });
         }
         let fallback_columns = core.on_fault.as_ref().map(|f| f.needs().columns);
         self.fill_columns(core, core.needs.columns);
@@ -262,12 +252,12 @@ impl Balancer {
             Ok(selection) => selection,
             Err(fault) => {
                 let Some(columns) = fallback_columns else {
-                    return Err(ChooseError::Fault { balancer: self.name.clone(), fault });
+                    return Err(ChooseError::Fault { balancer: self.config.name.clone(), fault });
                 };
                 // The `on_fault = "fallback"` policy: the fallback chooses, with the columns it reads.
                 self.fill_columns(core, columns);
                 let Some(fallback) = core.on_fault.as_mut() else { unreachable!("fallback_columns came from it") };
-                tracing::error!(request = request.id, balancer = %self.name, "{fault}; choosing with `{}`", fallback.name());
+                tracing::error!(request = request.id, balancer = %self.config.name, "{fault}; choosing with `{}`", fallback.name());
                 let state = SelectState {
                     candidates: &core.candidates,
                     lbstatus: if columns.lbstatus { &core.lbstatus } else { &[] },
@@ -276,11 +266,11 @@ impl Balancer {
                 };
                 fallback
                     .select(request, &state)
-                    .map_err(|fault| ChooseError::Fault { balancer: self.name.clone(), fault })?
+                    .map_err(|fault| ChooseError::Fault { balancer: self.config.name.clone(), fault })?
             }
         };
         let index = match selection.member {
-            None => return Err(ChooseError::NoMember { balancer: self.name.clone() }),
+            None => return Err(ChooseError::NoMember { balancer: self.config.name.clone() }),
             Some(m) if core.candidates.binary_search(&m).is_ok() => m as usize,
             Some(m) => {
                 return Err(
@@ -314,7 +304,7 @@ impl Balancer {
         let lbstatus = core
             .selector
             .sticky(request, index as u32, &state)
-            .map_err(|fault| ChooseError::Fault { balancer: self.name.clone(), fault })?;
+            .map_err(|fault| ChooseError::Fault { balancer: self.config.name.clone(), fault })?;
         self.apply_lbstatus(core, lbstatus)?;
         Ok(Some(self.lease(index)))
     }
@@ -352,7 +342,7 @@ impl Balancer {
     }
 
     fn invalid(&self, core: &Core, why: String) -> ChooseError {
-        ChooseError::InvalidAnswer { balancer: self.name.clone(), plugin: core.selector.name().to_string(), why }
+        ChooseError::InvalidAnswer { balancer: self.config.name.clone(), plugin: core.selector.name().to_string(), why }
     }
 
     /// The members the lb algorithm may choose (Apache's `get_best_worker` order): the lowest lbset
@@ -364,8 +354,8 @@ impl Balancer {
     fn fill_candidates(&self, out: &mut Vec<u32>, exclude: &[usize]) {
         out.clear();
         let now = self.now_ms();
-        if self.forcerecovery && (0..self.members.len()).all(|i| self.in_error_at(i, now)) {
-            tracing::warn!(balancer = %self.name, "every member is in error state: forcing recovery");
+        if self.config.forcerecovery && (0..self.members.len()).all(|i| self.in_error_at(i, now)) {
+            tracing::warn!(balancer = %self.config.name, "every member is in error state: forcing recovery");
             for m in &self.members {
                 m.error_until_ms.store(0, Ordering::Relaxed);
             }

@@ -11,7 +11,7 @@ use super::bindings::rules_world::RulesPlugin;
 use super::bindings::rules_world::exports::fulcrum::plugin::rules as wit;
 use super::bindings::types;
 use super::registry::CompiledPlugin;
-use super::store::StoreState;
+use super::store::{self, StoreState};
 use super::{PluginLimits, engine, request_view};
 use crate::balancer::RequestInfo;
 use crate::proxy::rules::{
@@ -60,9 +60,7 @@ impl WasmRules {
         let name = &self.plugin.name;
         let setup = |message: String| RulesSetupError { option: None, line: None, message };
         let pre = self.plugin.rules.as_ref().ok_or_else(|| setup("not a rules plugin".into()))?;
-        let mut store = Store::new(engine::engine(), StoreState::new(Arc::clone(name), self.limits.memory_bytes));
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(engine::ticks(self.limits.configure_deadline));
+        let mut store = store::new_store(name, &self.limits);
         let bindings =
             pre.instantiate(&mut store).map_err(|e| setup(format!("plugin `{name}`: instantiation failed: {e:#}")))?;
         let answer = bindings

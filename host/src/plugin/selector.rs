@@ -8,7 +8,7 @@ use super::bindings::selector_world::SelectorPlugin;
 use super::bindings::selector_world::exports::fulcrum::plugin::selector as wit;
 use super::bindings::types;
 use super::registry::CompiledPlugin;
-use super::store::StoreState;
+use super::store::{self, StoreState};
 use super::{PluginLimits, engine};
 use crate::Error;
 use crate::balancer::{
@@ -78,9 +78,7 @@ impl WasmSelector {
         let name = &self.plugin.name;
         let setup = |detail: String| SelectorFault { plugin: name.to_string(), kind: FaultKind::Setup, detail };
         let pre = self.plugin.selector.as_ref().ok_or_else(|| setup("not a selector".into()))?;
-        let mut store = Store::new(engine::engine(), StoreState::new(Arc::clone(name), self.limits.memory_bytes));
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(engine::ticks(self.limits.configure_deadline));
+        let mut store = store::new_store(name, &self.limits);
         let bindings =
             pre.instantiate(&mut store).map_err(|e| setup(format!("plugin `{name}`: instantiation failed: {e:#}")))?;
         let answer = bindings

@@ -71,6 +71,15 @@ impl host::Host for StoreState {
     }
 }
 
+/// A fresh store for one instance of `plugin`: its memory cap on, the `configure` deadline set.
+pub fn new_store(plugin: &Arc<str>, limits: &super::PluginLimits) -> wasmtime::Store<StoreState> {
+    let mut store =
+        wasmtime::Store::new(super::engine::engine(), StoreState::new(Arc::clone(plugin), limits.memory_bytes));
+    store.limiter(|s| &mut s.limiter);
+    store.set_epoch_deadline(super::engine::ticks(limits.configure_deadline));
+    store
+}
+
 /// A linker offering what plugins may import: Fulcrum's `host` interface, plus empty WASI when the
 /// component imports any `wasi:` interface.
 pub fn linker(engine: &wasmtime::Engine, with_wasi: bool) -> wasmtime::Result<Linker<StoreState>> {

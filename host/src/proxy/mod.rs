@@ -88,14 +88,14 @@ impl Decision {
     /// The BALANCER_* variables for the member chosen (BEHAVIOUR §4.1–4.2).
     fn set_env(&self, env: &mut Env, balancer: &Balancer, member: usize) {
         let m = &balancer.members[member].config;
-        env.set("BALANCER_NAME", format!("balancer://{}", balancer.name));
+        env.set("BALANCER_NAME", format!("balancer://{}", balancer.config.name));
         env.set("BALANCER_WORKER_NAME", m.url.as_str());
         if m.route.is_empty() {
             env.unset("BALANCER_WORKER_ROUTE");
         } else {
             env.set("BALANCER_WORKER_ROUTE", m.route.as_str());
         }
-        if let Some(sticky) = &balancer.sticky {
+        if let Some(sticky) = &balancer.config.sticky {
             env.set("BALANCER_SESSION_STICKY", sticky.cookie.as_str());
         }
         if let Some(route) = &self.session_route {
@@ -313,7 +313,7 @@ impl Proxy {
         // charged like a balanced choice; anything else is balanced and flagged ROUTE_CHANGED.
         let mut decision = Decision::default();
         let mut sticky_lease = None;
-        if let Some(sticky) = &balancer.sticky {
+        if let Some(sticky) = &balancer.config.sticky {
             let uri = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
             let cookie = joined(&parts.headers, header::COOKIE);
             decision.session_route = sticky.route(uri, cookie.as_deref()).map(str::to_string);
@@ -334,7 +334,7 @@ impl Proxy {
                         decision.route_changed = redirected;
                     }
                     Ok(None) if sticky.nofailover => {
-                        tracing::warn!(request = id, balancer = %balancer.name, "sticky member is down and nofailover is on");
+                        tracing::warn!(request = id, balancer = %balancer.config.name, "sticky member is down and nofailover is on");
                         return Err(StatusCode::SERVICE_UNAVAILABLE);
                     }
                     Ok(None) => {}
@@ -357,12 +357,12 @@ impl Proxy {
                 None => match balancer.choose(&info, &tried) {
                     Ok(lease) => lease,
                     Err(ChooseError::NoMember { .. }) => {
-                        tracing::warn!(request = id, balancer = %balancer.name, "no usable member");
+                        tracing::warn!(request = id, balancer = %balancer.config.name, "no usable member");
                         return Err(StatusCode::SERVICE_UNAVAILABLE);
                     }
                     Err(e) => {
                         tracing::error!(request = id, "{e}");
-                        return Err(self.fault_status(&balancer.lbmethod));
+                        return Err(self.fault_status(&balancer.config.lbmethod));
                     }
                 },
             };
@@ -381,7 +381,7 @@ impl Proxy {
                     self.reverse_map(vhost, host_header, response.headers_mut());
                     tracing::debug!(
                         request = id,
-                        balancer = %balancer.name,
+                        balancer = %balancer.config.name,
                         member = %balancer.members[index].config.url,
                         session_route = ?decision.session_route,
                         route_changed = decision.route_changed,
@@ -393,10 +393,10 @@ impl Proxy {
                 Err(Failed::NotSent(returned)) => {
                     body = Some(returned);
                     tried.push(index);
-                    if balancer.sticky.is_some() {
+                    if balancer.config.sticky.is_some() {
                         decision.route_changed = true;
                     }
-                    if tried.len() > balancer.maxattempts {
+                    if tried.len() > balancer.config.maxattempts {
                         return Err(StatusCode::SERVICE_UNAVAILABLE);
                     }
                 }
@@ -440,14 +440,14 @@ impl Proxy {
         if let Ok(v) = HeaderValue::from_str(host) {
             headers.insert(header::HOST, v);
         }
-        let timeout = member.timeout.or(balancer.timeout).unwrap_or(self.proxy_timeout);
+        let timeout = member.timeout.or(balancer.config.timeout).unwrap_or(self.proxy_timeout);
 
         for _ in 0..=STALE_RETRIES {
             let mut conn = match pool.checkout().await {
                 Ok(conn) => conn,
                 Err(e) => {
                     balancer.mark_error(index);
-                    tracing::warn!(request = id, balancer = %balancer.name, member = %member.url, "{e}; member in error state for {:?}", member.retry);
+                    tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "{e}; member in error state for {:?}", member.retry);
                     return Err(Failed::NotSent(body));
                 }
             };
@@ -459,9 +459,9 @@ impl Proxy {
             match sent {
                 Ok(Ok(response)) => {
                     let status = response.status();
-                    if balancer.failonstatus.contains(&status.as_u16()) {
+                    if balancer.config.failonstatus.contains(&status.as_u16()) {
                         balancer.mark_error(index);
-                        tracing::warn!(request = id, balancer = %balancer.name, member = %member.url, "status {status} is in failonstatus: member in error state for {:?}", member.retry);
+                        tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "status {status} is in failonstatus: member in error state for {:?}", member.retry);
                     }
                     let (mut head, incoming) = response.into_parts();
                     headers::strip_hop_by_hop(&mut head.headers);
@@ -480,15 +480,15 @@ impl Proxy {
                     // Never written: the pooled connection was closed. Take a fresh one.
                     Some(request) if conn.reused => body = request.into_body(),
                     _ => {
-                        tracing::warn!(request = id, balancer = %balancer.name, member = %member.url, "member failed: {}", e.error());
+                        tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "member failed: {}", e.error());
                         return Err(Failed::Answer(StatusCode::BAD_GATEWAY));
                     }
                 },
                 Err(_) => {
-                    if balancer.failontimeout {
+                    if balancer.config.failontimeout {
                         balancer.mark_error(index);
                     }
-                    tracing::warn!(request = id, balancer = %balancer.name, member = %member.url, "no response within {timeout:?}");
+                    tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "no response within {timeout:?}");
                     return Err(Failed::Answer(StatusCode::BAD_GATEWAY));
                 }
             }
