@@ -367,7 +367,9 @@ impl Proxy {
                 },
             };
             let index = lease.index();
-            if balanced {
+            // The BALANCER_* variables are for the rules and the access log; skip the work when
+            // neither is there to read them.
+            if balanced && (!self.rules[vhost_index].is_empty() || self.access_log.is_some()) {
                 decision.set_env(env, balancer, index);
             }
             let Some(request_body) = body.take() else {
