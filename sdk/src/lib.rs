@@ -28,7 +28,8 @@
 //!
 //! Build it with `cargo build --release --target wasm32-unknown-unknown` and turn the module into a
 //! component (`wasm-tools component new`, or the `wit-component` crate as Fulcrum's own build does).
-//! The trait methods are plain Rust, so plugin logic is unit-tested natively with `cargo test`.
+//! The trait methods are plain Rust, so plugin logic is unit-tested natively with `cargo test`;
+//! [`testing::SelectorHarness`] (feature `selector`) drives a selector the way Fulcrum does.
 
 #[doc(hidden)]
 pub use wit_bindgen;
@@ -70,6 +71,9 @@ pub mod rules_bindings {
         generate_all,
     });
 }
+
+#[cfg(feature = "selector")]
+pub mod testing;
 
 /// The types a selector works with, in one import: `use fulcrum_sdk::selector::*;`.
 #[cfg(feature = "selector")]
@@ -114,6 +118,7 @@ impl Default for rules::Needs {
 }
 
 #[cfg(feature = "rules")]
+#[allow(clippy::derivable_impls)] // a generated type: it cannot take a derive
 impl Default for rules::Outcome {
     fn default() -> Self {
         rules::Outcome { env: Vec::new(), headers: Vec::new() }

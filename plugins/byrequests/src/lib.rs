@@ -37,3 +37,42 @@ impl Selector for ByRequests {
 }
 
 fulcrum_sdk::export_selector!(ByRequests);
+
+#[cfg(test)]
+mod tests {
+    use fulcrum_sdk::testing::SelectorHarness;
+
+    use super::ByRequests;
+
+    fn harness(weights: (u32, u32)) -> SelectorHarness<ByRequests> {
+        SelectorHarness::new(&[("http://a", "web1", weights.0), ("http://b", "web2", weights.1)], &[]).unwrap()
+    }
+
+    #[test]
+    fn apache_sequences() {
+        assert_eq!(harness((1, 1)).routes(4), ["web1", "web2", "web1", "web2"]);
+        assert_eq!(harness((1, 2)).routes(6), ["web2", "web1", "web2", "web2", "web1", "web2"]);
+    }
+
+    #[test]
+    fn sticky_requests_charge_the_counters() {
+        let mut h = harness((1, 1));
+        assert_eq!(h.routes(1), ["web1"]);
+        for _ in 0..3 {
+            h.sticky(0);
+        }
+        assert_eq!(h.routes(6), ["web2", "web2", "web2", "web2", "web1", "web2"]);
+    }
+
+    #[test]
+    fn unusable_members_are_skipped() {
+        let mut h = harness((1, 1));
+        h.set_usable(0, false);
+        assert_eq!(h.routes(3), ["web2", "web2", "web2"]);
+    }
+
+    #[test]
+    fn options_are_refused() {
+        assert!(SelectorHarness::<ByRequests>::new(&[("http://a", "web1", 1)], &[("x", "1")]).is_err());
+    }
+}
