@@ -52,6 +52,19 @@ enum Command {
 enum PluginCommand {
     /// Compile a plugin component and describe it: worlds, WIT version, imports, size, compile time.
     Inspect { file: PathBuf },
+    /// Create a Rust selector plugin crate that builds out of the box (with its README).
+    New {
+        name: String,
+        /// Where to create it (default: the current folder).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Turn a core Wasm module built with wit-bindgen into a component (like `wasm-tools component new`).
+    Componentize {
+        module: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,6 +75,14 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Demo { config } => demo(config.as_deref()),
         Command::Plugin { command: PluginCommand::Inspect { file } } => inspect(&file),
+        Command::Plugin { command: PluginCommand::New { name, dir } } => {
+            fulcrum::plugin::template::new_selector(&name, &dir).map(|path| {
+                println!("created {}; see its README.md to build and install it", path.display());
+            })
+        }
+        Command::Plugin { command: PluginCommand::Componentize { module, output } } => {
+            fulcrum::plugin::template::componentize(&module, &output)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,6 +9,7 @@ mod failures;
 mod faults;
 mod guide;
 mod no_loss;
+mod plugin_new;
 mod reload;
 mod routing;
 mod rules_component;

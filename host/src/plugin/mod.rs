@@ -15,6 +15,7 @@ mod registry;
 mod rules;
 mod selector;
 mod store;
+pub mod template;
 
 pub use registry::{PluginInfo, PluginRegistry, Rescan, Worlds};
 

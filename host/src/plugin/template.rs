@@ -1,0 +1,135 @@
+//! `fulcrum plugin new` and `fulcrum plugin componentize`: from nothing to a plugin file.
+
+use std::path::{Path, PathBuf};
+
+use crate::Error;
+
+/// The SDK this binary was built with (plugins created by `plugin new` depend on it by path).
+const SDK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk");
+
+/// Create a Rust selector plugin crate `NAME` in `parent`: a round robin over the candidates
+/// that honours an `x-pin` request header naming a member's route.
+pub fn new_selector(name: &str, parent: &Path) -> Result<PathBuf, Error> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(Error::msg(format!("`{name}` is not a plugin name (letters, digits, - and _)")));
+    }
+    let dir = parent.join(name);
+    if dir.exists() {
+        return Err(Error::msg(format!("{} already exists", dir.display())));
+    }
+    let sdk = std::fs::canonicalize(SDK_DIR).unwrap_or_else(|_| PathBuf::from(SDK_DIR));
+    std::fs::create_dir_all(dir.join("src"))?;
+    let type_name: String = name
+        .split(['-', '_'])
+        .map(|w| {
+            let mut c = w.chars();
+            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+        })
+        .collect();
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+crate-type = ["cdylib", "rlib"]
+
+[dependencies]
+fulcrum-sdk = {{ path = {sdk:?}, features = ["selector"] }}
+
+[profile.release]
+opt-level = "s"
+lto = true
+codegen-units = 1
+panic = "abort"
+
+# Its own workspace, so it builds wherever it is created.
+[workspace]
+"#,
+            sdk = sdk.display().to_string()
+        ),
+    )?;
+    std::fs::write(
+        dir.join("src/lib.rs"),
+        format!(
+            r#"//! `{name}`: a Fulcrum selector plugin. A request whose `x-pin` header names a member's route
+//! goes to that member (when it is a candidate); the others go round robin.
+
+use fulcrum_sdk::selector::*;
+
+pub struct {type_name} {{
+    routes: Vec<String>,
+    turn: usize,
+}}
+
+impl Selector for {type_name} {{
+    fn configure(balancer: &BalancerInfo) -> Result<(Self, Needs), PluginError> {{
+        let routes = balancer.members.iter().map(|m| m.route.clone()).collect();
+        Ok(({type_name} {{ routes, turn: 0 }}, Needs {{ headers: vec!["x-pin".into()], ..Needs::default() }}))
+    }}
+
+    fn select(&mut self, request: &RequestView, state: &State) -> Decision {{
+        let pinned = request.headers.iter().find(|(name, _)| name == "x-pin").and_then(|(_, route)| {{
+            state.candidates.iter().copied().find(|&i| self.routes[i as usize] == *route)
+        }});
+        let member = pinned.or_else(|| {{
+            let i = self.turn % state.candidates.len();
+            self.turn += 1;
+            state.candidates.get(i).copied()
+        }});
+        Decision {{ member, lbstatus: Vec::new() }}
+    }}
+}}
+
+fulcrum_sdk::export_selector!({type_name});
+
+#[cfg(test)]
+mod tests {{
+    use fulcrum_sdk::testing::SelectorHarness;
+
+    use super::*;
+
+    #[test]
+    fn pins_then_round_robin() {{
+        let mut h = SelectorHarness::<{type_name}>::new(&[("http://a", "web1", 1), ("http://b", "web2", 1)], &[]).unwrap();
+        let pinned = SelectorHarness::<{type_name}>::request(&[("x-pin", "web2")]);
+        assert_eq!(h.select(&pinned), Some(1));
+        assert_eq!(h.routes(3), ["web1", "web2", "web1"]);
+    }}
+}}
+"#
+        ),
+    )?;
+    std::fs::write(
+        dir.join("README.md"),
+        format!(
+            "# {name}\n\nA Fulcrum selector plugin.\n\n```sh\ncargo test                                              # the logic, natively\n\
+             cargo build --release --target wasm32-unknown-unknown   # the Wasm module\n\
+             fulcrum plugin componentize target/wasm32-unknown-unknown/release/{file}.wasm -o {name}.wasm\n\
+             cp {name}.wasm /path/to/plugins_dir/                     # then: lbmethod = \"{name}\"\n```\n",
+            file = name.replace('-', "_")
+        ),
+    )?;
+    Ok(dir)
+}
+
+/// Turn a core module built with wit-bindgen (which carries its WIT in a custom section) into a
+/// component, as `wasm-tools component new` does.
+pub fn componentize(input: &Path, output: &Path) -> Result<(), Error> {
+    let bytes = std::fs::read(input).map_err(|e| Error::msg(format!("{}: {e}", input.display())))?;
+    let component = wit_component::ComponentEncoder::default()
+        .module(&bytes)
+        .and_then(|encoder| encoder.validate(true).encode())
+        .map_err(|e| {
+            Error::msg(format!(
+                "{}: cannot make a component of it: {e:#}\n(it must be a core module built with wit-bindgen for \
+                 wasm32-unknown-unknown; modules that import WASI preview 1 need an adapter: use wasm-tools)",
+                input.display()
+            ))
+        })?;
+    std::fs::write(output, component).map_err(|e| Error::msg(format!("{}: {e}", output.display())))
+}
