@@ -214,6 +214,7 @@ async fn bad_requests() {
         "GET / HTTP/1.1\r\nHost: a\r\nX-Foo bar\r\n\r\n",
         "GET /a%2Fb HTTP/1.1\r\nHost: a\r\n\r\n",
         "GET /a/../../etc/passwd HTTP/1.1\r\nHost: a\r\n\r\n",
+        "TRACE / HTTP/1.1\r\nHost: a\r\n\r\n",
         "GET / HTTP/1.0\r\n\r\n",
     ];
     for raw in cases {

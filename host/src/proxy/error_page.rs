@@ -15,6 +15,7 @@ pub fn error_page(status: StatusCode, host: &str, port: u16) -> Response<ProxyBo
     let explanation = match status.as_u16() {
         400 => "Your browser sent a request that this server could not understand.",
         403 => "You don't have permission to access this resource.",
+        405 => "The requested method is not allowed for this URL.",
         404 => "The requested URL was not found on this server.",
         500 => {
             "The server encountered an internal error or\nmisconfiguration and was unable to complete\nyour request."
@@ -38,5 +39,14 @@ pub fn error_page(status: StatusCode, host: &str, port: u16) -> Response<ProxyBo
     let mut response = Response::new(ProxyBody::text(body));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=iso-8859-1"));
+    if drops_connection(status) {
+        response.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
+}
+
+/// Apache closes the client connection after these statuses (BEHAVIOUR §7.5: httpd's
+/// `ap_status_drops_connection`), whether it generated the response or relayed it.
+pub fn drops_connection(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 400 | 408 | 411 | 413 | 414 | 417 | 500 | 501 | 503)
 }

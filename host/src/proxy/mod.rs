@@ -467,6 +467,9 @@ impl Proxy {
                     }
                     let (mut head, incoming) = response.into_parts();
                     headers::strip_hop_by_hop(&mut head.headers);
+                    if error_page::drops_connection(status) {
+                        head.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
                     let conn = if incoming.is_end_stream() {
                         conn.release();
                         None
@@ -527,10 +530,14 @@ impl Proxy {
     }
 }
 
-/// What Apache refuses before routing (BEHAVIOUR §10): an HTTP/1.1 request without exactly one
-/// Host (400), an encoded slash in the path (404, AllowEncodedSlashes Off), and a path whose `..`
-/// segments climb above the root (400).
+/// What Apache refuses before routing (BEHAVIOUR §6.9, §10): TRACE (405), an HTTP/1.1 request
+/// without exactly one Host (400), an encoded slash in the path (404, AllowEncodedSlashes Off), and
+/// a path whose `..` segments climb above the root (400).
 fn check_request<B>(request: &Request<B>) -> Result<(), StatusCode> {
+    // TraceEnable Off, Debian's default.
+    if request.method() == hyper::Method::TRACE {
+        return Err(StatusCode::METHOD_NOT_ALLOWED);
+    }
     let hosts = request.headers().get_all(header::HOST).iter().count();
     if hosts > 1 || (hosts == 0 && request.version() == hyper::Version::HTTP_11 && request.uri().authority().is_none())
     {
