@@ -102,6 +102,10 @@ pub struct RawBalancer {
     pub stickysession: Option<Spanned<String>>,
     /// `stickysessionsep`: what separates the route in the session value (default `.`).
     pub stickysessionsep: Option<Spanned<String>>,
+    /// `scolonpathdelim`: accepted for Apache compatibility; `;` always ends a URL route (as
+    /// Apache 2.4.71 was observed to do with it off, BEHAVIOUR §3.1).
+    #[serde(rename = "scolonpathdelim")]
+    pub _scolonpathdelim: Option<bool>,
     /// `nofailover`: a sticky route whose member is down gets a 503 (default off).
     pub nofailover: Option<bool>,
     /// `failonstatus`: member statuses that put the member in error state (the response is relayed).
