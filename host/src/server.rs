@@ -28,7 +28,10 @@ pub struct Runtime {
 impl Runtime {
     /// Load plugins and configure one selector per balancer. Errors name the balancer and plugin.
     pub fn build(config: Config) -> Result<Runtime, Error> {
-        let mut plugins = PluginRegistry::load(config.plugins_dir.as_deref(), PluginLimits::default())?;
+        let shadow: Vec<String> =
+            config.plugins.iter().filter(|(_, s)| s.shadow_builtin).map(|(name, _)| name.clone()).collect();
+        let mut plugins =
+            PluginRegistry::load_shadowing(config.plugins_dir.as_deref(), PluginLimits::default(), &shadow)?;
         for (name, settings) in &config.plugins {
             let limits = PluginLimits {
                 call_deadline: settings.call_deadline,

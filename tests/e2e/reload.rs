@@ -126,3 +126,30 @@ async fn two_hundred_replacements_under_load_fail_no_request() {
     assert_eq!(total.keys().copied().collect::<Vec<_>>(), [200], "every request succeeded: {total:?}");
     assert!(reloads > 1, "the replacements were picked up ({reloads} reloads)");
 }
+
+/// A file named like a built-in is refused unless the config lets it shadow the built-in; then it
+/// replaces it, and removing the file brings the built-in back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_shadows_a_built_in_only_when_allowed() {
+    let (web1, web2) = two_backends().await;
+    let plugins = tempfile::tempdir().unwrap();
+    install(plugins.path(), "byrequests.wasm", &fault_test());
+    let members = [(web1.url(), "web1", 1), (web2.url(), "web2", 3)];
+    let members: Vec<(&str, &str, u32)> = members.iter().map(|(u, r, w)| (u.as_str(), *r, *w)).collect();
+    let dir = format!("plugins_dir = {:?}", plugins.path().display().to_string());
+
+    let refused = plugins.path().join("refused.toml");
+    std::fs::write(&refused, balancer_config(&members, "", &dir)).unwrap();
+    let (code, _, err) = fulcrum_cmd(&["check", "--config", refused.to_str().unwrap()], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("byrequests.wasm is named `byrequests`, like the built-in plugin"), "{err}");
+
+    let config = balancer_config(&members, "", &format!("{dir}\n\n[plugins.byrequests]\nshadow_builtin = true\n"));
+    let fulcrum = Fulcrum::start(&config);
+    let client = client();
+    assert_eq!(counts(&client, &fulcrum).await, split(2, 2), "the file (a round robin) replaced the built-in");
+
+    std::fs::remove_file(plugins.path().join("byrequests.wasm")).unwrap();
+    logged(&fulcrum, "lbmethod plugin `byrequests` reloaded").await;
+    assert_eq!(counts(&client, &fulcrum).await, split(1, 3), "the built-in is back");
+}

@@ -56,6 +56,8 @@ pub struct PluginSettings {
     pub call_deadline: Duration,
     pub memory_bytes: usize,
     pub on_fault: OnFault,
+    /// A plugin file may replace the built-in of the same name.
+    pub shadow_builtin: bool,
 }
 
 impl Default for PluginSettings {
@@ -66,6 +68,7 @@ impl Default for PluginSettings {
             call_deadline: Duration::from_millis(100),
             memory_bytes: 64 << 20,
             on_fault: OnFault::Fail(500),
+            shadow_builtin: false,
         }
     }
 }
@@ -354,7 +357,7 @@ impl Loader<'_> {
 
     fn plugin_settings(&mut self, name: &str, raw: &raw::RawPluginSettings) -> PluginSettings {
         let key = |k: &str| format!("plugins.{name}.{k}");
-        let mut settings = PluginSettings::default();
+        let mut settings = PluginSettings { shadow_builtin: raw.shadow_builtin, ..PluginSettings::default() };
         if let Some(ms) = &raw.call_deadline_ms {
             match *ms.get_ref() {
                 1..=60_000 => settings.call_deadline = Duration::from_millis(*ms.get_ref()),

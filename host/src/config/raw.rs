@@ -42,6 +42,9 @@ pub struct RawPluginSettings {
     pub on_fault: Option<Spanned<String>>,
     /// The status of `fail` (default 500).
     pub fault_status: Option<Spanned<u16>>,
+    /// A file of this name in `plugins_dir` may replace the built-in plugin of the same name.
+    #[serde(default)]
+    pub shadow_builtin: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -70,6 +70,9 @@ enum Source {
 
 struct Entry {
     source: Source,
+    /// The built-in this file shadows (`[plugins.NAME] shadow_builtin = true`), restored when the
+    /// file goes away.
+    shadows: Option<&'static [u8]>,
     compiled: Option<Arc<CompiledPlugin>>,
     /// A file's modification time and size when it was compiled, to notice replacements.
     stamp: Option<(SystemTime, u64)>,
@@ -92,6 +95,8 @@ pub struct PluginRegistry {
     limits: PluginLimits,
     /// Limits of plugins configured with their own (`[plugins.NAME]`).
     overrides: BTreeMap<String, PluginLimits>,
+    /// Built-ins that a file of the same name may replace.
+    shadow: Vec<String>,
     dir: Option<PathBuf>,
 }
 
@@ -104,14 +109,28 @@ impl fmt::Debug for PluginRegistry {
 impl PluginRegistry {
     /// The built-in plugins, plus every `*.wasm` in `plugins_dir` (compiled and checked now).
     pub fn load(plugins_dir: Option<&Path>, limits: PluginLimits) -> Result<PluginRegistry, Error> {
+        Self::load_shadowing(plugins_dir, limits, &[])
+    }
+
+    /// Like [`PluginRegistry::load`]; files named like a built-in in `shadow` replace it (any other
+    /// name clash is an error).
+    pub fn load_shadowing(
+        plugins_dir: Option<&Path>,
+        limits: PluginLimits,
+        shadow: &[String],
+    ) -> Result<PluginRegistry, Error> {
         let mut entries = BTreeMap::new();
         for (name, bytes) in builtin::BUILTIN_PLUGINS {
-            entries.insert(name.to_string(), Entry { source: Source::Builtin(bytes), compiled: None, stamp: None });
+            entries.insert(
+                name.to_string(),
+                Entry { source: Source::Builtin(bytes), shadows: None, compiled: None, stamp: None },
+            );
         }
         let registry = PluginRegistry {
             entries: Mutex::new(entries),
             limits,
             overrides: BTreeMap::new(),
+            shadow: shadow.to_vec(),
             dir: plugins_dir.map(Path::to_path_buf),
         };
         if let Some(dir) = plugins_dir {
@@ -154,14 +173,19 @@ impl PluginRegistry {
             if known.get(&name).is_some_and(|s| *s == stamp) {
                 continue;
             }
-            let is_builtin = {
+            let builtin = {
                 let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-                entries.get(&name).is_some_and(|e| matches!(e.source, Source::Builtin(_)))
+                entries.get(&name).and_then(|e| match e.source {
+                    Source::Builtin(bytes) => Some(bytes),
+                    Source::File(_) => e.shadows,
+                })
             };
-            if is_builtin {
-                rescan
-                    .errors
-                    .push(format!("plugin file {} is named `{name}`, like the built-in plugin", path.display()));
+            if builtin.is_some() && !self.shadow.contains(&name) {
+                rescan.errors.push(format!(
+                    "plugin file {} is named `{name}`, like the built-in plugin (set `shadow_builtin = true` in \
+                     [plugins.{name}] to replace it)",
+                    path.display()
+                ));
                 continue;
             }
             let compiled = std::fs::read(&path)
@@ -169,7 +193,12 @@ impl PluginRegistry {
                 .and_then(|bytes| compile(&name, &path.display().to_string(), &bytes));
             match compiled {
                 Ok(compiled) => {
-                    let entry = Entry { source: Source::File(path), compiled: Some(Arc::new(compiled)), stamp };
+                    let entry = Entry {
+                        source: Source::File(path),
+                        shadows: builtin,
+                        compiled: Some(Arc::new(compiled)),
+                        stamp,
+                    };
                     self.entries.lock().unwrap_or_else(PoisonError::into_inner).insert(name.clone(), entry);
                     rescan.changed.push(name);
                 }
@@ -179,8 +208,16 @@ impl PluginRegistry {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         for name in known.keys() {
             if !present.contains(name) {
-                entries.remove(name);
-                rescan.removed.push(name.clone());
+                // A shadowing file that goes away gives the built-in back.
+                match entries.remove(name).and_then(|e| e.shadows) {
+                    Some(bytes) => {
+                        let builtin =
+                            Entry { source: Source::Builtin(bytes), shadows: None, compiled: None, stamp: None };
+                        entries.insert(name.clone(), builtin);
+                        rescan.changed.push(name.clone());
+                    }
+                    None => rescan.removed.push(name.clone()),
+                }
             }
         }
         rescan
@@ -191,17 +228,31 @@ impl PluginRegistry {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         for path in files {
             let name = plugin_name(&path);
+            let mut shadows = None;
             if let Some(existing) = entries.get(&name) {
-                let what = match &existing.source {
-                    Source::Builtin(_) => "the built-in plugin".to_string(),
-                    Source::File(p) => format!("the plugin from {}", p.display()),
-                };
-                return Err(Error::msg(format!("plugin file {} is named `{name}`, like {what}", path.display())));
+                match &existing.source {
+                    Source::Builtin(bytes) if self.shadow.contains(&name) => shadows = Some(*bytes),
+                    Source::Builtin(_) => {
+                        return Err(Error::msg(format!(
+                            "plugin file {} is named `{name}`, like the built-in plugin (set `shadow_builtin = \
+                             true` in [plugins.{name}] to replace it)",
+                            path.display()
+                        )));
+                    }
+                    Source::File(p) => {
+                        return Err(Error::msg(format!(
+                            "plugin file {} is named `{name}`, like the plugin from {}",
+                            path.display(),
+                            p.display()
+                        )));
+                    }
+                }
             }
             let stamp = file_stamp(&path);
             let bytes = std::fs::read(&path).map_err(|e| Error::msg(format!("plugin file {}: {e}", path.display())))?;
             let compiled = compile(&name, &path.display().to_string(), &bytes)?;
-            entries.insert(name, Entry { source: Source::File(path), compiled: Some(Arc::new(compiled)), stamp });
+            entries
+                .insert(name, Entry { source: Source::File(path), shadows, compiled: Some(Arc::new(compiled)), stamp });
         }
         Ok(())
     }
