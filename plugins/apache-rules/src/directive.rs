@@ -572,21 +572,10 @@ mod tests {
 
     #[test]
     fn the_guide_compiles() {
-        let guide = r#"
-SetEnvIf X-Forwarded-For "(([\d]{1,3}\.?){4})" FORWARD_IP=$1
-
-<If "-z env('FORWARD_IP')">
-  RequestHeader set X-Forwarded-For %{REMOTE_ADDR}s
-</If>
-<Else>
-  RequestHeader set X-Forwarded-For "%{FORWARD_IP}e"
-</Else>
-
-Header add Set-Cookie "BALANCEID=balancer.%{BALANCER_WORKER_ROUTE}e; path=/;" env=BALANCER_ROUTE_CHANGED
-Header add X-Balance "BALANCER_ROUTE_CHANGED=%{BALANCER_ROUTE_CHANGED}e" env=BALANCER_ROUTE_CHANGED
-Header add X-Balance "BALANCER_WORKER_ROUTE=%{BALANCER_WORKER_ROUTE}e" env=BALANCER_WORKER_ROUTE
-Header add X-Balance "BALANCER_SESSION_ROUTE=%{BALANCER_SESSION_ROUTE}e" env=BALANCER_SESSION_ROUTE
-"#;
+        // The guide's rules as `examples/apache-guide.toml` carries them.
+        let example = include_str!("../../../examples/apache-guide.toml");
+        let from = example.find("directives = '''").expect("the example has directives") + "directives = '''".len();
+        let guide = &example[from..from + example[from..].find("'''").expect("closed")];
         let needs = needs(guide);
         assert_eq!(needs.fields, RequestFields::CLIENT_ADDR);
         assert_eq!(needs.request_headers, ["x-forwarded-for"]);

@@ -7,21 +7,13 @@ use common::*;
 use fulcrum_sdk::Rules;
 use fulcrum_sdk::rules::*;
 
-const GUIDE: &str = r#"
-SetEnvIf X-Forwarded-For "(([\d]{1,3}\.?){4})" FORWARD_IP=$1
-
-<If "-z env('FORWARD_IP')">
-  RequestHeader set X-Forwarded-For %{REMOTE_ADDR}s
-</If>
-<Else>
-  RequestHeader set X-Forwarded-For "%{FORWARD_IP}e"
-</Else>
-
-Header add Set-Cookie "BALANCEID=balancer.%{BALANCER_WORKER_ROUTE}e; path=/;" env=BALANCER_ROUTE_CHANGED
-Header add X-Balance "BALANCER_ROUTE_CHANGED=%{BALANCER_ROUTE_CHANGED}e" env=BALANCER_ROUTE_CHANGED
-Header add X-Balance "BALANCER_WORKER_ROUTE=%{BALANCER_WORKER_ROUTE}e" env=BALANCER_WORKER_ROUTE
-Header add X-Balance "BALANCER_SESSION_ROUTE=%{BALANCER_SESSION_ROUTE}e" env=BALANCER_SESSION_ROUTE
-"#;
+/// The guide's rules, as `examples/apache-guide.toml` carries them (one source for every test).
+fn guide() -> &'static str {
+    let example = include_str!("../../../examples/apache-guide.toml");
+    let start = example.find("directives = '''").expect("the example has directives") + "directives = '''".len();
+    let end = start + example[start..].find("'''").expect("closed");
+    &example[start..end]
+}
 
 /// What the host passes on every call.
 fn host_env() -> Vec<(String, String)> {
@@ -30,7 +22,7 @@ fn host_env() -> Vec<(String, String)> {
 
 #[test]
 fn the_guide_declares_exactly_what_it_reads() {
-    let (_, needs) = plugin(GUIDE);
+    let (_, needs) = plugin(guide());
     assert_eq!(needs.fields, RequestFields::CLIENT_ADDR);
     assert_eq!(needs.request_headers, ["x-forwarded-for"]);
     assert!(needs.response_headers.is_empty());
@@ -56,7 +48,7 @@ fn x_forwarded_for_follows_the_behaviour_table() {
         (&["12345678"], "12345678", Some("12345678")),
         (&["1.1.1.1", "2.2.2.2"], "1.1.1.1", Some("1.1.1.1")),
     ];
-    let (mut rules, _) = plugin(GUIDE);
+    let (mut rules, _) = plugin(guide());
     for (incoming, expected, forward_ip) in rows {
         let lines: Pairs = incoming.iter().map(|v| ("x-forwarded-for", *v)).collect();
         let outcome = rules.on_request(&request("127.0.0.1", &lines), &host_env());
@@ -69,14 +61,14 @@ fn x_forwarded_for_follows_the_behaviour_table() {
 
 #[test]
 fn an_ipv6_client_without_x_forwarded_for_is_its_own_address() {
-    let (mut rules, _) = plugin(GUIDE);
+    let (mut rules, _) = plugin(guide());
     let outcome = rules.on_request(&request("::1", &[]), &host_env());
     assert_eq!(headers(&outcome), [h("set", "X-Forwarded-For", "::1")]);
 }
 
 #[test]
 fn the_guide_adds_nothing_to_the_request_in_the_response_phase_and_vice_versa() {
-    let (mut rules, _) = plugin(GUIDE);
+    let (mut rules, _) = plugin(guide());
     let outcome = rules.on_request(&request("127.0.0.1", &[]), &env(&[("BALANCER_ROUTE_CHANGED", "1")]));
     assert!(headers(&outcome).iter().all(|(_, name, _)| name == "X-Forwarded-For"));
     let outcome = rules.on_response(
@@ -133,7 +125,7 @@ fn response_headers_follow_the_behaviour_order() {
         ),
         ("a request that did not go through the balancer (§4.6)", vec![], vec![]),
     ];
-    let (mut rules, _) = plugin(GUIDE);
+    let (mut rules, _) = plugin(guide());
     for (scenario, balancer_env, expected) in rows {
         let mut full_env = host_env();
         full_env.extend(env(&[("FORWARD_IP", "1.2.3.4")]));
@@ -152,7 +144,7 @@ fn response_headers_follow_the_behaviour_order() {
 /// BEHAVIOUR §4.5: every proxied status carries them; Apache-generated responses never do.
 #[test]
 fn onsuccess_headers_go_on_every_proxied_status_and_never_on_generated_responses() {
-    let (mut rules, _) = plugin(GUIDE);
+    let (mut rules, _) = plugin(guide());
     let mut balancer_env = host_env();
     balancer_env.extend(env(&[("BALANCER_ROUTE_CHANGED", "1"), ("BALANCER_WORKER_ROUTE", "web1")]));
     for status in [200, 302, 404, 410, 500, 503] {
