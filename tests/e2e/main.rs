@@ -10,6 +10,7 @@ mod faults;
 mod guide;
 mod no_loss;
 mod plugin_new;
+mod python_plugin;
 mod reload;
 mod routing;
 mod rules_component;

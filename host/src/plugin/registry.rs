@@ -59,8 +59,22 @@ pub struct PluginInfo {
 pub struct CompiledPlugin {
     pub info: PluginInfo,
     pub name: Arc<str>,
+    /// It imports WASI, whose sync host functions block on a Tokio runtime of their own: calls
+    /// must leave the async worker first ([`CompiledPlugin::run`]).
+    pub uses_wasi: bool,
     pub selector: Option<SelectorPluginPre<StoreState>>,
     pub rules: Option<RulesPluginPre<StoreState>>,
+}
+
+impl CompiledPlugin {
+    /// Run a call into this plugin. A plugin that imports WASI is called inside
+    /// `block_in_place`: wasmtime-wasi's sync host functions `block_on` a Tokio runtime, which
+    /// panics on an async worker thread. Plugins without WASI (the built-ins) run inline.
+    pub fn run<R>(&self, call: impl FnOnce() -> R) -> R {
+        let on_multi_thread_worker = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if self.uses_wasi && on_multi_thread_worker { tokio::task::block_in_place(call) } else { call() }
+    }
 }
 
 enum Source {
@@ -382,6 +396,7 @@ fn compile(name: &str, origin: &str, bytes: &[u8]) -> Result<CompiledPlugin, Err
     };
     Ok(CompiledPlugin {
         name: Arc::from(name),
+        uses_wasi: with_wasi,
         info: PluginInfo {
             name: name.to_string(),
             origin: origin.to_string(),

@@ -61,11 +61,13 @@ impl WasmRules {
         let setup = |message: String| RulesSetupError { option: None, line: None, message };
         let pre = self.plugin.rules.as_ref().ok_or_else(|| setup("not a rules plugin".into()))?;
         let mut store = store::new_store(name, &self.limits);
-        let bindings =
-            pre.instantiate(&mut store).map_err(|e| setup(format!("plugin `{name}`: instantiation failed: {e:#}")))?;
-        let answer = bindings
-            .fulcrum_plugin_rules()
-            .call_configure(&mut store, &self.config)
+        let bindings = self
+            .plugin
+            .run(|| pre.instantiate(&mut store))
+            .map_err(|e| setup(format!("plugin `{name}`: instantiation failed: {e:#}")))?;
+        let answer = self
+            .plugin
+            .run(|| bindings.fulcrum_plugin_rules().call_configure(&mut store, &self.config))
             .map_err(|e| setup(format!("plugin `{name}`: configure trapped: {e:#}")))?;
         let needs = match answer {
             Ok(needs) => {
@@ -97,7 +99,7 @@ impl WasmRules {
         };
         live.store.set_epoch_deadline(engine::ticks(self.limits.call_deadline));
         live.store.data_mut().request_id = request_id;
-        match f(&mut live.store, &live.bindings) {
+        match self.plugin.run(|| f(&mut live.store, &live.bindings)) {
             Ok(r) => {
                 let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
                 if idle.len() < MAX_IDLE {

@@ -79,11 +79,13 @@ impl WasmSelector {
         let setup = |detail: String| SelectorFault { plugin: name.to_string(), kind: FaultKind::Setup, detail };
         let pre = self.plugin.selector.as_ref().ok_or_else(|| setup("not a selector".into()))?;
         let mut store = store::new_store(name, &self.limits);
-        let bindings =
-            pre.instantiate(&mut store).map_err(|e| setup(format!("plugin `{name}`: instantiation failed: {e:#}")))?;
-        let answer = bindings
-            .fulcrum_plugin_selector()
-            .call_configure(&mut store, &self.info)
+        let bindings = self
+            .plugin
+            .run(|| pre.instantiate(&mut store))
+            .map_err(|e| setup(format!("plugin `{name}`: instantiation failed: {e:#}")))?;
+        let answer = self
+            .plugin
+            .run(|| bindings.fulcrum_plugin_selector().call_configure(&mut store, &self.info))
             .map_err(|e| setup(format!("plugin `{name}`: configure trapped: {e:#}")))?;
         let needs = match answer {
             Ok(needs) => {
@@ -113,7 +115,8 @@ impl WasmSelector {
         let Some(live) = self.live.as_mut() else { unreachable!("instantiated above") };
         live.store.set_epoch_deadline(engine::ticks(self.limits.call_deadline));
         live.store.data_mut().request_id = request_id;
-        match f(&mut live.store, &live.bindings, &self.state) {
+        let (plugin, state) = (&self.plugin, &self.state);
+        match plugin.run(|| f(&mut live.store, &live.bindings, state)) {
             Ok(r) => Ok(r),
             Err(e) => {
                 let memory = live.store.data().limiter.hit;
