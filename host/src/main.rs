@@ -65,6 +65,22 @@ enum PluginCommand {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Write the plugin interface (the WIT package this binary speaks) into a folder, for guest
+    /// tool chains that read WIT: componentize-py, componentize-js, wit-bindgen.
+    Wit {
+        #[arg(long, default_value = "wit")]
+        out_dir: PathBuf,
+    },
+    /// Generate guest bindings for a world (`selector` or `rules`); `c` serves C and Zig.
+    Bindings {
+        /// The language: `c`.
+        language: String,
+        /// `selector` or `rules`.
+        #[arg(long, default_value = "selector")]
+        world: String,
+        #[arg(long, default_value = "gen")]
+        out_dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -83,6 +99,18 @@ fn main() -> ExitCode {
         Command::Plugin { command: PluginCommand::Componentize { module, output } } => {
             fulcrum::plugin::template::componentize(&module, &output)
         }
+        Command::Plugin { command: PluginCommand::Wit { out_dir } } => fulcrum::plugin::template::write_wit(&out_dir),
+        Command::Plugin { command: PluginCommand::Bindings { language, world, out_dir } } => match language.as_str() {
+            "c" | "zig" => fulcrum::plugin::template::bindings_c(&world, &out_dir).map(|files| {
+                for f in files {
+                    println!("{}", f.display());
+                }
+            }),
+            other => Err(fulcrum::Error::msg(format!(
+                "no binding generator for `{other}` here (known: c, zig); Rust uses fulcrum-sdk, Python \
+                 componentize-py and JavaScript componentize-js, all reading `fulcrum plugin wit`"
+            ))),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -42,13 +42,24 @@ impl Runtime {
         }
         let mut balancers = Vec::with_capacity(config.balancers.len());
         for b in &config.balancers {
-            let spec =
-                BalancerSpec { name: &b.name, lbmethod: &b.lbmethod, members: &b.members, config: &b.lbmethod_config };
-            let balancer = Balancer::new(b, plugins.selector(&spec)?);
+            let spec = BalancerSpec::lbmethod(b);
+            let selector = match plugins.selector(&spec) {
+                // Written `fallback`: the plugin may arrive in the folder later.
+                Err(_) if b.fallback_written && plugins.get(&b.lbmethod).is_err() => {
+                    tracing::warn!(
+                        balancer = %b.name,
+                        "lbmethod plugin `{}` is not loaded (yet): using `{}` until it appears in the plugin folder",
+                        b.lbmethod,
+                        b.fallback
+                    );
+                    plugins.selector(&BalancerSpec::fallback(b))?
+                }
+                other => other?,
+            };
+            let balancer = Balancer::new(b, selector);
             let on_fault = config.plugins.get(&b.lbmethod).map_or(PluginSettings::default().on_fault, |s| s.on_fault);
             if on_fault == OnFault::Fallback {
-                let spec = BalancerSpec { lbmethod: &b.fallback, ..spec };
-                balancer.set_fault_fallback(plugins.selector(&spec)?);
+                balancer.set_fault_fallback(plugins.selector(&BalancerSpec::fallback(b))?);
             }
             balancers.push(Arc::new(balancer));
         }
@@ -81,6 +92,7 @@ impl Runtime {
                     lbmethod: "single-member".into(),
                     lbmethod_config: toml::Table::new(),
                     fallback: String::new(),
+                    fallback_written: false,
                     timeout: None,
                     sticky: None,
                     failonstatus: Vec::new(),
@@ -123,12 +135,12 @@ impl Runtime {
             if !removed && !rescan.changed.contains(&b.lbmethod) {
                 continue;
             }
-            let lbmethod = if removed && self.plugins.get(&b.lbmethod).is_err() {
-                b.fallback.as_str()
+            let spec = if removed && self.plugins.get(&b.lbmethod).is_err() {
+                BalancerSpec::fallback(b)
             } else {
-                b.lbmethod.as_str()
+                BalancerSpec::lbmethod(b)
             };
-            let spec = BalancerSpec { name: &b.name, lbmethod, members: &b.members, config: &b.lbmethod_config };
+            let lbmethod = spec.lbmethod;
             match self.plugins.selector(&spec) {
                 Ok(selector) => {
                     balancers[i].replace_selector(selector);

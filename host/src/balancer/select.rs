@@ -130,6 +130,19 @@ pub struct BalancerSpec<'a> {
     pub config: &'a toml::Table,
 }
 
+impl<'a> BalancerSpec<'a> {
+    /// The balancer's own lbmethod with its `lbmethod_config`.
+    pub fn lbmethod(b: &'a crate::config::BalancerConfig) -> Self {
+        BalancerSpec { name: &b.name, lbmethod: &b.lbmethod, members: &b.members, config: &b.lbmethod_config }
+    }
+
+    /// The balancer's `fallback` built-in, with no options: `lbmethod_config` belongs to the lbmethod.
+    pub fn fallback(b: &'a crate::config::BalancerConfig) -> Self {
+        static NO_OPTIONS: std::sync::LazyLock<toml::Table> = std::sync::LazyLock::new(toml::Table::new);
+        BalancerSpec { name: &b.name, lbmethod: &b.fallback, members: &b.members, config: &NO_OPTIONS }
+    }
+}
+
 /// Builds selectors by lbmethod name (the plugin registry implements it).
 pub trait SelectorFactory {
     fn selector(&self, spec: &BalancerSpec<'_>) -> Result<Box<dyn MemberSelector>, crate::Error>;

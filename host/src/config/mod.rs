@@ -163,8 +163,12 @@ pub struct BalancerConfig {
     pub lbmethod: String,
     /// The lbmethod plugin's own table, as written.
     pub lbmethod_config: toml::Table,
-    /// The built-in lbmethod used when the lbmethod plugin's file goes away.
+    /// The built-in lbmethod used when the lbmethod plugin's file goes away (and for faults, when
+    /// the plugin's `on_fault` is `fallback`).
     pub fallback: String,
+    /// `fallback` was written in the config: the lbmethod plugin may then be absent at start (the
+    /// balancer uses `fallback` until the file appears); otherwise a missing plugin is a load error.
+    pub fallback_written: bool,
     pub timeout: Option<Duration>,
     pub sticky: Option<StickySession>,
     /// Member response statuses that put the member in error state.
@@ -624,6 +628,7 @@ impl Loader<'_> {
             lbmethod: raw.lbmethod.as_ref().map_or_else(|| "byrequests".to_string(), |m| m.get_ref().clone()),
             lbmethod_config: raw.lbmethod_config.as_ref().map(|t| t.get_ref().clone()).unwrap_or_default(),
             fallback: raw.fallback.as_ref().map_or_else(|| "byrequests".to_string(), |f| f.get_ref().clone()),
+            fallback_written: raw.fallback.is_some(),
             timeout,
             sticky,
             failonstatus,

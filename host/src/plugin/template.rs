@@ -133,3 +133,59 @@ pub fn componentize(input: &Path, output: &Path) -> Result<(), Error> {
         })?;
     std::fs::write(output, component).map_err(|e| Error::msg(format!("{}: {e}", output.display())))
 }
+
+/// The plugin interface, compiled in: `fulcrum plugin wit` writes it out and `fulcrum plugin
+/// bindings` generates guest bindings from it, so a plugin author needs no checkout of Fulcrum.
+pub const WIT_FILES: &[(&str, &str)] = &[
+    ("types.wit", include_str!("../../../wit/types.wit")),
+    ("selector.wit", include_str!("../../../wit/selector.wit")),
+    ("rules.wit", include_str!("../../../wit/rules.wit")),
+    ("worlds.wit", include_str!("../../../wit/worlds.wit")),
+];
+
+/// The worlds a plugin can target, by their short names.
+pub const WORLDS: &[(&str, &str)] = &[("selector", "selector-plugin"), ("rules", "rules-plugin")];
+
+/// Write the WIT package into `dir` (created if needed) for guest tool chains that read WIT files
+/// (componentize-py, componentize-js, wit-bindgen).
+pub fn write_wit(dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::msg(format!("{}: {e}", dir.display())))?;
+    for (name, text) in WIT_FILES {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// Generate C bindings (as `wit-bindgen c` does) for `world` (`selector` or `rules`) into `dir`:
+/// `NAME.h`, `NAME.c` and `NAME_component_type.o`, the object that carries the WIT into the module
+/// so that `fulcrum plugin componentize` can make a component of it. Zig uses the same files.
+pub fn bindings_c(world: &str, dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    use wit_bindgen_core::wit_parser::Resolve;
+
+    let Some((_, full)) = WORLDS.iter().find(|(short, full)| *short == world || *full == world) else {
+        let known: Vec<_> = WORLDS.iter().map(|(s, _)| *s).collect();
+        return Err(Error::msg(format!("no world `{world}` (known: {})", known.join(", "))));
+    };
+    let mut sources = wit_bindgen_core::wit_parser::SourceMap::default();
+    for (name, text) in WIT_FILES {
+        sources.push_str(&format!("wit/{name}"), *text);
+    }
+    let group = sources.parse().map_err(|(_, e)| Error::msg(format!("wit: {e}")))?;
+    let mut resolve = Resolve::default();
+    let pkg = resolve.push_group(group).map_err(|e| Error::msg(format!("wit: {e:#}")))?;
+    let world_id = resolve.select_world(&[pkg], Some(full)).map_err(|e| Error::msg(format!("wit: {e:#}")))?;
+    let mut files = wit_bindgen_core::Files::default();
+    wit_bindgen_c::Opts::default()
+        .build()
+        .generate(&mut resolve, world_id, &mut files)
+        .map_err(|e| Error::msg(format!("generating C bindings for {full}: {e:#}")))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::msg(format!("{}: {e}", dir.display())))?;
+    let mut written = Vec::new();
+    for (name, bytes) in files.iter() {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+        written.push(path);
+    }
+    Ok(written)
+}
