@@ -190,3 +190,26 @@ async fn python_plugin_routes_canary_traffic() {
     )
     .await;
 }
+
+/// Zig (PyPI ziglang, bindings from `fulcrum plugin bindings c`): A/B by cookie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zig_plugin_routes_a_b_by_cookie() {
+    let out = tempfile::tempdir().unwrap();
+    let component = build_example("zig-ab", out.path());
+    drop_in_then_remove(
+        &component,
+        "ab",
+        r#"{ cookie = "ab", default = "a", a = "web1", b = "web2 web3" }"#,
+        &[
+            case(&[], "web1"),
+            case(&[("cookie", "ab=b")], "web2"),
+            case(&[("cookie", "theme=dark; ab=b")], "web3"),
+            case(&[("cookie", "ab=a")], "web1"),
+            case(&[("cookie", "ab=b; theme=dark")], "web2"),
+            // An unknown arm, or another cookie only: the default arm.
+            case(&[("cookie", "ab=zzz")], "web1"),
+            case(&[("cookie", "abc=b")], "web1"),
+        ],
+    )
+    .await;
+}

@@ -1,8 +1,10 @@
 //! From nothing to routed traffic with the Rust SDK: `fulcrum plugin new`, a Wasm build,
-//! `fulcrum plugin componentize`, a plugin folder, and requests routed by the new plugin.
+//! `fulcrum plugin componentize`, then dropped into a running Fulcrum's plugin folder: requests are
+//! routed by it, and by byrequests again once it is removed.
 
 use std::process::Command;
 
+use crate::languages::case;
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,10 +26,8 @@ async fn a_new_rust_plugin_routes_traffic() {
         .output()
         .unwrap();
     assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
-    let plugins = work.path().join("plugins.d");
-    std::fs::create_dir(&plugins).unwrap();
     let module = target.join("wasm32-unknown-unknown/release/canary.wasm");
-    let component = plugins.join("canary.wasm");
+    let component = work.path().join("canary.wasm");
     let (code, out, err) =
         fulcrum_cmd(&["plugin", "componentize", module.to_str().unwrap(), "-o", component.to_str().unwrap()], None);
     assert_eq!(code, 0, "{out}{err}");
@@ -35,19 +35,19 @@ async fn a_new_rust_plugin_routes_traffic() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("worlds: selector"), "{out}");
 
-    let (web1, web2) = two_backends().await;
-    let config = balancer_config(
-        &[(&web1.url(), "web1", 1), (&web2.url(), "web2", 1)],
-        "lbmethod = \"canary\"",
-        &format!("plugins_dir = {:?}", plugins.display().to_string()),
-    );
-    let fulcrum = Fulcrum::start(&config);
-    let client = client();
     // Client sends x-pin (or not); the member that answers.
-    let cases =
-        [(Some("web2"), "web2"), (Some("web2"), "web2"), (None, "web1"), (None, "web2"), (Some("web1"), "web1")];
-    for (pin, member) in cases {
-        let headers: Vec<(&str, &str)> = pin.iter().map(|p| ("x-pin", *p)).collect();
-        assert_eq!(get(&client, &fulcrum.url("/"), &headers).await.served_by(), member, "x-pin: {pin:?}");
-    }
+    crate::languages::drop_in_then_remove(
+        &component,
+        "canary",
+        "{}",
+        &[
+            case(&[("x-pin", "web2")], "web2"),
+            case(&[("x-pin", "web2")], "web2"),
+            case(&[], "web1"),
+            case(&[], "web2"),
+            case(&[("x-pin", "web1")], "web1"),
+            case(&[], "web3"),
+        ],
+    )
+    .await;
 }
