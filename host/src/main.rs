@@ -255,6 +255,6 @@ fn inspect(file: &Path) -> Result<(), fulcrum::Error> {
     println!("wit: fulcrum:plugin@0.1.0");
     println!("imports: {}", if info.imports.is_empty() { "none".into() } else { info.imports.join(", ") });
     println!("size: {} bytes", info.size);
-    println!("compile time: {:.1} ms", info.compile_time.as_secs_f64() * 1000.0);
+    println!("compile time: {:.1} ms", info.loaded.time().as_secs_f64() * 1000.0);
     Ok(())
 }

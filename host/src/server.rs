@@ -13,7 +13,8 @@ use crate::Error;
 use crate::access_log::AccessLog;
 use crate::balancer::{Balancer, BalancerSpec, SelectorFactory, SingleMember};
 use crate::config::{BalancerConfig, Config, OnFault, PluginSettings};
-use crate::plugin::{PluginLimits, PluginRegistry, Rescan};
+use crate::plugin::cache::ArtifactCache;
+use crate::plugin::{PluginLimits, PluginRegistry, RegistryOptions, Rescan};
 use crate::proxy::Proxy;
 use crate::proxy::rules::{RequestRules, RulesFactory};
 
@@ -30,16 +31,28 @@ impl Runtime {
     pub fn build(config: Config) -> Result<Runtime, Error> {
         let shadow: Vec<String> =
             config.plugins.iter().filter(|(_, s)| s.shadow_builtin).map(|(name, _)| name.clone()).collect();
-        let mut plugins =
-            PluginRegistry::load_shadowing(config.plugins_dir.as_deref(), PluginLimits::default(), &shadow)?;
-        for (name, settings) in &config.plugins {
-            let limits = PluginLimits {
-                call_deadline: settings.call_deadline,
-                memory_bytes: settings.memory_bytes,
-                ..PluginLimits::default()
-            };
-            plugins.set_limits(name, limits);
-        }
+        let overrides = config
+            .plugins
+            .iter()
+            .map(|(name, settings)| {
+                let limits = PluginLimits {
+                    call_deadline: settings.call_deadline,
+                    memory_bytes: settings.memory_bytes,
+                    wasi: settings.wasi,
+                    ..PluginLimits::default()
+                };
+                (name.clone(), limits)
+            })
+            .collect();
+        let cache = config.plugin_cache.dir().and_then(|dir| match ArtifactCache::open(&dir) {
+            Ok(cache) => Some(cache),
+            Err(e) => {
+                tracing::warn!("plugin cache {}: {e}; compiling plugins at every start", dir.display());
+                None
+            }
+        });
+        let options = RegistryOptions { limits: PluginLimits::default(), overrides, shadow, cache };
+        let plugins = PluginRegistry::load_configured(config.plugins_dir.as_deref(), options)?;
         let mut balancers = Vec::with_capacity(config.balancers.len());
         for b in &config.balancers {
             let spec = BalancerSpec::lbmethod(b);

@@ -1,5 +1,6 @@
-//! A plugin that traps, runs forever, hoards memory or answers nonsense: the request that hit it
-//! gets a clear 5xx, the fault is logged with the plugin's name, and the next request is served.
+//! A plugin that traps, runs forever, hoards memory, answers nonsense or calls WASI it was not
+//! granted: the request that hit it gets a clear 5xx, the fault is logged with the plugin's name,
+//! and the next request is served.
 
 use fulcrum::plugin::builtin::TEST_PLUGIN_DIR;
 
@@ -27,6 +28,12 @@ async fn a_faulty_plugin_costs_one_request_not_the_proxy() {
             "plugin `fault-test` gave an invalid answer: member 4294967294 is not one of the candidates",
         ),
         ("decline", 503, "no usable member"),
+        (
+            "wasi",
+            500,
+            "plugin `fault-test` called a WASI function it was not granted: \
+             `wasi:cli/environment@0.2.0#get-environment` (grant it in [plugins.fault-test] wasi = [...])",
+        ),
     ];
     for (fault, status, logged) in cases {
         let answer = get(&client, &fulcrum.url("/"), &[("x-fault", fault)]).await;
@@ -46,8 +53,38 @@ async fn a_faulty_plugin_costs_one_request_not_the_proxy() {
         let log = fulcrum.log();
         assert!(log.contains(logged), "x-fault: {fault}: expected `{logged}` in the log:\n{log}");
     }
-    // Nothing that faulted reached a member: only the five good requests did.
-    assert_eq!(web1.served() + web2.served(), 5);
+    // Nothing that faulted reached a member: only the six good requests did.
+    assert_eq!(web1.served() + web2.served(), 6);
+}
+
+/// The same WASI call, granted: the plugin gets Fulcrum's empty environment and serves the request.
+/// A grant that does not exist is a config error naming its line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_granted_wasi_call_is_served() {
+    let (web1, web2) = two_backends().await;
+    let members = [(web1.url(), "web1", 1), (web2.url(), "web2", 1)];
+    let members: Vec<(&str, &str, u32)> = members.iter().map(|(u, r, l)| (u.as_str(), *r, *l)).collect();
+    let config = |grants: &str| {
+        balancer_config(
+            &members,
+            "lbmethod = \"fault-test\"",
+            &format!("plugins_dir = {TEST_PLUGIN_DIR:?}\n\n[plugins.fault-test]\nwasi = [{grants}]\n"),
+        )
+    };
+    let fulcrum = Fulcrum::start(&config("\"cli\""));
+    let answer = get(&client(), &fulcrum.url("/"), &[("x-fault", "wasi")]).await;
+    assert_eq!(answer.status, 200, "{answer:?}\n{}", fulcrum.log());
+    assert_eq!(answer.served_by(), "web1");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("grants.toml");
+    std::fs::write(&path, config("\"cli\", \"filesystem\"")).unwrap();
+    let (code, out, err) = fulcrum_cmd(&["check", "--config", path.to_str().unwrap()], None);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("grants.toml:5:") && err.contains("`filesystem` is not a WASI grant (known: clocks, random, cli)"),
+        "{err}"
+    );
 }
 
 /// Per-plugin policy: `on_fault = "fallback"` lets the balancer's fallback built-in choose for the

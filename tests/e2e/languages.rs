@@ -79,8 +79,9 @@ async fn assert_byrequests(fulcrum: &Fulcrum, when: &str) {
 }
 
 /// The whole story for one plugin file: Fulcrum runs without it, the file is copied in and routes
-/// `cases`, the file is removed and byrequests takes over again.
-pub async fn drop_in_then_remove(component: &Path, name: &str, lbmethod_config: &str, cases: &[Case]) {
+/// `cases`, the file is removed and byrequests takes over again. `wasi` lists the plugin's WASI
+/// grants (`"cli"`), empty for none.
+pub async fn drop_in_then_remove(component: &Path, name: &str, wasi: &str, lbmethod_config: &str, cases: &[Case]) {
     let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
     let web = [
         EchoServer::start(any, "web1").await.unwrap(),
@@ -91,7 +92,7 @@ pub async fn drop_in_then_remove(component: &Path, name: &str, lbmethod_config: 
     let config = balancer_config(
         &[(&web[0].url(), "web1", 1), (&web[1].url(), "web2", 1), (&web[2].url(), "web3", 1)],
         &format!("lbmethod = {name:?}\nfallback = \"byrequests\"\nlbmethod_config = {lbmethod_config}"),
-        &format!("plugins_dir = {:?}", plugins.path().display().to_string()),
+        &format!("plugins_dir = {:?}\n\n[plugins.{name}]\nwasi = [{wasi}]\n", plugins.path().display().to_string()),
     );
     let fulcrum = Fulcrum::start(&config);
     logged(&fulcrum, &format!("lbmethod plugin `{name}` is not loaded (yet)")).await;
@@ -128,6 +129,7 @@ async fn c_plugin_routes_by_client_network() {
     drop_in_then_remove(
         &component,
         "netroute",
+        "",
         r#"{ "127.0.0.2/32" = "web2", "127.0.3.0/24" = "web3" }"#,
         &[
             from("127.0.0.2", "web2"),
@@ -153,6 +155,7 @@ async fn javascript_plugin_routes_by_consistent_hash() {
     drop_in_then_remove(
         &component,
         "hash",
+        "",
         "{ header = \"x-user\" }",
         &[
             case(&[("x-user", "alice")], "web2"),
@@ -170,7 +173,8 @@ async fn javascript_plugin_routes_by_consistent_hash() {
     .await;
 }
 
-/// Python (componentize-py from PyPI): header-based canary routing.
+/// Python (componentize-py from PyPI): header-based canary routing. Its runtime imports all of WASI
+/// and calls `wasi:cli` and `wasi:random` as it starts, so the config grants those two (no clocks).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_plugin_routes_canary_traffic() {
     let out = tempfile::tempdir().unwrap();
@@ -178,6 +182,8 @@ async fn python_plugin_routes_canary_traffic() {
     drop_in_then_remove(
         &component,
         "canary",
+        // Python's runtime reads its (empty) environment and seeds its hashes when it starts.
+        "\"cli\", \"random\"",
         "{ canary_route = \"web2\" }",
         &[
             case(&[], "web1"),
@@ -199,6 +205,7 @@ async fn zig_plugin_routes_a_b_by_cookie() {
     drop_in_then_remove(
         &component,
         "ab",
+        "",
         r#"{ cookie = "ab", default = "a", a = "web1", b = "web2 web3" }"#,
         &[
             case(&[], "web1"),

@@ -4,6 +4,7 @@ mod access_log;
 mod apache;
 mod apache_diff;
 mod balancing;
+mod cache;
 mod check;
 mod failures;
 mod faults;

@@ -39,6 +39,7 @@ async fn a_new_rust_plugin_routes_traffic() {
     crate::languages::drop_in_then_remove(
         &component,
         "canary",
+        "",
         "{}",
         &[
             case(&[("x-pin", "web2")], "web2"),

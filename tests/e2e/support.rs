@@ -26,6 +26,11 @@ pub struct Fulcrum {
 impl Fulcrum {
     /// Write `config` to a fresh folder and run the real binary on it; returns once it listens.
     pub fn start(config: &str) -> Fulcrum {
+        Self::start_with_log(config, "info")
+    }
+
+    /// Like [`Fulcrum::start`], logging at `filter` (`FULCRUM_LOG`).
+    pub fn start_with_log(config: &str, filter: &str) -> Fulcrum {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("fulcrum.toml");
         std::fs::write(&path, config).expect("write config");
@@ -33,7 +38,9 @@ impl Fulcrum {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
             .args(["run", "--config"])
             .arg(&path)
-            .env("FULCRUM_LOG", "info")
+            .env("FULCRUM_LOG", filter)
+            // The default plugin cache, kept under target/ rather than the user's home.
+            .env("XDG_CACHE_HOME", repo_root().join("target/test-cache"))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

@@ -82,6 +82,8 @@ pub enum FaultKind {
     Deadline,
     /// The plugin tried to grow its memory past its limit.
     Memory,
+    /// The plugin called a WASI function its configuration does not grant.
+    NotGranted,
     /// The plugin could not be (re)instantiated or (re)configured.
     Setup,
 }
@@ -92,6 +94,7 @@ impl fmt::Display for SelectorFault {
             FaultKind::Trap => "trapped",
             FaultKind::Deadline => "ran past its deadline",
             FaultKind::Memory => "exceeded its memory limit",
+            FaultKind::NotGranted => "called a WASI function it was not granted",
             FaultKind::Setup => "could not be set up",
         };
         write!(f, "plugin `{}` {what}: {}", self.plugin, self.detail)

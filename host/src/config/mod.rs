@@ -32,6 +32,7 @@ pub struct Config {
     pub source: PathBuf,
     pub listen: Vec<SocketAddr>,
     pub plugins_dir: Option<PathBuf>,
+    pub plugin_cache: PluginCache,
     /// The access log and its format, when configured.
     pub access_log: Option<(LogTarget, LogFormat)>,
     pub proxy_timeout: Duration,
@@ -39,6 +40,32 @@ pub struct Config {
     pub balancers: Vec<BalancerConfig>,
     /// `[plugins.NAME]` settings; plugins not named here get the defaults.
     pub plugins: BTreeMap<String, PluginSettings>,
+}
+
+/// Where compiled plugins are kept between runs (`plugin_cache_dir`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginCache {
+    /// Not written: `$XDG_CACHE_HOME/fulcrum`, else `$HOME/.cache/fulcrum`, else no cache.
+    Default,
+    /// This folder (relative paths are relative to the config file).
+    At(PathBuf),
+    /// `plugin_cache_dir = ""`: compile at every start.
+    Off,
+}
+
+impl PluginCache {
+    /// The folder to use, if any.
+    pub fn dir(&self) -> Option<PathBuf> {
+        match self {
+            PluginCache::At(dir) => Some(dir.clone()),
+            PluginCache::Off => None,
+            PluginCache::Default => std::env::var_os("XDG_CACHE_HOME")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").filter(|d| !d.is_empty()).map(|h| Path::new(&h).join(".cache")))
+                .map(|d| d.join("fulcrum")),
+        }
+    }
 }
 
 /// What a request gets when its plugin faults (traps, overruns its deadline or memory).
@@ -50,11 +77,42 @@ pub enum OnFault {
     Fallback,
 }
 
+/// The WASI capabilities a plugin is granted (`[plugins.NAME] wasi = [...]`); none by default. A
+/// plugin may import any WASI interface (language runtimes import many they never call), but a
+/// call into one that is not granted traps, which is a fault like any other. Files and network
+/// cannot be granted at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WasiGrants {
+    /// `wasi:clocks`: wall clock and monotonic clock.
+    pub clocks: bool,
+    /// `wasi:random`: random bytes (a plugin doing weighted-random choice wants it).
+    pub random: bool,
+    /// `wasi:cli`: an empty environment and arguments, stdin at end of file, stdout and stderr
+    /// discarded, `exit`. Runtimes such as Python's call these at start.
+    pub cli: bool,
+}
+
+impl WasiGrants {
+    /// The names `wasi = [...]` accepts.
+    pub const NAMES: [&str; 3] = ["clocks", "random", "cli"];
+
+    fn grant(&mut self, name: &str) -> bool {
+        match name {
+            "clocks" => self.clocks = true,
+            "random" => self.random = true,
+            "cli" => self.cli = true,
+            _ => return false,
+        }
+        true
+    }
+}
+
 /// One plugin's sandbox and failure policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PluginSettings {
     pub call_deadline: Duration,
     pub memory_bytes: usize,
+    pub wasi: WasiGrants,
     pub on_fault: OnFault,
     /// A plugin file may replace the built-in of the same name.
     pub shadow_builtin: bool,
@@ -67,6 +125,7 @@ impl Default for PluginSettings {
             // stops a runaway plugin within a tenth of a second.
             call_deadline: Duration::from_millis(100),
             memory_bytes: 64 << 20,
+            wasi: WasiGrants::default(),
             on_fault: OnFault::Fail(500),
             shadow_builtin: false,
         }
@@ -300,6 +359,11 @@ impl Loader<'_> {
 
         let base = self.file.parent().unwrap_or(Path::new("."));
         let plugins_dir = raw.plugins_dir.as_ref().map(|d| base.join(d.get_ref()));
+        let plugin_cache = match raw.plugin_cache_dir.as_ref().map(Spanned::get_ref) {
+            None => PluginCache::Default,
+            Some(d) if d.is_empty() => PluginCache::Off,
+            Some(d) => PluginCache::At(base.join(d)),
+        };
         let log_format = match &raw.log_format {
             Some(f) => match LogFormat::parse(f.get_ref()) {
                 Ok(format) => Some(format),
@@ -351,6 +415,7 @@ impl Loader<'_> {
             source: self.file.to_path_buf(),
             listen,
             plugins_dir,
+            plugin_cache,
             access_log,
             proxy_timeout,
             vhosts,
@@ -372,6 +437,12 @@ impl Loader<'_> {
             match *mib.get_ref() {
                 1..=4096 => settings.memory_bytes = (*mib.get_ref() as usize) << 20,
                 _ => self.at(mib, &key("memory_limit_mib"), "must be 1 to 4096 MiB"),
+            }
+        }
+        for grant in raw.wasi.iter().flatten() {
+            if !settings.wasi.grant(grant.get_ref()) {
+                let known = WasiGrants::NAMES.join(", ");
+                self.at(grant, &key("wasi"), format!("`{}` is not a WASI grant (known: {known})", grant.get_ref()));
             }
         }
         let status = match &raw.fault_status {

@@ -16,6 +16,8 @@ pub struct RawConfig {
     pub listen: Vec<Spanned<String>>,
     /// A folder of `.wasm` plugin components, loaded at start.
     pub plugins_dir: Option<Spanned<String>>,
+    /// Where compiled plugins are kept between runs; `""` turns the cache off.
+    pub plugin_cache_dir: Option<Spanned<String>>,
     /// `CustomLog`: a file (relative to this config) or `-` for stdout.
     pub access_log: Option<Spanned<String>>,
     /// `LogFormat`: Apache's format string, or `combined` (the default) / `common`.
@@ -40,6 +42,8 @@ pub struct RawPluginSettings {
     /// What a request gets when the plugin faults: `fail` (an error status, the default) or
     /// `fallback` (a selector's balancer uses its `fallback` built-in for that request).
     pub on_fault: Option<Spanned<String>>,
+    /// WASI capabilities granted: `clocks`, `random`, `cli` (default none).
+    pub wasi: Option<Vec<Spanned<String>>>,
     /// The status of `fail` (default 500).
     pub fault_status: Option<Spanned<u16>>,
     /// A file of this name in `plugins_dir` may replace the built-in plugin of the same name.

@@ -10,6 +10,7 @@
 //! [`PluginRegistry`] (a [`crate::balancer::SelectorFactory`]) for one per balancer.
 
 mod bindings;
+pub mod cache;
 mod engine;
 mod registry;
 mod rules;
@@ -17,7 +18,7 @@ mod selector;
 mod store;
 pub mod template;
 
-pub use registry::{PluginInfo, PluginRegistry, Rescan, Worlds};
+pub use registry::{PluginInfo, PluginRegistry, RegistryOptions, Rescan, Worlds};
 
 use std::time::Duration;
 
@@ -40,6 +41,8 @@ pub struct PluginLimits {
     pub configure_deadline: Duration,
     /// Cap on each instance's linear memory, in bytes.
     pub memory_bytes: usize,
+    /// WASI capabilities; calls into any other WASI import trap.
+    pub wasi: crate::config::WasiGrants,
 }
 
 impl Default for PluginLimits {
@@ -50,8 +53,33 @@ impl Default for PluginLimits {
             call_deadline: settings.call_deadline,
             configure_deadline: Duration::from_secs(5),
             memory_bytes: settings.memory_bytes,
+            wasi: settings.wasi,
         }
     }
+}
+
+/// A trap in words: which WASI function it called without a grant, or wasmtime's own account
+/// (with the Wasm backtrace).
+fn trap_detail(plugin: &str, error: &wasmtime::Error) -> String {
+    match ungranted_wasi_call(error) {
+        Some(function) => {
+            format!(
+                "called `{function}`, a WASI function it was not granted (grant it in [plugins.{plugin}] wasi = [...])"
+            )
+        }
+        None => format!("{error:#}"),
+    }
+}
+
+/// The WASI function a trap came from when it is one the plugin was not granted (the linker
+/// defines those as traps that say "unknown import: `wasi:...` has not been defined").
+fn ungranted_wasi_call(error: &wasmtime::Error) -> Option<String> {
+    error.chain().find_map(|cause| {
+        let text = cause.to_string();
+        let rest = text.strip_prefix("unknown import: `")?;
+        let (function, _) = rest.split_once('`')?;
+        function.starts_with("wasi:").then(|| function.to_string())
+    })
 }
 
 /// The request as a plugin declared it wants it: only the fields and headers it named.

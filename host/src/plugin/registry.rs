@@ -8,13 +8,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
-use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
 use super::bindings::rules_world::RulesPluginPre;
 use super::bindings::selector_world::SelectorPluginPre;
+use super::cache::{self, ArtifactCache, Loaded};
 use super::store::{self, StoreState};
 use super::{PluginLimits, builtin, engine};
 use crate::Error;
@@ -52,7 +52,8 @@ pub struct PluginInfo {
     pub worlds: Worlds,
     pub imports: Vec<String>,
     pub size: usize,
-    pub compile_time: Duration,
+    /// Compiled now, or loaded compiled from the cache, and how long that took.
+    pub loaded: Loaded,
 }
 
 /// A compiled, type-checked plugin.
@@ -103,6 +104,20 @@ pub struct Rescan {
     pub errors: Vec<String>,
 }
 
+/// How a [`PluginRegistry`] loads plugins beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// Limits of every plugin not in `overrides`.
+    pub limits: PluginLimits,
+    /// Plugins with their own limits and WASI grants (`[plugins.NAME]`).
+    pub overrides: BTreeMap<String, PluginLimits>,
+    /// Built-ins that a file of the same name may replace (`shadow_builtin`); any other name
+    /// clash is an error.
+    pub shadow: Vec<String>,
+    /// Where compiled plugins are kept between runs (none: compile every time).
+    pub cache: Option<ArtifactCache>,
+}
+
 /// All plugins known to this process, by name.
 pub struct PluginRegistry {
     entries: Mutex<BTreeMap<String, Entry>>,
@@ -111,7 +126,11 @@ pub struct PluginRegistry {
     overrides: BTreeMap<String, PluginLimits>,
     /// Built-ins that a file of the same name may replace.
     shadow: Vec<String>,
+    cache: Option<ArtifactCache>,
     dir: Option<PathBuf>,
+    /// Files that failed to load, by name, with their stamp then: not compiled again until they
+    /// change (an interpreted guest takes seconds to compile).
+    failed: Mutex<BTreeMap<String, Option<(SystemTime, u64)>>>,
 }
 
 impl fmt::Debug for PluginRegistry {
@@ -123,16 +142,12 @@ impl fmt::Debug for PluginRegistry {
 impl PluginRegistry {
     /// The built-in plugins, plus every `*.wasm` in `plugins_dir` (compiled and checked now).
     pub fn load(plugins_dir: Option<&Path>, limits: PluginLimits) -> Result<PluginRegistry, Error> {
-        Self::load_shadowing(plugins_dir, limits, &[])
+        Self::load_configured(plugins_dir, RegistryOptions { limits, ..RegistryOptions::default() })
     }
 
-    /// Like [`PluginRegistry::load`]; files named like a built-in in `shadow` replace it (any other
-    /// name clash is an error).
-    pub fn load_shadowing(
-        plugins_dir: Option<&Path>,
-        limits: PluginLimits,
-        shadow: &[String],
-    ) -> Result<PluginRegistry, Error> {
+    /// Like [`PluginRegistry::load`], with per-plugin limits and grants, shadowing and a cache.
+    pub fn load_configured(plugins_dir: Option<&Path>, options: RegistryOptions) -> Result<PluginRegistry, Error> {
+        let RegistryOptions { limits, overrides, shadow, cache } = options;
         let mut entries = BTreeMap::new();
         for (name, bytes) in builtin::BUILTIN_PLUGINS {
             entries.insert(
@@ -143,9 +158,11 @@ impl PluginRegistry {
         let registry = PluginRegistry {
             entries: Mutex::new(entries),
             limits,
-            overrides: BTreeMap::new(),
-            shadow: shadow.to_vec(),
+            overrides,
+            shadow,
+            cache,
             dir: plugins_dir.map(Path::to_path_buf),
+            failed: Mutex::new(BTreeMap::new()),
         };
         if let Some(dir) = plugins_dir {
             registry.load_dir(dir)?;
@@ -187,6 +204,9 @@ impl PluginRegistry {
             if known.get(&name).is_some_and(|s| *s == stamp) {
                 continue;
             }
+            if self.failed.lock().unwrap_or_else(PoisonError::into_inner).get(&name).is_some_and(|s| *s == stamp) {
+                continue;
+            }
             let builtin = {
                 let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
                 entries.get(&name).and_then(|e| match e.source {
@@ -204,7 +224,9 @@ impl PluginRegistry {
             }
             let compiled = std::fs::read(&path)
                 .map_err(|e| Error::msg(format!("plugin file {}: {e}", path.display())))
-                .and_then(|bytes| compile(&name, &path.display().to_string(), &bytes));
+                .and_then(|bytes| {
+                    compile(&name, &path.display().to_string(), &bytes, self.limits(&name), self.cache.as_ref())
+                });
             match compiled {
                 Ok(compiled) => {
                     let entry = Entry {
@@ -214,11 +236,16 @@ impl PluginRegistry {
                         stamp,
                     };
                     self.entries.lock().unwrap_or_else(PoisonError::into_inner).insert(name.clone(), entry);
+                    self.failed.lock().unwrap_or_else(PoisonError::into_inner).remove(&name);
                     rescan.changed.push(name);
                 }
-                Err(e) => rescan.errors.push(format!("{e:#}")),
+                Err(e) => {
+                    self.failed.lock().unwrap_or_else(PoisonError::into_inner).insert(name, stamp);
+                    rescan.errors.push(format!("{e:#}"));
+                }
             }
         }
+        self.failed.lock().unwrap_or_else(PoisonError::into_inner).retain(|name, _| present.contains(name));
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         for name in known.keys() {
             if !present.contains(name) {
@@ -264,7 +291,8 @@ impl PluginRegistry {
             }
             let stamp = file_stamp(&path);
             let bytes = std::fs::read(&path).map_err(|e| Error::msg(format!("plugin file {}: {e}", path.display())))?;
-            let compiled = compile(&name, &path.display().to_string(), &bytes)?;
+            let compiled =
+                compile(&name, &path.display().to_string(), &bytes, self.limits(&name), self.cache.as_ref())?;
             entries
                 .insert(name, Entry { source: Source::File(path), shadows, compiled: Some(Arc::new(compiled)), stamp });
         }
@@ -281,13 +309,9 @@ impl PluginRegistry {
         self.overrides.get(name).copied().unwrap_or(self.limits)
     }
 
-    /// Give plugin `name` its own limits (before its selectors and rule sets are built).
-    pub fn set_limits(&mut self, name: &str, limits: PluginLimits) {
-        self.overrides.insert(name.to_string(), limits);
-    }
-
     /// The compiled plugin called `name`, compiling a built-in on first use.
     pub fn get(&self, name: &str) -> Result<Arc<CompiledPlugin>, Error> {
+        let limits = self.limits(name);
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(entry) = entries.get_mut(name) else {
             let known: Vec<_> = entries.keys().map(String::as_str).collect();
@@ -297,11 +321,11 @@ impl PluginRegistry {
             return Ok(Arc::clone(compiled));
         }
         let compiled = match &entry.source {
-            Source::Builtin(bytes) => Arc::new(compile(name, "built-in", bytes)?),
+            Source::Builtin(bytes) => Arc::new(compile(name, "built-in", bytes, limits, self.cache.as_ref())?),
             Source::File(path) => {
                 let bytes =
                     std::fs::read(path).map_err(|e| Error::msg(format!("plugin file {}: {e}", path.display())))?;
-                Arc::new(compile(name, &path.display().to_string(), &bytes)?)
+                Arc::new(compile(name, &path.display().to_string(), &bytes, limits, self.cache.as_ref())?)
             }
         };
         entry.compiled = Some(Arc::clone(&compiled));
@@ -312,7 +336,7 @@ impl PluginRegistry {
     pub fn inspect(path: &Path) -> Result<PluginInfo, Error> {
         let bytes = std::fs::read(path).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        Ok(compile(&name, &path.display().to_string(), &bytes)?.info)
+        Ok(compile(&name, &path.display().to_string(), &bytes, PluginLimits::default(), None)?.info)
     }
 }
 
@@ -334,14 +358,28 @@ impl RulesFactory for PluginRegistry {
     }
 }
 
-/// Compile `bytes`, find the worlds it implements, and type-check it against them.
-fn compile(name: &str, origin: &str, bytes: &[u8]) -> Result<CompiledPlugin, Error> {
+/// Compile `bytes`, find the worlds it implements, and type-check it against them, linking the
+/// WASI capabilities `limits` grants.
+fn compile(
+    name: &str,
+    origin: &str,
+    bytes: &[u8],
+    limits: PluginLimits,
+    cache: Option<&ArtifactCache>,
+) -> Result<CompiledPlugin, Error> {
     let fail = |why: String| Error::msg(format!("plugin `{name}` ({origin}): {why}"));
     let engine = engine::engine();
-    let started = Instant::now();
-    let component =
-        Component::new(engine, bytes).map_err(|e| fail(format!("not a valid WebAssembly component: {e}")))?;
-    let compile_time = started.elapsed();
+    let (component, loaded) = match cache {
+        Some(cache) => cache.load(engine, bytes),
+        None => cache::compile(engine, bytes),
+    }
+    .map_err(|e| fail(format!("not a valid WebAssembly component: {e}")))?;
+    match loaded {
+        Loaded::Compiled(t) => tracing::debug!(plugin = name, "compiled {origin} in {:.1} ms", t.as_secs_f64() * 1e3),
+        Loaded::Cached(t) => {
+            tracing::debug!(plugin = name, "loaded {origin} from the plugin cache in {:.1} ms", t.as_secs_f64() * 1e3)
+        }
+    }
     let ty = component.component_type();
 
     let mut worlds = Worlds::default();
@@ -377,7 +415,11 @@ fn compile(name: &str, origin: &str, bytes: &[u8]) -> Result<CompiledPlugin, Err
             return Err(fail(format!("imports `{import}`; this Fulcrum implements {WIT_PACKAGE}@{WIT_VERSION}")));
         }
     }
-    let linker = store::linker(engine, with_wasi).map_err(|e| fail(format!("{e}")))?;
+    if let Some(other) = imports.iter().find(|i| !i.starts_with("wasi:") && !i.starts_with(&format!("{WIT_PACKAGE}/")))
+    {
+        return Err(fail(format!("imports `{other}`, which Fulcrum does not provide")));
+    }
+    let linker = store::linker(engine, &component, with_wasi, limits.wasi).map_err(|e| fail(format!("{e:#}")))?;
     let pre = linker
         .instantiate_pre(&component)
         .map_err(|e| fail(format!("imports something Fulcrum does not provide: {e:#}")))?;
@@ -403,7 +445,7 @@ fn compile(name: &str, origin: &str, bytes: &[u8]) -> Result<CompiledPlugin, Err
             worlds,
             imports,
             size: bytes.len(),
-            compile_time,
+            loaded,
         },
         selector,
         rules,

@@ -68,7 +68,7 @@ impl WasmRules {
         let answer = self
             .plugin
             .run(|| bindings.fulcrum_plugin_rules().call_configure(&mut store, &self.config))
-            .map_err(|e| setup(format!("plugin `{name}`: configure trapped: {e:#}")))?;
+            .map_err(|e| setup(format!("plugin `{name}`: configure trapped: {}", super::trap_detail(name, &e))))?;
         let needs = match answer {
             Ok(needs) => {
                 convert_needs(needs).map_err(|why| setup(format!("plugin `{name}`: configure answered {why}")))?
@@ -107,7 +107,7 @@ impl WasmRules {
                 }
                 Ok(r)
             }
-            Err(e) => Err(fault(format!("{e:#}"))),
+            Err(e) => Err(fault(super::trap_detail(&self.plugin.name, &e))),
         }
     }
 

@@ -86,7 +86,7 @@ impl WasmSelector {
         let answer = self
             .plugin
             .run(|| bindings.fulcrum_plugin_selector().call_configure(&mut store, &self.info))
-            .map_err(|e| setup(format!("plugin `{name}`: configure trapped: {e:#}")))?;
+            .map_err(|e| setup(format!("plugin `{name}`: configure trapped: {}", super::trap_detail(name, &e))))?;
         let needs = match answer {
             Ok(needs) => {
                 convert_needs(needs).map_err(|why| setup(format!("plugin `{name}`: configure answered {why}")))?
@@ -175,6 +175,9 @@ fn classify(plugin: &str, error: wasmtime::Error, memory: bool) -> SelectorFault
         FaultKind::Memory
     } else if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         FaultKind::Deadline
+    } else if let Some(function) = super::ungranted_wasi_call(&error) {
+        let detail = format!("`{function}` (grant it in [plugins.{plugin}] wasi = [...])");
+        return SelectorFault { plugin: plugin.to_string(), kind: FaultKind::NotGranted, detail };
     } else {
         FaultKind::Trap
     };

@@ -1,14 +1,17 @@
 //! What each plugin instance's `Store` carries: its name and current request (for log lines), its
 //! memory cap, and an empty WASI context (third-party guests built for wasip2 import WASI even when
-//! they never use it; nothing is granted: no files, network, environment or stdio).
+//! they never use it): no files, network, environment or stdio. Which WASI interfaces are linked
+//! at all is the plugin's grant ([`linker`]).
 
 use std::sync::Arc;
 
 use wasmtime::ResourceLimiter;
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable, ResourceType};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::selector_world::fulcrum::plugin::{host, types};
+use crate::config::WasiGrants;
 
 pub struct StoreState {
     pub plugin: Arc<str>,
@@ -80,13 +83,110 @@ pub fn new_store(plugin: &Arc<str>, limits: &super::PluginLimits) -> wasmtime::S
     store
 }
 
-/// A linker offering what plugins may import: Fulcrum's `host` interface, plus empty WASI when the
-/// component imports any `wasi:` interface.
-pub fn linker(engine: &wasmtime::Engine, with_wasi: bool) -> wasmtime::Result<Linker<StoreState>> {
+/// A linker offering what `component` may import: Fulcrum's `host` interface and, when it imports
+/// WASI, the granted WASI interfaces (over the empty context) with every other WASI import a
+/// function that traps when called. So a language runtime that imports all of WASI loads, and a
+/// call it makes without a grant is a fault of that one request.
+pub fn linker(
+    engine: &wasmtime::Engine,
+    component: &Component,
+    with_wasi: bool,
+    grants: WasiGrants,
+) -> wasmtime::Result<Linker<StoreState>> {
+    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, random, sync};
+    use wasmtime_wasi::random::WasiRandom;
+
     let mut linker = Linker::new(engine);
     host::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)?;
-    if with_wasi {
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    if !with_wasi {
+        return Ok(linker);
+    }
+    // Streams and pollables carry nothing unless a granted interface hands one out.
+    let l = &mut linker;
+    wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<StoreState, HasTable>(l, |s| &mut s.table)?;
+    sync::io::poll::add_to_linker::<StoreState, HasTable>(l, |s| &mut s.table)?;
+    sync::io::streams::add_to_linker::<StoreState, HasTable>(l, |s| &mut s.table)?;
+    if grants.clocks {
+        clocks::wall_clock::add_to_linker::<StoreState, WasiClocks>(l, StoreState::clocks)?;
+        clocks::monotonic_clock::add_to_linker::<StoreState, WasiClocks>(l, StoreState::clocks)?;
+    }
+    if grants.random {
+        random::random::add_to_linker::<StoreState, WasiRandom>(l, |s| s.wasi.random())?;
+        random::insecure::add_to_linker::<StoreState, WasiRandom>(l, |s| s.wasi.random())?;
+        random::insecure_seed::add_to_linker::<StoreState, WasiRandom>(l, |s| s.wasi.random())?;
+    }
+    if grants.cli {
+        cli::exit::add_to_linker::<StoreState, WasiCli>(l, StoreState::cli)?;
+        cli::environment::add_to_linker::<StoreState, WasiCli>(l, StoreState::cli)?;
+        cli::stdin::add_to_linker::<StoreState, WasiCli>(l, StoreState::cli)?;
+        cli::stdout::add_to_linker::<StoreState, WasiCli>(l, StoreState::cli)?;
+        cli::stderr::add_to_linker::<StoreState, WasiCli>(l, StoreState::cli)?;
+        cli::terminal_input::add_to_linker::<StoreState, WasiCli>(l, StoreState::cli)?;
+        cli::terminal_output::add_to_linker::<StoreState, WasiCli>(l, StoreState::cli)?;
+        cli::terminal_stdin::add_to_linker::<StoreState, WasiCli>(l, StoreState::cli)?;
+        cli::terminal_stdout::add_to_linker::<StoreState, WasiCli>(l, StoreState::cli)?;
+        cli::terminal_stderr::add_to_linker::<StoreState, WasiCli>(l, StoreState::cli)?;
+    }
+    // Everything else the component imports from WASI traps, naming the function. (Not
+    // `define_unknown_imports_as_traps`: it would shadow a granted `@0.2.0` import with a stub,
+    // since the linker's real interfaces carry a later 0.2 version.)
+    let ty = component.component_type();
+    // Resources that WASI interfaces `use` from wasi:io (a clock's `pollable`) are the real ones.
+    let io_resources: Vec<ResourceType> = ty
+        .imports(engine)
+        .filter(|(name, _)| name.starts_with("wasi:io/"))
+        .filter_map(|(_, item)| match item.ty {
+            ComponentItem::ComponentInstance(instance) => Some(instance),
+            _ => None,
+        })
+        .flat_map(|instance| {
+            instance
+                .exports(engine)
+                .filter_map(|(_, e)| match e.ty {
+                    ComponentItem::Resource(r) => Some(r),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for (name, item) in ty.imports(engine) {
+        let Some((package, _interface)) = name.split_once('@').and_then(|(path, _)| path.split_once('/')) else {
+            continue;
+        };
+        let granted = match package {
+            "wasi:io" => true,
+            "wasi:clocks" => grants.clocks,
+            "wasi:random" => grants.random,
+            "wasi:cli" => grants.cli,
+            _ => false,
+        };
+        let ComponentItem::ComponentInstance(instance) = item.ty else { continue };
+        if granted || !package.starts_with("wasi:") {
+            continue;
+        }
+        let mut stubs = linker.instance(name)?;
+        for (export, ty) in instance.exports(engine) {
+            match ty.ty {
+                ComponentItem::ComponentFunc(_) => {
+                    let function = format!("{name}#{export}");
+                    stubs.func_new(export, move |_, _, _, _| {
+                        Err(wasmtime::format_err!("unknown import: `{function}` has not been defined"))
+                    })?;
+                }
+                ComponentItem::Resource(r) if !io_resources.contains(&r) => {
+                    stubs.resource(export, ResourceType::host::<()>(), |_, _| Ok(()))?
+                }
+                _ => {}
+            }
+        }
     }
     Ok(linker)
+}
+
+struct HasTable;
+
+impl wasmtime::component::HasData for HasTable {
+    type Data<'a> = &'a mut ResourceTable;
 }

@@ -3,10 +3,21 @@
 //! Not embedded in the binary. The request header named by option `header` (default `x-fault`)
 //! chooses the misbehaviour: `trap` (a panic, which aborts: a Wasm trap), `spin` (an endless loop,
 //! stopped only by the host's deadline), `grow` (allocates until the memory cap traps it),
-//! `bad-member` (answers a member index that does not exist), `decline` (answers no member). Any other
-//! request is served round robin over the candidates.
+//! `bad-member` (answers a member index that does not exist), `decline` (answers no member), `wasi`
+//! (calls `wasi:cli/environment.get-environment`, which Fulcrum traps unless the plugin's config
+//! grants `cli`; granted, the environment is empty and the request is served). Any other request is
+//! served round robin over the candidates.
 
 use fulcrum_sdk::selector::*;
+
+mod wasi {
+    fulcrum_sdk::wit_bindgen::generate!({
+        path: "wit",
+        world: "fulcrum:fault-test/wasi-user",
+        runtime_path: "::fulcrum_sdk::wit_bindgen::rt",
+        generate_all,
+    });
+}
 
 pub struct FaultTest {
     turn: u32,
@@ -44,6 +55,12 @@ impl Selector for FaultTest {
             }
             "bad-member" => Decision { member: Some(u32::MAX - 1), lbstatus: Vec::new() },
             "decline" => Decision { member: None, lbstatus: Vec::new() },
+            "wasi" => {
+                // Granted, the environment Fulcrum gives is empty: then serve as usual.
+                let environment = wasi::wasi::cli::environment::get_environment();
+                let member = if environment.is_empty() { Some(state.candidates[0]) } else { None };
+                Decision { member, lbstatus: Vec::new() }
+            }
             _ => {
                 let i = self.turn as usize % state.candidates.len();
                 self.turn = self.turn.wrapping_add(1);
