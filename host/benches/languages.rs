@@ -6,7 +6,9 @@
 //! `tests/run` installs; a language whose tool chain is missing is skipped with the reason. Rust
 //! is the built-in `byrequests` (made with the SDK).
 //!
-//! `cargo bench -p fulcrum --bench languages` prints the load table, then criterion's call times.
+//! `cargo bench -p fulcrum --bench languages` prints the load table, an endurance table (faults in
+//! 1,000,000 calls: a guest that leaks reaches its memory cap and is replaced), then criterion's
+//! call times.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -135,13 +137,32 @@ fn bench(c: &mut Criterion) {
     }
     println!();
 
+    // Endurance: a plugin that leaks reaches its memory cap and is replaced (a fault, counted).
+    const CALLS: u32 = 1_000_000;
+    println!("| language, example | faults in {CALLS} calls | first fault at call |");
+    println!("|---|---|---|");
+    for (label, selector) in &mut ready {
+        let (mut faults, mut first) = (0u32, None);
+        for i in 0..CALLS {
+            let state = SelectState { candidates: &candidates, lbstatus: &lbstatus, busy: &[], traffic: &[] };
+            if let Err(fault) = selector.select(&request, &state) {
+                faults += 1;
+                first.get_or_insert((i + 1, fault.kind));
+            }
+        }
+        let first = first.map_or("-".to_string(), |(i, kind)| format!("{i} ({kind:?})"));
+        println!("| {label} | {faults} | {first} |");
+    }
+    println!();
+
     let mut group = c.benchmark_group("select call by language (3 members, 5 request headers)");
     group.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
     for (label, selector) in &mut ready {
         group.bench_function(*label, |b| {
             b.iter(|| {
                 let state = SelectState { candidates: &candidates, lbstatus: &lbstatus, busy: &[], traffic: &[] };
-                black_box(selector.select(black_box(&request), &state).expect("select").member)
+                // A fault (see the endurance table) is part of the cost: the instance is replaced.
+                black_box(selector.select(black_box(&request), &state).map(|s| s.member).ok())
             })
         });
     }

@@ -15,11 +15,14 @@
 //! 5. the response phase of the rules runs, and the request is written to the [`access_log`].
 //!
 //! [`config`] turns the TOML file into validated values with file:line errors; [`demo`] is an echo
-//! backend for `fulcrum demo` and the tests.
+//! backend for `fulcrum demo` and the tests; [`admin`] serves metrics on an address of its own;
+//! [`conformance`] runs the kit that any build of a default lbmethod must pass.
 
 pub mod access_log;
+pub mod admin;
 pub mod balancer;
 pub mod config;
+pub mod conformance;
 pub mod demo;
 pub mod log;
 pub mod plugin;

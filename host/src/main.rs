@@ -71,6 +71,9 @@ enum PluginCommand {
         #[arg(long, default_value = "wit")]
         out_dir: PathBuf,
     },
+    /// Run the conformance kit of the default selector (sdk/conformance/byrequests.toml) against a
+    /// component file, or a built-in by name: exit 0 when every case passes.
+    Conform { plugin: String },
     /// Generate guest bindings for a world (`selector` or `rules`); `c` serves C and Zig.
     Bindings {
         /// The language: `c`.
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
         Command::Plugin { command: PluginCommand::Componentize { module, output } } => {
             fulcrum::plugin::template::componentize(&module, &output)
         }
+        Command::Plugin { command: PluginCommand::Conform { plugin } } => conform(&plugin),
         Command::Plugin { command: PluginCommand::Wit { out_dir } } => fulcrum::plugin::template::write_wit(&out_dir),
         Command::Plugin { command: PluginCommand::Bindings { language, world, out_dir } } => match language.as_str() {
             "c" | "zig" => fulcrum::plugin::template::bindings_c(&world, &out_dir).map(|files| {
@@ -134,6 +138,12 @@ fn run(config: Config) -> Result<(), fulcrum::Error> {
     let runtime = std::sync::Arc::new(Runtime::build(config)?);
     rt.block_on(async {
         let listeners = runtime.bind().await?;
+        if let Some(admin) = runtime.bind_admin().await? {
+            if let Ok(addr) = admin.local_addr() {
+                println!("fulcrum admin on http://{addr}/metrics");
+            }
+            tokio::spawn(server::serve_admin(admin, runtime.proxy.clone()));
+        }
         server::watch_plugins(std::sync::Arc::clone(&runtime))?;
         announce(&listeners);
         tokio::select! {
@@ -246,6 +256,30 @@ fn demo(path: Option<&Path>) -> Result<(), fulcrum::Error> {
         drop(backends);
         Ok(())
     })
+}
+
+fn conform(plugin: &str) -> Result<(), fulcrum::Error> {
+    use fulcrum::plugin::PluginLimits;
+    let file = Path::new(plugin);
+    // A file is loaded from a folder of its own, under a name no built-in has.
+    let folder = tempfile::tempdir()?;
+    let (registry, name) = if file.is_file() {
+        std::fs::copy(file, folder.path().join("plugin-under-test.wasm"))
+            .map_err(|e| fulcrum::Error::msg(format!("{}: {e}", file.display())))?;
+        (PluginRegistry::load(Some(folder.path()), PluginLimits::default())?, "plugin-under-test")
+    } else {
+        (PluginRegistry::load(None, PluginLimits::default())?, plugin)
+    };
+    let outcomes = fulcrum::conformance::run(fulcrum::conformance::BYREQUESTS_KIT, &registry, name)?;
+    let failed = outcomes.iter().filter(|o| o.failure.is_some()).count();
+    for o in &outcomes {
+        match &o.failure {
+            None => println!("ok    {}", o.case),
+            Some(why) => println!("FAIL  {}: {why}", o.case),
+        }
+    }
+    println!("{plugin}: {} of {} cases pass", outcomes.len() - failed, outcomes.len());
+    if failed == 0 { Ok(()) } else { Err(fulcrum::Error::msg(format!("{plugin} fails {failed} conformance cases"))) }
 }
 
 fn inspect(file: &Path) -> Result<(), fulcrum::Error> {

@@ -29,6 +29,9 @@ pub struct Runtime {
 impl Runtime {
     /// Load plugins and configure one selector per balancer. Errors name the balancer and plugin.
     pub fn build(config: Config) -> Result<Runtime, Error> {
+        if config.admin_listen.is_some() {
+            crate::admin::recorder()?;
+        }
         let shadow: Vec<String> =
             config.plugins.iter().filter(|(_, s)| s.shadow_builtin).map(|(name, _)| name.clone()).collect();
         let overrides = config
@@ -139,6 +142,15 @@ impl Runtime {
         for e in &rescan.errors {
             tracing::error!("plugin reload: {e}; keeping the previous version");
         }
+        for name in &rescan.failed {
+            crate::admin::count_reload(name, "failed");
+        }
+        for name in &rescan.changed {
+            crate::admin::count_reload(name, "loaded");
+        }
+        for name in &rescan.removed {
+            crate::admin::count_reload(name, "removed");
+        }
         if rescan.changed.is_empty() && rescan.removed.is_empty() {
             return rescan;
         }
@@ -196,6 +208,17 @@ impl Runtime {
     }
 
     /// Bind every listener; errors name the address.
+    /// The admin listener, when the config has `admin_listen`.
+    pub async fn bind_admin(&self) -> Result<Option<TcpListener>, Error> {
+        match &self.config.admin_listen {
+            None => Ok(None),
+            Some(addr) => TcpListener::bind(addr)
+                .await
+                .map(Some)
+                .map_err(|e| Error::msg(format!("cannot listen on {addr} (admin_listen): {e}"))),
+        }
+    }
+
     pub async fn bind(&self) -> Result<Vec<TcpListener>, Error> {
         let mut listeners = Vec::new();
         for addr in &self.config.listen {
@@ -248,6 +271,29 @@ pub fn watch_plugins(runtime: Arc<Runtime>) -> Result<(), Error> {
 }
 
 /// Serve `listeners` until the process is stopped.
+/// Serve the admin listener ([`crate::admin`]) until the process ends.
+pub async fn serve_admin(listener: TcpListener, proxy: Arc<Proxy>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!("admin accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let proxy = Arc::clone(&proxy);
+        tokio::spawn(async move {
+            let service = service_fn(move |request| crate::admin::handle(request, Arc::clone(&proxy)));
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(20))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
 pub async fn serve(listeners: Vec<TcpListener>, proxy: Arc<Proxy>) {
     let mut tasks = tokio::task::JoinSet::new();
     for listener in listeners {

@@ -220,3 +220,42 @@ async fn zig_plugin_routes_a_b_by_cookie() {
     )
     .await;
 }
+
+/// Rust through the SDK's `Rules` trait: a rules plugin that gives every request an id, kept from
+/// the client when it sent a sane one, else Fulcrum's UNIQUE_ID; the member and the client see the
+/// same id. Client sends X, member sees Y, client gets Y back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_rules_plugin_adds_a_request_id() {
+    let plugins = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let built = build_example("rust-request-id", out.path());
+    std::fs::copy(&built, plugins.path().join("request-id.wasm")).unwrap();
+    let web1 = EchoServer::start("127.0.0.1:0".parse().unwrap(), "web1").await.unwrap();
+    let config = format!(
+        "listen = [\"127.0.0.1:0\"]\nplugins_dir = {:?}\n\n[[vhost]]\nserver_name = \"www.example.com\"\n\
+         proxy_pass = [{{ path = \"/\", to = \"balancer://default/\" }}]\n\n[[vhost.rules]]\nplugin = \"request-id\"\n\n\
+         [balancer.default]\n[[balancer.default.member]]\nurl = \"{}\"\n",
+        plugins.path().display().to_string(),
+        web1.url()
+    );
+    let fulcrum = Fulcrum::start(&config);
+    let client = client();
+    let mut generated = Vec::new();
+    for (sent, kept) in [(None, false), (Some("abc-123.x_y"), true), (Some("not an id!"), false), (None, false)] {
+        let headers: Vec<(&str, &str)> = sent.iter().map(|v| ("x-request-id", *v)).collect();
+        let answer = get(&client, &fulcrum.url("/"), &headers).await;
+        assert_eq!(answer.status, 200, "{answer:?}\n{}", fulcrum.log());
+        let returned = answer.headers.get("x-request-id").map(|v| v.to_str().unwrap().to_string());
+        let Some(id) = returned else { panic!("sent {sent:?}: no X-Request-Id came back: {answer:?}") };
+        let seen: Vec<&str> = answer.body.lines().filter_map(|l| l.strip_prefix("header: x-request-id: ")).collect();
+        assert_eq!(seen, [id.as_str()], "sent {sent:?}: the member saw {seen:?}, the client got {id}");
+        if kept {
+            assert_eq!(Some(id.as_str()), sent);
+        } else {
+            assert!(id.len() == 24 && id.bytes().all(|b| b.is_ascii_hexdigit()), "sent {sent:?}: generated {id}");
+            generated.push(id);
+        }
+    }
+    generated.dedup();
+    assert_eq!(generated.len(), 3, "generated ids must differ: {generated:?}");
+}

@@ -1,11 +1,13 @@
 //! End-to-end tests: the real `fulcrum` binary, real echo backends, real sockets on 127.0.0.1.
 
 mod access_log;
+mod admin;
 mod apache;
 mod apache_diff;
 mod balancing;
 mod cache;
 mod check;
+mod conformance;
 mod failures;
 mod faults;
 mod guide;

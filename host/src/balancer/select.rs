@@ -88,6 +88,19 @@ pub enum FaultKind {
     Setup,
 }
 
+impl FaultKind {
+    /// The `kind` label of `fulcrum_plugin_faults_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            FaultKind::Trap => "trap",
+            FaultKind::Deadline => "deadline",
+            FaultKind::Memory => "memory",
+            FaultKind::NotGranted => "not-granted",
+            FaultKind::Setup => "setup",
+        }
+    }
+}
+
 impl fmt::Display for SelectorFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = match self.kind {

@@ -31,6 +31,8 @@ pub struct Config {
     /// The file it came from.
     pub source: PathBuf,
     pub listen: Vec<SocketAddr>,
+    /// Where the admin listener (`GET /metrics`) listens, if anywhere.
+    pub admin_listen: Option<SocketAddr>,
     pub plugins_dir: Option<PathBuf>,
     pub plugin_cache: PluginCache,
     /// The access log and its format, when configured.
@@ -353,6 +355,14 @@ impl Loader<'_> {
                 ),
             }
         }
+        let admin_listen = raw.admin_listen.as_ref().and_then(|addr| match addr.get_ref().parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                let why = format!("`{}` is not an IP address with a port (like 127.0.0.1:9901)", addr.get_ref());
+                self.at(addr, "admin_listen", why);
+                None
+            }
+        });
         if raw.listen.is_empty() {
             self.problem(None, "listen".to_string(), "no address to listen on: add `listen = [\"127.0.0.1:8080\"]`");
         }
@@ -414,6 +424,7 @@ impl Loader<'_> {
         Config {
             source: self.file.to_path_buf(),
             listen,
+            admin_listen,
             plugins_dir,
             plugin_cache,
             access_log,

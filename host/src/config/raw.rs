@@ -14,6 +14,8 @@ pub struct RawConfig {
     /// Addresses to listen on (`Listen`), e.g. `["127.0.0.1:8080"]`.
     #[serde(default)]
     pub listen: Vec<Spanned<String>>,
+    /// The admin listener (`GET /metrics`), e.g. `"127.0.0.1:9901"`; none by default.
+    pub admin_listen: Option<Spanned<String>>,
     /// A folder of `.wasm` plugin components, loaded at start.
     pub plugins_dir: Option<Spanned<String>>,
     /// Where compiled plugins are kept between runs; `""` turns the cache off.

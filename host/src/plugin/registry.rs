@@ -100,8 +100,10 @@ pub struct Rescan {
     pub changed: Vec<String>,
     /// Plugins whose file is gone.
     pub removed: Vec<String>,
-    /// Files that could not be loaded; the previous version (if any) stays.
+    /// Files that could not be loaded, in words; the previous version (if any) stays.
     pub errors: Vec<String>,
+    /// The names of those plugins.
+    pub failed: Vec<String>,
 }
 
 /// How a [`PluginRegistry`] loads plugins beyond the defaults.
@@ -240,8 +242,9 @@ impl PluginRegistry {
                     rescan.changed.push(name);
                 }
                 Err(e) => {
-                    self.failed.lock().unwrap_or_else(PoisonError::into_inner).insert(name, stamp);
+                    self.failed.lock().unwrap_or_else(PoisonError::into_inner).insert(name.clone(), stamp);
                     rescan.errors.push(format!("{e:#}"));
+                    rescan.failed.push(name);
                 }
             }
         }

@@ -95,7 +95,14 @@ impl WasmRules {
         let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
         let mut live = match idle {
             Some(live) => live,
-            None => self.instantiate().map_err(|e| fault(e.message))?.0,
+            None => {
+                self.instantiate()
+                    .map_err(|e| {
+                        crate::admin::count_fault(&self.plugin.name, "setup");
+                        fault(e.message)
+                    })?
+                    .0
+            }
         };
         live.store.set_epoch_deadline(engine::ticks(self.limits.call_deadline));
         live.store.data_mut().request_id = request_id;
@@ -107,7 +114,11 @@ impl WasmRules {
                 }
                 Ok(r)
             }
-            Err(e) => Err(fault(super::trap_detail(&self.plugin.name, &e))),
+            Err(e) => {
+                let kind = if super::ungranted_wasi_call(&e).is_some() { "not-granted" } else { "trap" };
+                crate::admin::count_fault(&self.plugin.name, kind);
+                Err(fault(super::trap_detail(&self.plugin.name, &e)))
+            }
         }
     }
 

@@ -109,7 +109,7 @@ impl WasmSelector {
         f: impl FnOnce(&mut Store<StoreState>, &SelectorPlugin, &wit::State) -> wasmtime::Result<R>,
     ) -> Result<R, SelectorFault> {
         if self.live.is_none() {
-            let (live, _) = self.instantiate()?;
+            let (live, _) = self.instantiate().inspect_err(|f| crate::admin::count_fault(&f.plugin, f.kind.label()))?;
             self.live = Some(live);
         }
         let Some(live) = self.live.as_mut() else { unreachable!("instantiated above") };
@@ -121,7 +121,9 @@ impl WasmSelector {
             Err(e) => {
                 let memory = live.store.data().limiter.hit;
                 self.live = None;
-                Err(classify(&self.plugin.name, e, memory))
+                let fault = classify(&self.plugin.name, e, memory);
+                crate::admin::count_fault(&fault.plugin, fault.kind.label());
+                Err(fault)
             }
         }
     }

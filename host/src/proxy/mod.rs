@@ -59,6 +59,8 @@ pub struct Proxy {
     matches: Vec<Vec<usize>>,
     proxy_timeout: Duration,
     next_id: AtomicU64,
+    /// This process's part of every `UNIQUE_ID`: start second and pid, as hex.
+    unique_prefix: String,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -113,6 +115,8 @@ impl Decision {
 /// request arrived, and now.
 pub const REQUEST_START_VAR: &str = "FULCRUM_REQUEST_START_US";
 pub const NOW_VAR: &str = "FULCRUM_NOW_US";
+/// Apache mod_unique_id's env variable, set for every request that runs rules.
+pub const UNIQUE_ID_VAR: &str = "UNIQUE_ID";
 
 fn unix_micros() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
@@ -161,6 +165,11 @@ impl Proxy {
             plugin_settings: config.plugins.clone(),
             proxy_timeout: config.proxy_timeout,
             next_id: AtomicU64::new(1),
+            unique_prefix: format!(
+                "{:08x}{:06x}",
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32),
+                std::process::id() & 0xff_ffff
+            ),
         }
     }
 
@@ -209,6 +218,10 @@ impl Proxy {
         let (mut parts, body) = request.into_parts();
         let mut env = Env::default();
         let started_us = if rules.is_empty() { 0 } else { unix_micros() };
+        if !rules.is_empty() {
+            // mod_unique_id's variable: 24 hex digits, unique across requests, processes and restarts.
+            env.set(UNIQUE_ID_VAR, format!("{}{:010x}", self.unique_prefix, id & 0xff_ffff_ffff));
+        }
 
         // Request phase of the rules (Apache: SetEnvIf at post-read-request, RequestHeader at
         // fixups): env changes, and header changes to what the member will receive.
