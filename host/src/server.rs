@@ -42,6 +42,7 @@ impl Runtime {
                     call_deadline: settings.call_deadline,
                     memory_bytes: settings.memory_bytes,
                     wasi: settings.wasi,
+                    recycle_after: settings.recycle_after_calls,
                     ..PluginLimits::default()
                 };
                 (name.clone(), limits)

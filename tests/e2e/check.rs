@@ -82,3 +82,18 @@ fn a_bad_rule_names_its_file_line() {
     assert!(err.contains(&expected), "expected `{expected}` in:\n{err}");
     assert!(err.contains("sett"), "{err}");
 }
+
+#[test]
+fn a_bad_admin_listen_address_is_named_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("admin.toml");
+    let config = balancer_config(&[("http://127.0.0.1:1", "web1", 1)], "", "admin_listen = \"localhost\"");
+    std::fs::write(&path, config).unwrap();
+    let (code, out, err) = fulcrum_cmd(&["check", "--config", path.to_str().unwrap()], None);
+    assert_eq!(code, 1, "{out}{err}");
+    let expected = format!(
+        "{}:2:16: `admin_listen`: `localhost` is not an IP address with a port (like 127.0.0.1:9901)",
+        path.display()
+    );
+    assert!(err.contains(&expected), "expected `{expected}` in:\n{err}");
+}

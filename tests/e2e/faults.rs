@@ -115,3 +115,24 @@ async fn failure_policies_per_plugin() {
         assert_eq!(get(&client, &fulcrum.url("/"), &[]).await.status, 200, "{settings}: the next request");
     }
 }
+
+/// `recycle_after_calls`: an instance is replaced after that many calls (for guest runtimes that
+/// leak), so fault-test's per-instance round robin over three members starts again every two
+/// requests and never reaches web3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_are_recycled_after_their_calls() {
+    let (web1, web2) = two_backends().await;
+    let web3 = EchoServer::start("127.0.0.1:0".parse().unwrap(), "web3").await.unwrap();
+    let config = balancer_config(
+        &[(&web1.url(), "web1", 1), (&web2.url(), "web2", 1), (&web3.url(), "web3", 1)],
+        "lbmethod = \"fault-test\"",
+        &format!("plugins_dir = {TEST_PLUGIN_DIR:?}\n\n[plugins.fault-test]\nrecycle_after_calls = 2\n"),
+    );
+    let fulcrum = Fulcrum::start(&config);
+    let client = client();
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        seen.push(get(&client, &fulcrum.url("/"), &[]).await.served_by().to_string());
+    }
+    assert_eq!(seen, ["web1", "web2", "web1", "web2", "web1", "web2"]);
+}

@@ -92,7 +92,10 @@ pub async fn drop_in_then_remove(component: &Path, name: &str, wasi: &str, lbmet
     let config = balancer_config(
         &[(&web[0].url(), "web1", 1), (&web[1].url(), "web2", 1), (&web[2].url(), "web3", 1)],
         &format!("lbmethod = {name:?}\nfallback = \"byrequests\"\nlbmethod_config = {lbmethod_config}"),
-        &format!("plugins_dir = {:?}\n\n[plugins.{name}]\nwasi = [{wasi}]\n", plugins.path().display().to_string()),
+        &format!(
+            "plugins_dir = {:?}\n\n[plugins.{name}]\nwasi = [{wasi}]\nrecycle_after_calls = 100000\n",
+            plugins.path().display().to_string()
+        ),
     );
     let fulcrum = Fulcrum::start(&config);
     logged(&fulcrum, &format!("lbmethod plugin `{name}` is not loaded (yet)")).await;

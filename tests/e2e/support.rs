@@ -147,7 +147,7 @@ pub async fn get(client: &TestClient, url: &str, headers: &[(&str, &str)]) -> An
 /// Run `fulcrum` with `args` to completion: (exit code, stdout, stderr).
 pub fn fulcrum_cmd(args: &[&str], cwd: Option<&Path>) -> (i32, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fulcrum"));
-    cmd.args(args);
+    cmd.args(args).env("XDG_CACHE_HOME", repo_root().join("target/test-cache"));
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }

@@ -115,6 +115,8 @@ pub struct PluginSettings {
     pub call_deadline: Duration,
     pub memory_bytes: usize,
     pub wasi: WasiGrants,
+    /// Replace an instance after this many calls (none: keep it while it works).
+    pub recycle_after_calls: Option<u64>,
     pub on_fault: OnFault,
     /// A plugin file may replace the built-in of the same name.
     pub shadow_builtin: bool,
@@ -128,6 +130,7 @@ impl Default for PluginSettings {
             call_deadline: Duration::from_millis(100),
             memory_bytes: 64 << 20,
             wasi: WasiGrants::default(),
+            recycle_after_calls: None,
             on_fault: OnFault::Fail(500),
             shadow_builtin: false,
         }
@@ -448,6 +451,12 @@ impl Loader<'_> {
             match *mib.get_ref() {
                 1..=4096 => settings.memory_bytes = (*mib.get_ref() as usize) << 20,
                 _ => self.at(mib, &key("memory_limit_mib"), "must be 1 to 4096 MiB"),
+            }
+        }
+        if let Some(n) = &raw.recycle_after_calls {
+            match *n.get_ref() {
+                0 => self.at(n, &key("recycle_after_calls"), "must be at least 1"),
+                calls => settings.recycle_after_calls = Some(calls),
             }
         }
         for grant in raw.wasi.iter().flatten() {

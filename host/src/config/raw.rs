@@ -44,6 +44,8 @@ pub struct RawPluginSettings {
     /// What a request gets when the plugin faults: `fail` (an error status, the default) or
     /// `fallback` (a selector's balancer uses its `fallback` built-in for that request).
     pub on_fault: Option<Spanned<String>>,
+    /// Replace an instance after this many calls (default: never).
+    pub recycle_after_calls: Option<Spanned<u64>>,
     /// WASI capabilities granted: `clocks`, `random`, `cli` (default none).
     pub wasi: Option<Vec<Spanned<String>>>,
     /// The status of `fail` (default 500).

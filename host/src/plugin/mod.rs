@@ -43,6 +43,9 @@ pub struct PluginLimits {
     pub memory_bytes: usize,
     /// WASI capabilities; calls into any other WASI import trap.
     pub wasi: crate::config::WasiGrants,
+    /// Replace an instance after this many calls (a guest runtime that leaks then never reaches
+    /// its memory cap), like Apache's MaxConnectionsPerChild or php-fpm's max_requests.
+    pub recycle_after: Option<u64>,
 }
 
 impl Default for PluginLimits {
@@ -54,6 +57,7 @@ impl Default for PluginLimits {
             configure_deadline: Duration::from_secs(5),
             memory_bytes: settings.memory_bytes,
             wasi: settings.wasi,
+            recycle_after: settings.recycle_after_calls,
         }
     }
 }
@@ -72,14 +76,9 @@ fn trap_detail(plugin: &str, error: &wasmtime::Error) -> String {
 }
 
 /// The WASI function a trap came from when it is one the plugin was not granted (the linker
-/// defines those as traps that say "unknown import: `wasi:...` has not been defined").
+/// defines those as functions that fail with [`store::NotGranted`]).
 fn ungranted_wasi_call(error: &wasmtime::Error) -> Option<String> {
-    error.chain().find_map(|cause| {
-        let text = cause.to_string();
-        let rest = text.strip_prefix("unknown import: `")?;
-        let (function, _) = rest.split_once('`')?;
-        function.starts_with("wasi:").then(|| function.to_string())
-    })
+    error.chain().find_map(|cause| cause.downcast_ref::<store::NotGranted>().map(|n| n.0.clone()))
 }
 
 /// The request as a plugin declared it wants it: only the fields and headers it named.

@@ -24,6 +24,8 @@ const MAX_IDLE: usize = 64;
 
 struct Live {
     store: Store<StoreState>,
+    /// Calls served, for `recycle_after_calls`.
+    calls: u64,
     bindings: RulesPlugin,
 }
 
@@ -82,7 +84,7 @@ impl WasmRules {
             }
             Err(types::PluginError::Other(why)) => return Err(setup(format!("plugin `{name}`: {why}"))),
         };
-        Ok((Live { store, bindings }, needs))
+        Ok((Live { store, calls: 0, bindings }, needs))
     }
 
     /// Run `f` on a warm instance under the call deadline; a failed instance is dropped.
@@ -108,8 +110,10 @@ impl WasmRules {
         live.store.data_mut().request_id = request_id;
         match self.plugin.run(|| f(&mut live.store, &live.bindings)) {
             Ok(r) => {
+                live.calls += 1;
+                let worn_out = self.limits.recycle_after.is_some_and(|n| live.calls >= n);
                 let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-                if idle.len() < MAX_IDLE {
+                if idle.len() < MAX_IDLE && !worn_out {
                     idle.push(live);
                 }
                 Ok(r)

@@ -19,6 +19,8 @@ use crate::balancer::{
 /// One warm instance: its store and its typed exports.
 struct Live {
     store: Store<StoreState>,
+    /// Calls served, for `recycle_after_calls`.
+    calls: u64,
     bindings: SelectorPlugin,
 }
 
@@ -98,7 +100,7 @@ impl WasmSelector {
                 return Err(setup(format!("plugin `{name}` refused its configuration: {why}")));
             }
         };
-        Ok((Live { store, bindings }, needs))
+        Ok((Live { store, calls: 0, bindings }, needs))
     }
 
     /// Run one call on the warm instance (rebuilding it first if the last call killed it), under
@@ -117,7 +119,14 @@ impl WasmSelector {
         live.store.data_mut().request_id = request_id;
         let (plugin, state) = (&self.plugin, &self.state);
         match plugin.run(|| f(&mut live.store, &live.bindings, state)) {
-            Ok(r) => Ok(r),
+            Ok(r) => {
+                live.calls += 1;
+                if self.limits.recycle_after.is_some_and(|n| live.calls >= n) {
+                    // A fresh instance (instantiated and configured) takes the next call.
+                    self.live = None;
+                }
+                Ok(r)
+            }
             Err(e) => {
                 let memory = live.store.data().limiter.hit;
                 self.live = None;

@@ -171,9 +171,8 @@ pub fn linker(
             match ty.ty {
                 ComponentItem::ComponentFunc(_) => {
                     let function = format!("{name}#{export}");
-                    stubs.func_new(export, move |_, _, _, _| {
-                        Err(wasmtime::format_err!("unknown import: `{function}` has not been defined"))
-                    })?;
+                    stubs
+                        .func_new(export, move |_, _, _, _| Err(wasmtime::Error::new(NotGranted(function.clone()))))?;
                 }
                 ComponentItem::Resource(r) if !io_resources.contains(&r) => {
                     stubs.resource(export, ResourceType::host::<()>(), |_, _| Ok(()))?
@@ -184,6 +183,18 @@ pub fn linker(
     }
     Ok(linker)
 }
+
+/// The error of a WASI function the plugin was not granted (its full name): a trap.
+#[derive(Debug)]
+pub struct NotGranted(pub String);
+
+impl std::fmt::Display for NotGranted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}` is a WASI function this plugin was not granted", self.0)
+    }
+}
+
+impl std::error::Error for NotGranted {}
 
 struct HasTable;
 
