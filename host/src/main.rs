@@ -112,7 +112,7 @@ fn main() -> ExitCode {
             }),
             other => Err(fulcrum::Error::msg(format!(
                 "no binding generator for `{other}` here (known: c, zig); Rust uses fulcrum-sdk, Python \
-                 componentize-py and JavaScript componentize-js, all reading `fulcrum plugin wit`"
+                 componentize-py and JavaScript componentize-qjs or componentize-js, all reading `fulcrum plugin wit`"
             ))),
         },
     };
@@ -264,9 +264,13 @@ fn conform(plugin: &str) -> Result<(), fulcrum::Error> {
     // A file is loaded from a folder of its own, under a name no built-in has.
     let folder = tempfile::tempdir()?;
     let (registry, name) = if file.is_file() {
-        std::fs::copy(file, folder.path().join("plugin-under-test.wasm"))
-            .map_err(|e| fulcrum::Error::msg(format!("{}: {e}", file.display())))?;
-        (PluginRegistry::load(Some(folder.path()), PluginLimits::default())?, "plugin-under-test")
+        let copy = folder.path().join("plugin-under-test.wasm");
+        std::fs::copy(file, &copy).map_err(|e| fulcrum::Error::msg(format!("{}: {e}", file.display())))?;
+        // Errors name the user's file, not the copy.
+        let registry = PluginRegistry::load(Some(folder.path()), PluginLimits::default()).map_err(|e| {
+            fulcrum::Error::msg(format!("{e:#}").replace(&copy.display().to_string(), &file.display().to_string()))
+        })?;
+        (registry, "plugin-under-test")
     } else {
         (PluginRegistry::load(None, PluginLimits::default())?, plugin)
     };

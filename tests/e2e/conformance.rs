@@ -30,3 +30,13 @@ fn a_round_robin_fails_the_weighted_cases() {
     );
     assert!(err.contains("fails"), "{err}");
 }
+
+#[test]
+fn a_file_that_is_not_a_component_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.wasm");
+    std::fs::write(&file, b"\0asm but not really").unwrap();
+    let (code, out, err) = fulcrum_cmd(&["plugin", "conform", file.to_str().unwrap()], None);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains(&format!("({}): not a valid WebAssembly component", file.display())), "{err}");
+}
