@@ -53,6 +53,8 @@ async fn a_faulty_plugin_costs_one_request_not_the_proxy() {
         let log = fulcrum.log();
         assert!(log.contains(logged), "x-fault: {fault}: expected `{logged}` in the log:\n{log}");
     }
+    // The not-granted call is logged with its Wasm backtrace, like any trap.
+    assert!(fulcrum.log().contains("wasi = [...]); error while executing at wasm backtrace:"), "{}", fulcrum.log());
     // Nothing that faulted reached a member: only the six good requests did.
     assert_eq!(web1.served() + web2.served(), 6);
 }

@@ -68,11 +68,18 @@ fn trap_detail(plugin: &str, error: &wasmtime::Error) -> String {
     match ungranted_wasi_call(error) {
         Some(function) => {
             format!(
-                "called `{function}`, a WASI function it was not granted (grant it in [plugins.{plugin}] wasi = [...])"
+                "called `{function}`, a WASI function it was not granted (grant it in [plugins.{plugin}] wasi = \
+                 [...]){}",
+                wasm_backtrace(error)
             )
         }
         None => format!("{error:#}"),
     }
+}
+
+/// `; wasm backtrace: ...` when the error carries one (empty otherwise).
+fn wasm_backtrace(error: &wasmtime::Error) -> String {
+    error.downcast_ref::<wasmtime::WasmBacktrace>().map_or(String::new(), |bt| format!("; {bt}"))
 }
 
 /// The WASI function a trap came from when it is one the plugin was not granted (the linker

@@ -187,7 +187,8 @@ fn classify(plugin: &str, error: wasmtime::Error, memory: bool) -> SelectorFault
     } else if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         FaultKind::Deadline
     } else if let Some(function) = super::ungranted_wasi_call(&error) {
-        let detail = format!("`{function}` (grant it in [plugins.{plugin}] wasi = [...])");
+        let detail =
+            format!("`{function}` (grant it in [plugins.{plugin}] wasi = [...]){}", super::wasm_backtrace(&error));
         return SelectorFault { plugin: plugin.to_string(), kind: FaultKind::NotGranted, detail };
     } else {
         FaultKind::Trap
