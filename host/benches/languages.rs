@@ -68,12 +68,7 @@ fn members_config(lbmethod: &str, lbmethod_config: &str) -> fulcrum::config::Bal
 fn registry(dir: Option<&Path>, name: &str, grants: &str, cache: Option<ArtifactCache>) -> PluginRegistry {
     let mut wasi = WasiGrants::default();
     for g in grants.split_whitespace() {
-        match g {
-            "cli" => wasi.cli = true,
-            "random" => wasi.random = true,
-            "clocks" => wasi.clocks = true,
-            _ => unreachable!(),
-        }
+        assert!(wasi.grant(g), "no WASI grant `{g}`");
     }
     // Python's runtime leaks about 180 bytes per call (componentize-py 0.25.1): recycled as
     // examples/plugins/python-canary says, it never reaches its memory cap.

@@ -98,7 +98,8 @@ impl WasiGrants {
     /// The names `wasi = [...]` accepts.
     pub const NAMES: [&str; 3] = ["clocks", "random", "cli"];
 
-    fn grant(&mut self, name: &str) -> bool {
+    /// Grant `name` (one of [`WasiGrants::NAMES`]); false when there is no such grant.
+    pub fn grant(&mut self, name: &str) -> bool {
         match name {
             "clocks" => self.clocks = true,
             "random" => self.random = true,

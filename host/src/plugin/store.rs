@@ -152,9 +152,7 @@ pub fn linker(
         })
         .collect();
     for (name, item) in ty.imports(engine) {
-        let Some((package, _interface)) = name.split_once('@').and_then(|(path, _)| path.split_once('/')) else {
-            continue;
-        };
+        let Some((package, _)) = name.split_once('/') else { continue };
         let granted = match package {
             "wasi:io" => true,
             "wasi:clocks" => grants.clocks,
