@@ -13,7 +13,7 @@ const TARGET: &str = "wasm32-unknown-unknown";
 /// Plugins compiled into the binary, by crate name.
 const EMBEDDED: &[&str] = &["byrequests", "bytraffic", "bybusyness", "apache-rules"];
 /// Plugins built for Fulcrum's own tests only: written to `$OUT_DIR/test-plugins/NAME.wasm`.
-const TEST_ONLY: &[&str] = &["fault-test"];
+const TEST_ONLY: &[&str] = &["fault-test", "spin-test"];
 
 fn main() {
     if let Err(message) = run() {
@@ -95,7 +95,7 @@ fn run() -> Result<(), String> {
         componentize(&built.join(format!("{}.wasm", name.replace('-', "_"))), &test_dir.join(format!("{name}.wasm")))?;
     }
     table.push_str(&format!(
-        "/// Folder holding plugins built only for Fulcrum's own tests (`fault-test.wasm`).\n\
+        "/// Folder holding plugins built only for Fulcrum's own tests (`fault-test.wasm`, `spin-test.wasm`).\n\
          pub const TEST_PLUGIN_DIR: &str = {:?};\n",
         test_dir.display().to_string()
     ));

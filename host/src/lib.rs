@@ -21,6 +21,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod balancer;
+pub mod blocking;
 pub mod config;
 pub mod conformance;
 pub mod demo;

@@ -59,6 +59,62 @@ async fn a_faulty_plugin_costs_one_request_not_the_proxy() {
     assert_eq!(web1.served() + web2.served(), 6);
 }
 
+/// A plugin that runs until its deadline holds up only the requests that need its balancer. On a
+/// proxy with two worker threads, two selectors spin (as many as there are workers; `spin-test`
+/// imports no WASI, so it is called right on a worker) and a third request waits for one of those
+/// balancers; meanwhile every request to a third balancer is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spinning_plugins_do_not_stall_the_proxy() {
+    let (web1, web2) = two_backends().await;
+    let mut config = format!(
+        "listen = [\"127.0.0.1:0\"]\nplugins_dir = {TEST_PLUGIN_DIR:?}\n\n\
+         [plugins.spin-test]\ncall_deadline_ms = 8000\n\n\
+         [[vhost]]\nserver_name = \"www.example.com\"\nproxy_pass = [\n\
+         {{ path = \"/one/\", to = \"balancer://one/\" }},\n\
+         {{ path = \"/two/\", to = \"balancer://two/\" }},\n\
+         {{ path = \"/\", to = \"balancer://steady/\" }},\n]\n"
+    );
+    for (balancer, lbmethod) in [("one", "spin-test"), ("two", "spin-test"), ("steady", "byrequests")] {
+        config.push_str(&format!("\n[balancer.{balancer}]\nlbmethod = \"{lbmethod}\"\n"));
+        for member in [&web1, &web2] {
+            config.push_str(&format!("[[balancer.{balancer}.member]]\nurl = \"{}\"\n", member.url()));
+        }
+    }
+    let fulcrum = Fulcrum::start_with_env(&config, "info", &[("TOKIO_WORKER_THREADS", "2")]);
+    let client = client();
+    let request = |path: &str, headers: &'static [(&'static str, &'static str)]| {
+        let (client, url) = (client.clone(), fulcrum.url(path));
+        tokio::spawn(async move { get(&client, &url, headers).await })
+    };
+
+    let spinning = [request("/one/", &[("x-fault", "spin")]), request("/two/", &[("x-fault", "spin")])];
+    // Both calls are running: each logs a line before its loop.
+    for _ in 0..3000 {
+        if fulcrum.log().matches("spinning until the deadline").count() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(fulcrum.log().matches("spinning until the deadline").count(), 2, "{}", fulcrum.log());
+    let waiting = request("/one/", &[]);
+
+    for i in 0..20 {
+        let answer = get(&client, &fulcrum.url("/"), &[]).await;
+        assert_eq!(answer.status, 200, "request {i} to the steady balancer: {answer:?}");
+    }
+    assert!(
+        spinning.iter().all(|call| !call.is_finished()),
+        "the steady balancer's requests were served only after the spinning calls ended:\n{}",
+        fulcrum.log()
+    );
+    for call in spinning {
+        assert_eq!(call.await.unwrap().status, 500);
+    }
+    let waited = waiting.await.unwrap();
+    assert_eq!(waited.status, 200, "the request that waited for balancer `one`: {waited:?}");
+    assert_eq!(fulcrum.log().matches("plugin `spin-test` ran past its deadline").count(), 2, "{}", fulcrum.log());
+}
+
 /// The same WASI call, granted: the plugin gets Fulcrum's empty environment and serves the request.
 /// A grant that does not exist is a config error naming its line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,6 +31,11 @@ impl Fulcrum {
 
     /// Like [`Fulcrum::start`], logging at `filter` (`FULCRUM_LOG`).
     pub fn start_with_log(config: &str, filter: &str) -> Fulcrum {
+        Self::start_with_env(config, filter, &[])
+    }
+
+    /// Like [`Fulcrum::start_with_log`], with extra environment variables for the process.
+    pub fn start_with_env(config: &str, filter: &str, env: &[(&str, &str)]) -> Fulcrum {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("fulcrum.toml");
         std::fs::write(&path, config).expect("write config");
@@ -41,6 +46,7 @@ impl Fulcrum {
             .env("FULCRUM_LOG", filter)
             // The default plugin cache, kept under target/ rather than the user's home.
             .env("XDG_CACHE_HOME", repo_root().join("target/test-cache"))
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

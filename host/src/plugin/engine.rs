@@ -1,8 +1,8 @@
 //! The process-wide wasmtime engine and its epoch ticker.
 //!
 //! One engine for every plugin: compiled code and type information are shared, and a single
-//! ticker thread advances the epoch every [`TICK`], which is what interrupts a call that runs past
-//! its deadline (`Store::set_epoch_deadline` counts in ticks).
+//! ticker thread advances the epoch every [`TICK`]. A call that is still running at a tick gets
+//! the store's epoch callback (`store::start_call`), which interrupts it past its deadline.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -31,9 +31,4 @@ pub fn engine() -> &'static Engine {
             .expect("spawning the epoch ticker thread");
         engine
     })
-}
-
-/// A duration in ticks, at least one.
-pub fn ticks(d: Duration) -> u64 {
-    (d.as_micros() / TICK.as_micros()).max(1) as u64
 }

@@ -72,9 +72,7 @@ impl CompiledPlugin {
     /// `block_in_place`: wasmtime-wasi's sync host functions `block_on` a Tokio runtime, which
     /// panics on an async worker thread. Plugins without WASI (the built-ins) run inline.
     pub fn run<R>(&self, call: impl FnOnce() -> R) -> R {
-        let on_multi_thread_worker = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if self.uses_wasi && on_multi_thread_worker { tokio::task::block_in_place(call) } else { call() }
+        if self.uses_wasi { crate::blocking::wait(call) } else { call() }
     }
 }
 

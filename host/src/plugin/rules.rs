@@ -12,7 +12,7 @@ use super::bindings::rules_world::exports::fulcrum::plugin::rules as wit;
 use super::bindings::types;
 use super::registry::CompiledPlugin;
 use super::store::{self, StoreState};
-use super::{PluginLimits, engine, request_view};
+use super::{PluginLimits, request_view};
 use crate::balancer::RequestInfo;
 use crate::proxy::rules::{
     Env, HeaderAction, HeaderOp, Origin, RequestRules, ResponseInfo, RulesFault, RulesNeeds, RulesOutcome,
@@ -106,7 +106,7 @@ impl WasmRules {
                     .0
             }
         };
-        live.store.set_epoch_deadline(engine::ticks(self.limits.call_deadline));
+        store::start_call(&mut live.store, self.limits.call_deadline);
         live.store.data_mut().request_id = request_id;
         match self.plugin.run(|| f(&mut live.store, &live.bindings)) {
             Ok(r) => {

@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use wasmtime::{Store, Trap};
 
+use super::PluginLimits;
 use super::bindings::selector_world::SelectorPlugin;
 use super::bindings::selector_world::exports::fulcrum::plugin::selector as wit;
 use super::bindings::types;
 use super::registry::CompiledPlugin;
 use super::store::{self, StoreState};
-use super::{PluginLimits, engine};
 use crate::Error;
 use crate::balancer::{
     BalancerSpec, FaultKind, MemberSelector, RequestInfo, SelectState, Selection, SelectorFault, SelectorNeeds,
@@ -115,7 +115,7 @@ impl WasmSelector {
             self.live = Some(live);
         }
         let Some(live) = self.live.as_mut() else { unreachable!("instantiated above") };
-        live.store.set_epoch_deadline(engine::ticks(self.limits.call_deadline));
+        store::start_call(&mut live.store, self.limits.call_deadline);
         live.store.data_mut().request_id = request_id;
         let (plugin, state) = (&self.plugin, &self.state);
         match plugin.run(|| f(&mut live.store, &live.bindings, state)) {

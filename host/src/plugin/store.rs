@@ -4,10 +4,11 @@
 //! at all is the plugin's grant ([`linker`]).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use wasmtime::ResourceLimiter;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable, ResourceType};
+use wasmtime::{ResourceLimiter, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::selector_world::fulcrum::plugin::{host, types};
@@ -17,6 +18,8 @@ pub struct StoreState {
     pub plugin: Arc<str>,
     pub request_id: u64,
     pub limiter: MemoryCap,
+    /// The call in progress: when it started and how long it may run.
+    clock: CallClock,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -27,6 +30,7 @@ impl StoreState {
             plugin,
             request_id: 0,
             limiter: MemoryCap { max: memory_bytes, hit: false },
+            clock: CallClock { started: Instant::now(), deadline: Duration::ZERO },
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
         }
@@ -79,8 +83,38 @@ pub fn new_store(plugin: &Arc<str>, limits: &super::PluginLimits) -> wasmtime::S
     let mut store =
         wasmtime::Store::new(super::engine::engine(), StoreState::new(Arc::clone(plugin), limits.memory_bytes));
     store.limiter(|s| &mut s.limiter);
-    store.set_epoch_deadline(super::engine::ticks(limits.configure_deadline));
+    store.epoch_deadline_callback(|store| Ok(store.data().clock.on_tick()));
+    start_call(&mut store, limits.configure_deadline);
     store
+}
+
+/// Arm the deadline of the call about to be made on `store`.
+pub fn start_call(store: &mut wasmtime::Store<StoreState>, deadline: Duration) {
+    store.data_mut().clock = CallClock { started: Instant::now(), deadline };
+    // The epoch callback runs at every tick while the call lasts.
+    store.set_epoch_deadline(1);
+}
+
+/// A call's time budget, checked at each epoch tick that passes while the call runs (calls that
+/// take microseconds, almost all of them, never see one).
+#[derive(Debug, Clone, Copy)]
+struct CallClock {
+    started: Instant,
+    deadline: Duration,
+}
+
+impl CallClock {
+    fn on_tick(&self) -> UpdateDeadline {
+        let ran = self.started.elapsed();
+        if ran >= self.deadline {
+            return UpdateDeadline::Interrupt;
+        }
+        if ran >= super::engine::TICK {
+            // A long call: its worker thread's other requests go to another thread meanwhile.
+            crate::blocking::keep_runtime_going(super::engine::TICK);
+        }
+        UpdateDeadline::Continue(1)
+    }
 }
 
 /// A linker offering what `component` may import: Fulcrum's `host` interface and, when it imports
