@@ -17,6 +17,7 @@ mod rules;
 mod selector;
 mod store;
 pub mod template;
+mod wasi_io;
 
 pub use registry::{PluginInfo, PluginRegistry, RegistryOptions, Rescan, Worlds};
 

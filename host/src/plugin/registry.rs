@@ -60,20 +60,8 @@ pub struct PluginInfo {
 pub struct CompiledPlugin {
     pub info: PluginInfo,
     pub name: Arc<str>,
-    /// It imports WASI, whose sync host functions block on a Tokio runtime of their own: calls
-    /// must leave the async worker first ([`CompiledPlugin::run`]).
-    pub uses_wasi: bool,
     pub selector: Option<SelectorPluginPre<StoreState>>,
     pub rules: Option<RulesPluginPre<StoreState>>,
-}
-
-impl CompiledPlugin {
-    /// Run a call into this plugin. A plugin that imports WASI is called inside
-    /// `block_in_place`: wasmtime-wasi's sync host functions `block_on` a Tokio runtime, which
-    /// panics on an async worker thread. Plugins without WASI (the built-ins) run inline.
-    pub fn run<R>(&self, call: impl FnOnce() -> R) -> R {
-        if self.uses_wasi { crate::blocking::wait(call) } else { call() }
-    }
 }
 
 enum Source {
@@ -439,7 +427,6 @@ fn compile(
     };
     Ok(CompiledPlugin {
         name: Arc::from(name),
-        uses_wasi: with_wasi,
         info: PluginInfo {
             name: name.to_string(),
             origin: origin.to_string(),

@@ -63,13 +63,11 @@ impl WasmRules {
         let setup = |message: String| RulesSetupError { option: None, line: None, message };
         let pre = self.plugin.rules.as_ref().ok_or_else(|| setup("not a rules plugin".into()))?;
         let mut store = store::new_store(name, &self.limits);
-        let bindings = self
-            .plugin
-            .run(|| pre.instantiate(&mut store))
-            .map_err(|e| setup(format!("plugin `{name}`: instantiation failed: {e:#}")))?;
-        let answer = self
-            .plugin
-            .run(|| bindings.fulcrum_plugin_rules().call_configure(&mut store, &self.config))
+        let bindings =
+            pre.instantiate(&mut store).map_err(|e| setup(format!("plugin `{name}`: instantiation failed: {e:#}")))?;
+        let answer = bindings
+            .fulcrum_plugin_rules()
+            .call_configure(&mut store, &self.config)
             .map_err(|e| setup(format!("plugin `{name}`: configure trapped: {}", super::trap_detail(name, &e))))?;
         let needs = match answer {
             Ok(needs) => {
@@ -108,7 +106,7 @@ impl WasmRules {
         };
         store::start_call(&mut live.store, self.limits.call_deadline);
         live.store.data_mut().request_id = request_id;
-        match self.plugin.run(|| f(&mut live.store, &live.bindings)) {
+        match f(&mut live.store, &live.bindings) {
             Ok(r) => {
                 live.calls += 1;
                 let worn_out = self.limits.recycle_after.is_some_and(|n| live.calls >= n);

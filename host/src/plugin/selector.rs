@@ -81,13 +81,11 @@ impl WasmSelector {
         let setup = |detail: String| SelectorFault { plugin: name.to_string(), kind: FaultKind::Setup, detail };
         let pre = self.plugin.selector.as_ref().ok_or_else(|| setup("not a selector".into()))?;
         let mut store = store::new_store(name, &self.limits);
-        let bindings = self
-            .plugin
-            .run(|| pre.instantiate(&mut store))
-            .map_err(|e| setup(format!("plugin `{name}`: instantiation failed: {e:#}")))?;
-        let answer = self
-            .plugin
-            .run(|| bindings.fulcrum_plugin_selector().call_configure(&mut store, &self.info))
+        let bindings =
+            pre.instantiate(&mut store).map_err(|e| setup(format!("plugin `{name}`: instantiation failed: {e:#}")))?;
+        let answer = bindings
+            .fulcrum_plugin_selector()
+            .call_configure(&mut store, &self.info)
             .map_err(|e| setup(format!("plugin `{name}`: configure trapped: {}", super::trap_detail(name, &e))))?;
         let needs = match answer {
             Ok(needs) => {
@@ -117,8 +115,7 @@ impl WasmSelector {
         let Some(live) = self.live.as_mut() else { unreachable!("instantiated above") };
         store::start_call(&mut live.store, self.limits.call_deadline);
         live.store.data_mut().request_id = request_id;
-        let (plugin, state) = (&self.plugin, &self.state);
-        match plugin.run(|| f(&mut live.store, &live.bindings, state)) {
+        match f(&mut live.store, &live.bindings, &self.state) {
             Ok(r) => {
                 live.calls += 1;
                 if self.limits.recycle_after.is_some_and(|n| live.calls >= n) {

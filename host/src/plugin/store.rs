@@ -12,6 +12,7 @@ use wasmtime::{ResourceLimiter, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::selector_world::fulcrum::plugin::{host, types};
+use super::wasi_io::{HasOffWorker, OffWorker};
 use crate::config::WasiGrants;
 
 pub struct StoreState {
@@ -140,8 +141,8 @@ pub fn linker(
     // Streams and pollables carry nothing unless a granted interface hands one out.
     let l = &mut linker;
     wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<StoreState, HasTable>(l, |s| &mut s.table)?;
-    sync::io::poll::add_to_linker::<StoreState, HasTable>(l, |s| &mut s.table)?;
-    sync::io::streams::add_to_linker::<StoreState, HasTable>(l, |s| &mut s.table)?;
+    sync::io::poll::add_to_linker::<StoreState, HasOffWorker>(l, |s| OffWorker(&mut s.table))?;
+    sync::io::streams::add_to_linker::<StoreState, HasOffWorker>(l, |s| OffWorker(&mut s.table))?;
     if grants.clocks {
         clocks::wall_clock::add_to_linker::<StoreState, WasiClocks>(l, StoreState::clocks)?;
         clocks::monotonic_clock::add_to_linker::<StoreState, WasiClocks>(l, StoreState::clocks)?;

@@ -5,8 +5,10 @@
 //! stopped only by the host's deadline), `grow` (allocates until the memory cap traps it),
 //! `bad-member` (answers a member index that does not exist), `decline` (answers no member), `wasi`
 //! (calls `wasi:cli/environment.get-environment`, which Fulcrum traps unless the plugin's config
-//! grants `cli`; granted, the environment is empty and the request is served). Any other request is
-//! served round robin over the candidates.
+//! grants `cli`; granted, the environment is empty and the request is served), `print` (writes a
+//! line to WASI stdout with a blocking write, which wasmtime-wasi carries out on a Tokio runtime;
+//! granted, the line is discarded and the request is served). Any other request is served round
+//! robin over the candidates.
 
 use fulcrum_sdk::selector::*;
 
@@ -60,6 +62,11 @@ impl Selector for FaultTest {
                 let environment = wasi::wasi::cli::environment::get_environment();
                 let member = if environment.is_empty() { Some(state.candidates[0]) } else { None };
                 Decision { member, lbstatus: Vec::new() }
+            }
+            "print" => {
+                let stdout = wasi::wasi::cli::stdout::get_stdout();
+                let written = stdout.blocking_write_and_flush(b"fault-test: print requested\n");
+                Decision { member: written.is_ok().then(|| state.candidates[0]), lbstatus: Vec::new() }
             }
             _ => {
                 let i = self.turn as usize % state.candidates.len();
