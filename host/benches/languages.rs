@@ -121,7 +121,7 @@ fn bench(c: &mut Criterion) {
         let cache_dir = work.path().join(format!("{name}-cache"));
         let uncached = registry(plugin_dir.as_deref(), name, grants, None);
         let compiled = uncached.get(name).expect("plugin").info.loaded;
-        let cache = ArtifactCache::open(&cache_dir).expect("cache");
+        let cache = ArtifactCache::open(&cache_dir, u64::MAX).expect("cache");
         registry(plugin_dir.as_deref(), name, grants, Some(cache.clone())).get(name).expect("plugin");
         let plugins = registry(plugin_dir.as_deref(), name, grants, Some(cache));
         let cached = plugins.get(name).expect("plugin").info.loaded;

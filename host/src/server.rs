@@ -48,13 +48,14 @@ impl Runtime {
                 (name.clone(), limits)
             })
             .collect();
-        let cache = config.plugin_cache.dir().and_then(|dir| match ArtifactCache::open(&dir) {
-            Ok(cache) => Some(cache),
-            Err(e) => {
-                tracing::warn!("plugin cache {}: {e}; compiling plugins at every start", dir.display());
-                None
-            }
-        });
+        let cache =
+            config.plugin_cache.dir().and_then(|dir| match ArtifactCache::open(&dir, config.plugin_cache_max_bytes) {
+                Ok(cache) => Some(cache),
+                Err(e) => {
+                    tracing::warn!("plugin cache {}: {e}; compiling plugins at every start", dir.display());
+                    None
+                }
+            });
         let options = RegistryOptions { limits: PluginLimits::default(), overrides, shadow, cache };
         let plugins = PluginRegistry::load_configured(config.plugins_dir.as_deref(), options)?;
         let mut balancers = Vec::with_capacity(config.balancers.len());

@@ -54,3 +54,56 @@ async fn compiled_once_then_loaded_and_a_damaged_file_is_recompiled() {
     assert_eq!(get(&client(), &fulcrum.url("/"), &[]).await.status, 200);
     assert_ne!(std::fs::read(&files[0]).unwrap(), b"not compiled code");
 }
+
+/// `plugin_cache_max_mib`: storing a newly compiled plugin keeps the folder under its bound by
+/// removing the least recently used files, never those in use; loading a file marks it used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_is_kept_under_its_bound_least_recently_used_first() {
+    let (web1, web2) = two_backends().await;
+    let cache = tempfile::tempdir().unwrap();
+    let config = |lbmethod: &str| {
+        balancer_config(
+            &[(&web1.url(), "web1", 1), (&web2.url(), "web2", 1)],
+            &format!("lbmethod = \"{lbmethod}\""),
+            &format!(
+                "plugins_dir = {TEST_PLUGIN_DIR:?}\nplugin_cache_dir = {:?}\nplugin_cache_max_mib = 2",
+                cache.path().display().to_string()
+            ),
+        )
+    };
+    let day = std::time::Duration::from_secs(86_400);
+    let age = |path: &Path, by: std::time::Duration| {
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(std::time::SystemTime::now() - by).unwrap();
+    };
+
+    // First start: the test plugins of the folder are compiled and stored.
+    let fulcrum = Fulcrum::start(&config("fault-test"));
+    assert_eq!(get(&client(), &fulcrum.url("/"), &[]).await.status, 200);
+    drop(fulcrum);
+    let first = cache_files(cache.path());
+    assert!(!first.is_empty());
+    // Since then: unused for 40 days, and three 1 MiB files of other plugins used 30, 20, 10 days ago.
+    for path in &first {
+        age(path, 40 * day);
+    }
+    let other = |tag: char| cache.path().join(format!("{}-00000000000000ff.cwasm", tag.to_string().repeat(64)));
+    for (tag, days) in [('a', 30), ('b', 20), ('c', 10)] {
+        std::fs::write(other(tag), vec![0u8; 1 << 20]).unwrap();
+        age(&other(tag), days * day);
+    }
+
+    // Second start: the folder's plugins load from the cache (and are marked used); bytraffic is
+    // compiled and stored, which brings the folder over 2 MiB: the files used 30 and 20 days ago go.
+    let fulcrum = Fulcrum::start_with_log(&config("bytraffic"), "fulcrum=debug");
+    assert_eq!(get(&client(), &fulcrum.url("/"), &[]).await.status, 200);
+    let now = cache_files(cache.path());
+    assert!(!now.contains(&other('a')) && !now.contains(&other('b')), "{now:?}");
+    assert!(now.contains(&other('c')), "{now:?}");
+    assert_eq!(now.len(), first.len() + 2, "the first start's files, one of the others, bytraffic: {now:?}");
+    for path in &first {
+        let modified = std::fs::metadata(path).unwrap().modified().unwrap();
+        assert!(modified.elapsed().unwrap() < day, "{} was loaded but not marked used", path.display());
+    }
+    assert!(fulcrum.log().contains("least recently used; the cache is kept under 2 MiB"), "{}", fulcrum.log());
+}

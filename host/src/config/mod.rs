@@ -35,6 +35,8 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     pub plugins_dir: Option<PathBuf>,
     pub plugin_cache: PluginCache,
+    /// The size the plugin cache is kept under, in bytes (`plugin_cache_max_mib`).
+    pub plugin_cache_max_bytes: u64,
     /// The access log and its format, when configured.
     pub access_log: Option<(LogTarget, LogFormat)>,
     pub proxy_timeout: Duration,
@@ -43,6 +45,9 @@ pub struct Config {
     /// `[plugins.NAME]` settings; plugins not named here get the defaults.
     pub plugins: BTreeMap<String, PluginSettings>,
 }
+
+/// `plugin_cache_max_mib` when not written: room for about thirty compiled Python plugins.
+pub const DEFAULT_PLUGIN_CACHE_MAX_MIB: u64 = 1024;
 
 /// Where compiled plugins are kept between runs (`plugin_cache_dir`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -378,6 +383,16 @@ impl Loader<'_> {
             Some(d) if d.is_empty() => PluginCache::Off,
             Some(d) => PluginCache::At(base.join(d)),
         };
+        let plugin_cache_max_bytes = match &raw.plugin_cache_max_mib {
+            None => DEFAULT_PLUGIN_CACHE_MAX_MIB << 20,
+            Some(mib) => match *mib.get_ref() {
+                1..=1_048_576 => mib.get_ref() << 20,
+                _ => {
+                    self.at(mib, "plugin_cache_max_mib", "must be 1 to 1048576 (MiB)");
+                    DEFAULT_PLUGIN_CACHE_MAX_MIB << 20
+                }
+            },
+        };
         let log_format = match &raw.log_format {
             Some(f) => match LogFormat::parse(f.get_ref()) {
                 Ok(format) => Some(format),
@@ -431,6 +446,7 @@ impl Loader<'_> {
             admin_listen,
             plugins_dir,
             plugin_cache,
+            plugin_cache_max_bytes,
             access_log,
             proxy_timeout,
             vhosts,

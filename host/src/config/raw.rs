@@ -20,6 +20,8 @@ pub struct RawConfig {
     pub plugins_dir: Option<Spanned<String>>,
     /// Where compiled plugins are kept between runs; `""` turns the cache off.
     pub plugin_cache_dir: Option<Spanned<String>>,
+    /// The plugin cache's size bound, MiB (default 1024): past it, least recently used files go.
+    pub plugin_cache_max_mib: Option<Spanned<u64>>,
     /// `CustomLog`: a file (relative to this config) or `-` for stdout.
     pub access_log: Option<Spanned<String>>,
     /// `LogFormat`: Apache's format string, or `combined` (the default) / `common`.

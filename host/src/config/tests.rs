@@ -65,6 +65,11 @@ fn table_of_bad_values() {
         ("127.0.0.1:8080", "localhost", "not an IP address with a port"),
         ("url = \"http://127.0.0.1:18001\"", "url = \"https://127.0.0.1:18001\"", "scheme `https` is not supported"),
         ("lbmethod = \"byrequests\"", "lbmethod = 3", "invalid type"),
+        (
+            "listen = [\"127.0.0.1:8080\"]",
+            "listen = [\"127.0.0.1:8080\"]\nplugin_cache_max_mib = 0",
+            "test.toml:3:24: `plugin_cache_max_mib`: must be 1 to 1048576 (MiB)",
+        ),
     ];
     for (from, to, expected) in cases {
         let text = GOOD.replacen(from, to, 1);
