@@ -12,6 +12,12 @@ async fn a_new_rust_plugin_routes_traffic() {
     let work = tempfile::tempdir().unwrap();
     let (code, out, err) = fulcrum_cmd(&["plugin", "new", "canary", "--dir", work.path().to_str().unwrap()], None);
     assert_eq!(code, 0, "{out}{err}");
+    // Self-contained: a copy of the SDK and the WIT inside the crate, nothing outside it.
+    let manifest = std::fs::read_to_string(work.path().join("canary/Cargo.toml")).unwrap();
+    assert!(manifest.contains("fulcrum-sdk = { path = \"fulcrum-sdk\""), "{manifest}");
+    for file in ["fulcrum-sdk/Cargo.toml", "fulcrum-sdk/src/lib.rs", "wit/worlds.wit"] {
+        assert!(work.path().join("canary").join(file).is_file(), "no {file}");
+    }
 
     // Build it as its README says (a target dir under ours, so later runs are incremental).
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

@@ -4,8 +4,38 @@ use std::path::{Path, PathBuf};
 
 use crate::Error;
 
-/// The SDK this binary was built with (plugins created by `plugin new` depend on it by path).
-const SDK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk");
+/// The SDK this binary was built with. `plugin new` writes a copy of it into the new crate (the SDK
+/// is not published), with the WIT beside it, so the crate builds wherever it is, with no checkout
+/// of Fulcrum, against exactly the interface this binary runs.
+const SDK_FILES: &[(&str, &str)] = &[
+    ("src/lib.rs", include_str!("../../../sdk/src/lib.rs")),
+    ("src/testing.rs", include_str!("../../../sdk/src/testing.rs")),
+];
+
+/// The wit-bindgen the SDK is built with (the workspace's; a unit test keeps the two equal).
+const WIT_BINDGEN_VERSION: &str = "=0.61.1";
+
+/// The copy's manifest: the SDK's own, without the workspace it inherits from.
+fn sdk_manifest() -> String {
+    format!(
+        r#"# A copy of Fulcrum's plugin SDK (written by `fulcrum plugin new` of Fulcrum {version}).
+[package]
+name = "fulcrum-sdk"
+version = "{version}"
+edition = "2024"
+publish = false
+
+[features]
+default = []
+selector = []
+rules = []
+
+[dependencies]
+wit-bindgen = "{WIT_BINDGEN_VERSION}"
+"#,
+        version = env!("CARGO_PKG_VERSION")
+    )
+}
 
 /// Create a Rust selector plugin crate `NAME` in `parent`: a round robin over the candidates
 /// that honours an `x-pin` request header naming a member's route.
@@ -17,8 +47,15 @@ pub fn new_selector(name: &str, parent: &Path) -> Result<PathBuf, Error> {
     if dir.exists() {
         return Err(Error::msg(format!("{} already exists", dir.display())));
     }
-    let sdk = std::fs::canonicalize(SDK_DIR).unwrap_or_else(|_| PathBuf::from(SDK_DIR));
     std::fs::create_dir_all(dir.join("src"))?;
+    // The SDK in `fulcrum-sdk/`, which reads its WIT from `../wit`.
+    let sdk = dir.join("fulcrum-sdk");
+    std::fs::create_dir_all(sdk.join("src"))?;
+    std::fs::write(sdk.join("Cargo.toml"), sdk_manifest())?;
+    for (path, text) in SDK_FILES {
+        std::fs::write(sdk.join(path), text)?;
+    }
+    write_wit(&dir.join("wit"))?;
     let type_name: String = name
         .split(['-', '_'])
         .map(|w| {
@@ -39,7 +76,7 @@ publish = false
 crate-type = ["cdylib", "rlib"]
 
 [dependencies]
-fulcrum-sdk = {{ path = {sdk:?}, features = ["selector"] }}
+fulcrum-sdk = {{ path = "fulcrum-sdk", features = ["selector"] }}
 
 [profile.release]
 opt-level = "s"
@@ -49,8 +86,7 @@ panic = "abort"
 
 # Its own workspace, so it builds wherever it is created.
 [workspace]
-"#,
-            sdk = sdk.display().to_string()
+"#
         ),
     )?;
     std::fs::write(
@@ -107,7 +143,8 @@ mod tests {{
     std::fs::write(
         dir.join("README.md"),
         format!(
-            "# {name}\n\nA Fulcrum selector plugin.\n\n```sh\ncargo test                                              # the logic, natively\n\
+            "# {name}\n\nA Fulcrum selector plugin. `fulcrum-sdk/` is a copy of Fulcrum's plugin SDK and `wit/` the \
+             plugin interface it implements.\n\n```sh\ncargo test                                              # the logic, natively\n\
              cargo build --release --target wasm32-unknown-unknown   # the Wasm module\n\
              fulcrum plugin componentize target/wasm32-unknown-unknown/release/{file}.wasm -o {name}.wasm\n\
              cp {name}.wasm /path/to/plugins_dir/                     # then: lbmethod = \"{name}\"\n```\n",
@@ -188,4 +225,18 @@ pub fn bindings_c(world: &str, dir: &Path) -> Result<Vec<PathBuf>, Error> {
         written.push(path);
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sdk_copy_uses_the_workspace_s_wit_bindgen() {
+        let workspace = include_str!("../../../Cargo.toml");
+        assert!(
+            workspace.contains(&format!("wit-bindgen = \"{WIT_BINDGEN_VERSION}\"")),
+            "template.rs WIT_BINDGEN_VERSION differs from the workspace's wit-bindgen"
+        );
+    }
 }
