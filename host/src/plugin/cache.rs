@@ -86,6 +86,7 @@ impl ArtifactCache {
             // the cache folder is Fulcrum's own (see the module docs).
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => {
+                    let loaded = Loaded::Cached(started.elapsed());
                     // Recently used: the size bound removes files in order of this time.
                     let touched = std::fs::File::options()
                         .write(true)
@@ -95,7 +96,7 @@ impl ArtifactCache {
                         tracing::debug!("plugin cache: cannot mark {} as used: {e}", path.display());
                     }
                     self.in_use().insert(path);
-                    return Ok((component, Loaded::Cached(started.elapsed())));
+                    return Ok((component, loaded));
                 }
                 Err(e) => {
                     tracing::warn!("plugin cache: {} is unusable ({e}); compiling again", path.display());
