@@ -4,9 +4,9 @@
 //! a stream by `block_on` on the current Tokio runtime, which panics on a runtime worker thread.
 //! Leaving the worker around every call of every plugin that imports WASI would cost each of
 //! their calls a thread hand-off (tokio's `block_in_place`: 20–30 µs more per request, measured
-//! here, against a 1.3 µs call of a C plugin). So only those operations leave the worker ([`crate::blocking::wait`]); every
-//! other one, and every call that makes none (nearly all: the context is empty, stdout and stderr
-//! are discarded), runs in place.
+//! here, against a 1.3 µs call of a C plugin). So only those operations leave the worker
+//! ([`crate::blocking::wait`]); every other one, and every call that makes none (nearly all: the
+//! context is empty, stdout and stderr are discarded), runs in place.
 
 use wasmtime::component::{HasData, Resource, ResourceTable};
 use wasmtime_wasi::p2::bindings::sync::io::{poll, streams};
