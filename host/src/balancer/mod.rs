@@ -194,13 +194,19 @@ impl Balancer {
     /// plugin running to its deadline), and the wait must not hold up this worker thread's other
     /// requests ([`crate::blocking::wait`]).
     fn lock(&self) -> MutexGuard<'_, Core> {
-        let spin_until = Instant::now() + LOCK_SPIN;
+        // The clock is read only once the lock is found taken: the uncontended path is one CAS.
+        let mut spin_until = None;
         loop {
             match self.core.try_lock() {
                 Ok(guard) => return guard,
                 Err(TryLockError::Poisoned(poisoned)) => return poisoned.into_inner(),
-                Err(TryLockError::WouldBlock) if Instant::now() < spin_until => std::hint::spin_loop(),
-                Err(TryLockError::WouldBlock) => break,
+                Err(TryLockError::WouldBlock) => {
+                    let now = Instant::now();
+                    if now >= *spin_until.get_or_insert(now + LOCK_SPIN) {
+                        break;
+                    }
+                    std::hint::spin_loop();
+                }
             }
         }
         crate::blocking::wait(|| self.core.lock().unwrap_or_else(PoisonError::into_inner))
