@@ -43,9 +43,6 @@ fn build(example: &str, name: &str, dir: &Path) -> Result<PathBuf, String> {
     let built = Command::new(root.join("examples/plugins").join(example).join("build.sh"))
         .arg(&out)
         .env("FULCRUM", env!("CARGO_BIN_EXE_fulcrum"))
-        .env("COMPONENTIZE_PY", root.join("target/py-venv/bin/componentize-py"))
-        .env("ZIG_PYTHON", root.join("target/py-venv/bin/python"))
-        .env("JS_TOOLS", root.join("target/js-tools"))
         .output()
         .map_err(|e| e.to_string())?;
     if !built.status.success() {

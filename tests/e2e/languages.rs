@@ -36,9 +36,6 @@ pub fn build_example(example: &str, out_dir: &Path) -> PathBuf {
     let built = Command::new(root.join("examples/plugins").join(example).join("build.sh"))
         .arg(&out)
         .env("FULCRUM", env!("CARGO_BIN_EXE_fulcrum"))
-        .env("COMPONENTIZE_PY", root.join("target/py-venv/bin/componentize-py"))
-        .env("ZIG_PYTHON", root.join("target/py-venv/bin/python"))
-        .env("JS_TOOLS", root.join("target/js-tools"))
         .output()
         .expect("run build.sh");
     assert!(

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Build the Zig A/B plugin: `examples/plugins/zig-ab/build.sh OUT.wasm`.
-# Needs Zig (PyPI `ziglang`; tests/run installs it into target/py-venv, $ZIG_PYTHON is that
-# venv's python) and the `fulcrum` binary for the bindings and the component ($FULCRUM or PATH).
+# Needs Zig (PyPI `ziglang`; tests/run installs it into target/py-venv, whose python is used
+# when there; else $ZIG_PYTHON, else python3) and the `fulcrum` binary for the bindings and the
+# component ($FULCRUM or PATH).
 # Zig brings its own wasi-libc, so nothing comes from apt. The first build fills Zig's cache
 # (about two minutes on two cores); later builds take seconds.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${1:-$here/ab.wasm}"
 fulcrum="${FULCRUM:-fulcrum}"
-zig=("${ZIG_PYTHON:-python3}" -m ziglang)
+venv_python="$here/../../../target/py-venv/bin/python"
+[ -x "$venv_python" ] || venv_python=python3
+zig=("${ZIG_PYTHON:-$venv_python}" -m ziglang)
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 "$fulcrum" plugin bindings c --world selector --out-dir "$work/gen" >/dev/null
