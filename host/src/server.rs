@@ -8,6 +8,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::Error;
 use crate::access_log::AccessLog;
@@ -117,6 +118,7 @@ impl Runtime {
                     failontimeout: false,
                     maxattempts: 0,
                     forcerecovery: true,
+                    retry_idempotent: crate::config::RetryOn::default(),
                     members: vec![m.worker.clone()],
                 };
                 routes.push(balancers.len());
@@ -297,16 +299,49 @@ pub async fn serve_admin(listener: TcpListener, proxy: Arc<Proxy>) {
 }
 
 pub async fn serve(listeners: Vec<TcpListener>, proxy: Arc<Proxy>) {
+    // One bound on client connections for all listeners: past it, connections wait in the
+    // kernel's listen backlog instead of costing sockets, memory and members' connections.
+    let permits = Arc::new(Semaphore::new(proxy.limits().max_connections));
     let mut tasks = tokio::task::JoinSet::new();
     for listener in listeners {
-        tasks.spawn(accept_loop(listener, Arc::clone(&proxy)));
+        tasks.spawn(accept_loop(listener, Arc::clone(&proxy), Arc::clone(&permits)));
     }
     while tasks.join_next().await.is_some() {}
 }
 
-async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>) {
+async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>, permits: Arc<Semaphore>) {
     let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let limits = *proxy.limits();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        // mod_reqtimeout's header timeout; hyper also closes a keep-alive connection idle for as long.
+        .header_read_timeout(limits.header_timeout)
+        // Room for what `[limits]` allows, so that Fulcrum answers each limit with Apache's
+        // status; hyper answers 431 only past twice the field count.
+        .max_headers(limits.request_fields.saturating_mul(2).max(limits.request_fields + 1))
+        .max_buf_size(limits.head_buffer())
+        .keep_alive(true);
+    let mut saturated = false;
     loop {
+        let permit = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => {
+                saturated = false;
+                permit
+            }
+            Err(_) => {
+                if !saturated {
+                    tracing::warn!(
+                        "{} client connections open (limits.max_connections): new ones wait",
+                        limits.max_connections
+                    );
+                    saturated = true;
+                }
+                match Arc::clone(&permits).acquire_owned().await {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                }
+            }
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -318,14 +353,11 @@ async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>) {
         };
         let _ = stream.set_nodelay(true);
         let proxy = Arc::clone(&proxy);
+        let http = http.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |request| Arc::clone(&proxy).handle(request, peer, local));
-            let served = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(20))
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let served = http.serve_connection(TokioIo::new(stream), service).await;
             if let Err(e) = served {
                 tracing::debug!(client = %peer, "connection ended: {e}");
             }

@@ -1,6 +1,6 @@
 //! Differential tests: the same requests to a real Apache 2.4 running the guide's configuration
 //! and to Fulcrum running `examples/apache-guide.toml`, over the same echo backends; what matters
-//! must be equal (BEHAVIOUR.md). The only allowed mismatches are the README's documented
+//! must be equal (docs/apache-behaviour.md). The only allowed mismatches are the README's documented
 //! differences, applied here as explicit normalisations.
 
 use std::io::{Read, Write};

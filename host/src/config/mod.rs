@@ -4,6 +4,7 @@
 //! collected with its line, so `fulcrum check` shows them all at once.
 
 mod error;
+mod limits;
 mod raw;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use crate::balancer::status::MemberStatus;
 use crate::balancer::sticky::StickySession;
 
 pub use error::{ConfigError, Location, Problem};
+pub use limits::{DEFAULT_MAX_CONNECTIONS, Limits};
 
 /// Apache's default `retry` for a member in error state.
 pub const DEFAULT_RETRY: Duration = Duration::from_secs(60);
@@ -40,6 +42,8 @@ pub struct Config {
     /// The access log and its format, when configured.
     pub access_log: Option<(LogTarget, LogFormat)>,
     pub proxy_timeout: Duration,
+    /// `[limits]`: request limits, read timeouts, connections.
+    pub limits: Limits,
     pub vhosts: Vec<VirtualHost>,
     pub balancers: Vec<BalancerConfig>,
     /// `[plugins.NAME]` settings; plugins not named here get the defaults.
@@ -247,7 +251,28 @@ pub struct BalancerConfig {
     /// Failover attempts after the first.
     pub maxattempts: usize,
     pub forcerecovery: bool,
+    /// When an idempotent request without a body whose member failed before answering goes to
+    /// another member, within `maxattempts` (RFC 9110 §9.2.2; nginx's `proxy_next_upstream`).
+    pub retry_idempotent: RetryOn,
     pub members: Vec<MemberConfig>,
+}
+
+/// Member failures after which an idempotent request without a body is sent to another member
+/// (`retry_idempotent = ["error", "timeout"]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryOn {
+    /// The connection failed before a response head arrived: reset, closed, an unparsable
+    /// response (nginx's `error`). On by default.
+    pub error: bool,
+    /// No response head within the timeout (nginx's `timeout`). Off by default: Apache answers a
+    /// timeout with a 502 and never sends the request again (docs/apache-behaviour.md §5.8).
+    pub timeout: bool,
+}
+
+impl Default for RetryOn {
+    fn default() -> RetryOn {
+        RetryOn { error: true, timeout: false }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -417,6 +442,18 @@ impl Loader<'_> {
             None => DEFAULT_PROXY_TIMEOUT,
         };
 
+        let limits = match &raw.limits {
+            Some(l) => {
+                let mut found = Vec::new();
+                let limits = Limits::validate(l.get_ref(), |span, key, message| found.push((span, key, message)));
+                for (span, key, message) in found {
+                    self.problem(Some(span), key, message);
+                }
+                limits
+            }
+            None => Limits::default(),
+        };
+
         let mut balancers = Vec::new();
         let mut balancer_index = BTreeMap::new();
         for (name, balancer) in &raw.balancers {
@@ -449,6 +486,7 @@ impl Loader<'_> {
             plugin_cache_max_bytes,
             access_log,
             proxy_timeout,
+            limits,
             vhosts,
             balancers,
             plugins,
@@ -731,6 +769,26 @@ impl Loader<'_> {
             // Apache's default: one attempt per other member.
             None => raw.members.len().saturating_sub(1),
         };
+        let retry_idempotent = match &raw.retry_idempotent {
+            None => RetryOn::default(),
+            Some(list) => {
+                let mut on = RetryOn { error: false, timeout: false };
+                for item in list {
+                    match item.get_ref().as_str() {
+                        "error" => on.error = true,
+                        "timeout" => on.timeout = true,
+                        other => self.at(
+                            item,
+                            &key("retry_idempotent"),
+                            format!(
+                                "`{other}` is not a failure to retry after: use \"error\", \"timeout\" (or [] for none)"
+                            ),
+                        ),
+                    }
+                }
+                on
+            }
+        };
         BalancerConfig {
             name: name.to_string(),
             lbmethod: raw.lbmethod.as_ref().map_or_else(|| "byrequests".to_string(), |m| m.get_ref().clone()),
@@ -743,6 +801,7 @@ impl Loader<'_> {
             failontimeout: raw.failontimeout.unwrap_or(false),
             maxattempts,
             forcerecovery: raw.forcerecovery.unwrap_or(true),
+            retry_idempotent,
             members,
         }
     }
