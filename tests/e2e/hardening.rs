@@ -350,3 +350,30 @@ async fn a_member_timeout_is_a_502_proxy_error() {
     let response = exchange(fulcrum.addr, &get_raw("/sleep/3000", "www.example.com"), Duration::from_secs(10));
     assert!(response.starts_with("HTTP/1.1 502 Proxy Error\r\n"), "{response}");
 }
+
+/// Class 8: a member's `traffic` (bytraffic's measure, the manager's To/From) is the bytes sent
+/// to it plus the bytes read from it, bodies both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_counts_request_and_response_bodies() {
+    let (web1, _web2) = two_backends().await;
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    drop(admin);
+    let fulcrum = Fulcrum::start(&excluding_config(&[&web1.url()], &format!("admin_listen = \"{admin_addr}\""), ""));
+    let upload = "u".repeat(100_000);
+    let request = format!(
+        "POST /upload HTTP/1.1\r\nHost: www.example.com\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{upload}",
+        upload.len()
+    );
+    let response = exchange(fulcrum.addr, request.as_bytes(), Duration::from_secs(10));
+    assert_eq!(status_of(&response), 200, "{response}");
+    let body_len = response.split_once("\r\n\r\n").map_or(0, |(_, body)| body.len()) as u64;
+    let metrics = get(&client(), &format!("http://{admin_addr}/metrics"), &[]).await;
+    let traffic: u64 = metrics
+        .body
+        .lines()
+        .find(|l| l.starts_with("fulcrum_member_traffic_bytes_total") && l.contains(&web1.url()))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no traffic line in\n{}", metrics.body));
+    assert_eq!(traffic, upload.len() as u64 + body_len, "100,000 bytes sent plus {body_len} read");
+}
