@@ -258,7 +258,8 @@ async fn hostile_requests() {
     });
     let fulcrum = Fulcrum::start(&fulcrum_config(&web1.url(), &web2.url(), GUIDE_FULCRUM, GUIDE_FULCRUM));
     let line = |len: usize| format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "x".repeat(len - "GET / HTTP/1.1".len()));
-    let field = |len: usize| format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "v".repeat(len - "X-Big: ".len()));
+    let field =
+        |len: usize| format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "v".repeat(len - "X-Big: ".len()));
     let fields = |n: usize| {
         let extra: String = (0..n - 1).map(|i| format!("X-F{i}: {i}\r\n")).collect();
         format!("GET / HTTP/1.1\r\nHost: a\r\n{extra}\r\n")

@@ -261,11 +261,8 @@ impl Proxy {
                     } else {
                         vhost.server_name.as_str()
                     };
-                let mut response = error_page(refusal.status, page_host, local.port());
-                if refusal.status.is_client_error() && refusal.status != StatusCode::NOT_FOUND {
-                    // The rest of this connection's bytes cannot be trusted to frame a request.
-                    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-                }
+                // Closes the connection after 400, 413, 414 and 501, as Apache does (§7.5).
+                let response = error_page(refusal.status, page_host, local.port());
                 self.log_access(client, received, started, &parts, &response, &Env::default(), vhost);
                 return Ok(response);
             }
