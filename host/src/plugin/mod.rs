@@ -19,7 +19,7 @@ mod store;
 pub mod template;
 mod wasi_io;
 
-pub use registry::{PluginInfo, PluginRegistry, RegistryOptions, Rescan, Worlds};
+pub use registry::{FailedFile, PluginInfo, PluginRegistry, RegistryOptions, Rescan, Worlds};
 
 use std::time::Duration;
 
