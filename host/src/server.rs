@@ -189,6 +189,7 @@ impl Runtime {
     /// configure leaves the old one in place); a balancer whose lbmethod file was removed falls
     /// back to its `fallback` built-in. Everything is logged with the plugin's name.
     pub fn reload_plugins(&self) -> Rescan {
+        tracing::debug!("plugin rescan of {}", self.plugins.dir().map_or("-".into(), |d| d.display().to_string()));
         let rescan = self.plugins.rescan();
         for e in &rescan.errors {
             tracing::error!("plugin reload: {e}; keeping the previous version");
@@ -281,20 +282,17 @@ impl Runtime {
 }
 
 /// Reload plugins when the plugin folder changes or the process gets SIGHUP. Events are coalesced:
-/// a burst of file writes gives one reload, after the writes settle.
+/// a burst of file writes gives one reload, after the writes settle. Only events that can change
+/// the plugins count ([`crate::plugin::watch`]): a quiet folder costs nothing, and the reload's own
+/// reading of the folder does not start another.
 pub fn watch_plugins(runtime: Arc<Runtime>) -> Result<(), Error> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
     let mut watcher = None;
     if let Some(dir) = runtime.plugins.dir() {
-        use notify::Watcher as _;
         let events = tx.clone();
-        let mut w = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+        watcher = Some(crate::plugin::watch::watcher(dir, move || {
             let _ = events.try_send(());
-        })
-        .map_err(|e| Error::msg(format!("watching {}: {e}", dir.display())))?;
-        w.watch(dir, notify::RecursiveMode::NonRecursive)
-            .map_err(|e| Error::msg(format!("watching {}: {e}", dir.display())))?;
-        watcher = Some(w);
+        })?);
     }
     #[cfg(unix)]
     {

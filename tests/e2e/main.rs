@@ -13,6 +13,7 @@ mod faults;
 mod guide;
 mod languages;
 mod no_loss;
+mod plugin_folder;
 mod plugin_new;
 mod reload;
 mod routing;

@@ -18,6 +18,7 @@ mod selector;
 mod store;
 pub mod template;
 mod wasi_io;
+pub mod watch;
 
 pub use registry::{FailedFile, PluginInfo, PluginRegistry, RegistryOptions, Rescan, Worlds};
 
