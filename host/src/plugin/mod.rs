@@ -11,6 +11,7 @@
 
 mod bindings;
 pub mod cache;
+mod call;
 mod engine;
 mod registry;
 mod rules;
