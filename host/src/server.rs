@@ -11,9 +11,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::Error;
-use crate::access_log::AccessLog;
+use crate::access_log::{AccessLog, LogTarget};
 use crate::balancer::{Balancer, BalancerSpec, SelectorFactory, SingleMember};
-use crate::config::{BalancerConfig, Config, OnFault, PluginSettings};
+use crate::config::{BalancerConfig, Config, OnFault, PluginSettings, Problem, os_reason};
 use crate::plugin::cache::ArtifactCache;
 use crate::plugin::{PluginLimits, PluginRegistry, RegistryOptions, Rescan};
 use crate::proxy::Proxy;
@@ -28,7 +28,9 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Load plugins and configure one selector per balancer. Errors name the balancer and plugin.
+    /// Load plugins and configure one selector per balancer and the rule sets, and open the access
+    /// log: everything `run` needs but its sockets. What fails is a [`crate::config::ConfigError`]
+    /// listing every problem, each at the key of the file it comes from (`fulcrum check` shows them).
     pub fn build(config: Config) -> Result<Runtime, Error> {
         if config.admin_listen.is_some() {
             crate::admin::recorder()?;
@@ -58,27 +60,61 @@ impl Runtime {
                 }
             });
         let options = RegistryOptions { limits: PluginLimits::default(), overrides, shadow, cache };
-        let plugins = PluginRegistry::load_configured(config.plugins_dir.as_deref(), options)?;
+        let (plugins, failed_files) = PluginRegistry::load_each(config.plugins_dir.as_deref(), options)
+            .map_err(|e| config.error(vec![config.problem("plugins_dir", format!("{e:#}"))]))?;
+        let mut problems: Vec<Problem> =
+            failed_files.iter().map(|f| config.problem("plugins_dir", f.message.clone())).collect();
+        let failed = |name: &str| failed_files.iter().any(|f| f.name == name);
+        // A selector error at the key it is about, without the balancer's name (the key has it).
+        let at = |b: &BalancerConfig, key: &str, e: Error| {
+            let message = format!("{e:#}");
+            let prefix = format!("balancer `{}`: ", b.name);
+            let message = message.strip_prefix(&prefix).unwrap_or(&message);
+            let message = message.strip_prefix("lbmethod: ").unwrap_or(message);
+            config.problem(&format!("balancer.{}.{key}", b.name), message)
+        };
         let mut balancers = Vec::with_capacity(config.balancers.len());
         for b in &config.balancers {
-            let spec = BalancerSpec::lbmethod(b);
-            let selector = match plugins.selector(&spec) {
+            let selector = match plugins.selector(&BalancerSpec::lbmethod(b)) {
+                Ok(selector) => Some(selector),
                 // Written `fallback`: the plugin may arrive in the folder later.
                 Err(_) if b.fallback_written && plugins.get(&b.lbmethod).is_err() => {
-                    tracing::warn!(
-                        balancer = %b.name,
-                        "lbmethod plugin `{}` is not loaded (yet): using `{}` until it appears in the plugin folder",
-                        b.lbmethod,
-                        b.fallback
-                    );
-                    plugins.selector(&BalancerSpec::fallback(b))?
+                    if !failed(&b.lbmethod) {
+                        tracing::warn!(
+                            balancer = %b.name,
+                            "lbmethod plugin `{}` is not loaded (yet): using `{}` until it appears in the plugin folder",
+                            b.lbmethod,
+                            b.fallback
+                        );
+                    }
+                    plugins.selector(&BalancerSpec::fallback(b)).map_err(|e| problems.push(at(b, "fallback", e))).ok()
                 }
-                other => other?,
+                // Its file failed to load: reported as such above.
+                Err(_) if failed(&b.lbmethod) => None,
+                Err(e) => {
+                    problems.push(at(b, "lbmethod", e));
+                    None
+                }
             };
-            let balancer = Balancer::new(b, selector);
             let on_fault = config.plugins.get(&b.lbmethod).map_or(PluginSettings::default().on_fault, |s| s.on_fault);
-            if on_fault == OnFault::Fallback {
-                balancer.set_fault_fallback(plugins.selector(&BalancerSpec::fallback(b))?);
+            // A written `fallback` is checked now, not when the lbmethod's file goes away.
+            let fault_fallback = if on_fault == OnFault::Fallback || b.fallback_written {
+                match plugins.selector(&BalancerSpec::fallback(b)) {
+                    Ok(fallback) => Some(fallback),
+                    Err(e) => {
+                        problems.push(at(b, "fallback", e));
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let Some(selector) = selector else { continue };
+            let balancer = Balancer::new(b, selector);
+            if on_fault == OnFault::Fallback
+                && let Some(fallback) = fault_fallback
+            {
+                balancer.set_fault_fallback(fallback);
             }
             balancers.push(Arc::new(balancer));
         }
@@ -86,19 +122,39 @@ impl Runtime {
         for (i, vhost) in config.vhosts.iter().enumerate() {
             let mut sets: Vec<Box<dyn RequestRules>> = Vec::new();
             for (j, r) in vhost.rules.iter().enumerate() {
-                let set = plugins.rules(&r.plugin, &r.config).map_err(|e| {
-                    let at = r.locate(e.option.as_deref(), e.line);
-                    Error::msg(format!(
-                        "{}:{}:{}: `vhost[{i}].rules[{j}]`: {}",
-                        config.source.display(),
-                        at.line,
-                        at.column,
-                        e.message
-                    ))
-                })?;
-                sets.push(set);
+                match plugins.rules(&r.plugin, &r.config) {
+                    Ok(set) => sets.push(set),
+                    // Its file failed to load: reported as such above.
+                    Err(_) if failed(&r.plugin) => {}
+                    Err(e) => problems.push(Problem {
+                        location: Some(r.locate(e.option.as_deref(), e.line)),
+                        key: Some(format!("vhost[{i}].rules[{j}]")),
+                        message: e.message,
+                    }),
+                }
             }
             rules.push(sets);
+        }
+        let access_log = match &config.access_log {
+            Some((target, format)) => match AccessLog::open(target, format.clone()) {
+                Ok(log) => Some(log),
+                Err(e) => {
+                    let message = match target {
+                        LogTarget::File(path) => format!(
+                            "cannot open {} for appending: {}",
+                            std::path::absolute(path).unwrap_or_else(|_| path.clone()).display(),
+                            os_reason(&e)
+                        ),
+                        LogTarget::Stdout => format!("cannot write to stdout: {}", os_reason(&e)),
+                    };
+                    problems.push(config.problem("access_log", message));
+                    None
+                }
+            },
+            None => None,
+        };
+        if !problems.is_empty() {
+            return Err(config.error(problems).into());
         }
         // Each proxy_pass_match target is a worker of its own: a one-member balancer with its own
         // error state and connections (Apache keeps it apart from the balancer members too).
@@ -126,13 +182,6 @@ impl Runtime {
             }
             matches.push(routes);
         }
-        let access_log = match &config.access_log {
-            Some((target, format)) => Some(
-                AccessLog::open(target, format.clone())
-                    .map_err(|e| Error::msg(format!("{}: access_log {target:?}: {e}", config.source.display())))?,
-            ),
-            None => None,
-        };
         let proxy = Arc::new(Proxy::new(&config, balancers, rules, matches, access_log));
         Ok(Runtime { config, plugins, proxy })
     }
@@ -142,6 +191,7 @@ impl Runtime {
     /// configure leaves the old one in place); a balancer whose lbmethod file was removed falls
     /// back to its `fallback` built-in. Everything is logged with the plugin's name.
     pub fn reload_plugins(&self) -> Rescan {
+        tracing::debug!("plugin rescan of {}", self.plugins.dir().map_or("-".into(), |d| d.display().to_string()));
         let rescan = self.plugins.rescan();
         for e in &rescan.errors {
             tracing::error!("plugin reload: {e}; keeping the previous version");
@@ -234,20 +284,17 @@ impl Runtime {
 }
 
 /// Reload plugins when the plugin folder changes or the process gets SIGHUP. Events are coalesced:
-/// a burst of file writes gives one reload, after the writes settle.
+/// a burst of file writes gives one reload, after the writes settle. Only events that can change
+/// the plugins count ([`crate::plugin::watch`]): a quiet folder costs nothing, and the reload's own
+/// reading of the folder does not start another.
 pub fn watch_plugins(runtime: Arc<Runtime>) -> Result<(), Error> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
     let mut watcher = None;
     if let Some(dir) = runtime.plugins.dir() {
-        use notify::Watcher as _;
         let events = tx.clone();
-        let mut w = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+        watcher = Some(crate::plugin::watch::watcher(dir, move || {
             let _ = events.try_send(());
-        })
-        .map_err(|e| Error::msg(format!("watching {}: {e}", dir.display())))?;
-        w.watch(dir, notify::RecursiveMode::NonRecursive)
-            .map_err(|e| Error::msg(format!("watching {}: {e}", dir.display())))?;
-        watcher = Some(w);
+        })?);
     }
     #[cfg(unix)]
     {

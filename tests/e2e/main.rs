@@ -15,6 +15,7 @@ mod guide;
 mod hardening;
 mod languages;
 mod no_loss;
+mod plugin_folder;
 mod plugin_new;
 mod reload;
 mod routing;
