@@ -233,15 +233,17 @@ impl Proxy {
         let (mut parts, body) = request.into_parts();
         // The host the request is for: an absolute-form target's authority, else the Host header
         // (RFC 9112 §3.2.2); what the member, the rules and the logs see as Host from here on.
-        let host = host::request_host(&mut parts);
-        let host_header = host.as_ref().ok().and_then(|h| h.clone());
+        let (host_header, bad_host) = match host::request_host(&mut parts) {
+            Ok(host) => (host, None),
+            Err(why) => (None, Some(why)),
+        };
         let vhost_index = self.vhost(host_header.as_deref());
         let vhost = &self.vhosts[vhost_index];
         // One canonical path for every routing decision and for what is forwarded.
         let uri = parts.uri.clone();
-        let checked = host
-            .map_err(|why| Refusal::new(StatusCode::BAD_REQUEST, why))
-            .and_then(|_| check_request(&parts, &self.limits))
+        let checked = bad_host
+            .map_or(Ok(()), |why| Err(Refusal::new(StatusCode::BAD_REQUEST, why)))
+            .and_then(|()| check_request(&parts, &self.limits))
             .and_then(|()| self.canonical_path(&parts, &uri));
         let path = match checked {
             Ok(Some(path)) => path,
@@ -252,7 +254,9 @@ impl Proxy {
                 return Ok(response);
             }
             Err(refusal) => {
-                tracing::info!(request = id, client = %client.ip(), status = refusal.status.as_u16(), "request refused: {}", refusal.why);
+                // Debug, not info: anyone can send these, as fast as they like (Apache logs them
+                // below its default LogLevel too).
+                tracing::debug!(request = id, client = %client.ip(), status = refusal.status.as_u16(), "request refused: {}", refusal.why);
                 // A request that could not be parsed as meant is answered as the default server
                 // (Apache's parse-level errors do not use the Host header either).
                 let page_host =
