@@ -11,6 +11,7 @@ mod conformance;
 mod failures;
 mod faults;
 mod guide;
+mod http_fuzz;
 mod languages;
 mod no_loss;
 mod plugin_new;
