@@ -13,6 +13,7 @@ mod fault_injection;
 mod faults;
 mod guide;
 mod hardening;
+mod http_fuzz;
 mod languages;
 mod no_loss;
 mod plugin_folder;

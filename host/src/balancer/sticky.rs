@@ -36,48 +36,66 @@ impl StickySession {
 
 /// Apache's `get_path_param`: the first `name=` anywhere in `uri` with a non-empty value; the value
 /// is the first token delimited by `?`, `&`, `;` (leading delimiters skipped, as `apr_strtok` does).
+/// As httpd's `strstr` loop, the search works on bytes and resumes one byte past a rejected name.
 fn url_value<'a>(uri: &'a str, name: &str) -> Option<&'a str> {
     if name.is_empty() {
         return None;
     }
     let is_delim = |c: char| matches!(c, '?' | '&' | ';');
+    let bytes = uri.as_bytes();
     let mut from = 0;
-    while let Some(found) = uri[from..].find(name) {
-        let after = from + found + name.len();
-        if let Some(rest) = uri[after..].strip_prefix('=')
-            && !rest.is_empty()
-        {
-            let token = rest.trim_start_matches(is_delim);
+    while let Some(found) = find(bytes, from, name.as_bytes()) {
+        let after = found + name.len();
+        if bytes.get(after) == Some(&b'=') && after + 1 < bytes.len() {
+            // Just past an ASCII `=`: a character boundary.
+            let token = uri[after + 1..].trim_start_matches(is_delim);
             let token = token.split(is_delim).next().unwrap_or("");
             return if token.is_empty() { None } else { Some(token) };
         }
-        from += found + 1;
+        from = after + 1;
     }
     None
 }
 
-/// Apache's `get_cookie_param`.
+/// Apache's `get_cookie_param`: `name` at the start or after `;`, `,` or white space (C's
+/// `isspace`), optional white space, `=`, a value up to the next `;` or `,`. After a name at a
+/// boundary but without `=`, httpd resumes two bytes past the name and its white space.
 fn cookie_value<'a>(cookies: &'a str, name: &str) -> Option<&'a str> {
     if name.is_empty() {
         return None;
     }
     let bytes = cookies.as_bytes();
     let mut from = 0;
-    while let Some(found) = cookies[from..].find(name) {
-        let start = from + found;
-        let boundary = start == 0 || matches!(bytes[start - 1], b';' | b',') || bytes[start - 1].is_ascii_whitespace();
-        if boundary {
-            let rest = cookies[start + name.len()..].trim_start_matches(|c: char| c.is_ascii_whitespace());
-            if let Some(value) = rest.strip_prefix('=')
-                && !value.is_empty()
-            {
-                let end = value.find([';', ',']).unwrap_or(value.len());
-                return Some(&value[..end]);
-            }
+    while let Some(found) = find(bytes, from, name.as_bytes()) {
+        let boundary = found == 0 || matches!(bytes[found - 1], b';' | b',') || c_isspace(bytes[found - 1]);
+        if !boundary {
+            from = found + 1;
+            continue;
         }
-        from = start + 1;
+        let mut at = found + name.len();
+        while bytes.get(at).copied().is_some_and(c_isspace) {
+            at += 1;
+        }
+        if bytes.get(at) == Some(&b'=') && at + 1 < bytes.len() {
+            // Just past an ASCII `=`: a character boundary.
+            let value = &cookies[at + 1..];
+            let end = value.find([';', ',']).unwrap_or(value.len());
+            return Some(&value[..end]);
+        }
+        from = at + 2;
     }
     None
+}
+
+/// `strstr(haystack + from, needle)` as an index into `haystack`.
+fn find(haystack: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    let rest = haystack.get(from..)?;
+    rest.windows(needle.len()).position(|w| w == needle).map(|i| from + i)
+}
+
+/// C's `isspace` in the C locale (unlike `u8::is_ascii_whitespace`, it includes `\v`).
+fn c_isspace(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
 #[cfg(test)]

@@ -15,8 +15,9 @@
 //!
 //! In the literal text, as in httpd, `\\` is a backslash, `\t` a tab, and any other backslash is
 //! kept as it is. httpd also turns `\n` and `\r` into line breaks, which would split the header:
-//! here they are a configuration error. A line break that arrives in a variable's value is turned
-//! into a space, as httpd does. Anything else after `%` (`%{X}q`, `%x`, an unterminated `%{`, and
+//! here they are a configuration error, and so is a raw control character other than tab (a CR
+//! inside a quoted word, a NUL), which no header value can hold. A line break that arrives in a
+//! variable's value is turned into a space, as httpd does. Anything else after `%` (`%{X}q`, `%x`, an unterminated `%{`, and
 //! httpd's `%l`, `%b` and brace-less `%i` load figures) is a configuration error.
 
 use fulcrum_sdk::rules::RequestFields;
@@ -111,6 +112,15 @@ impl Format {
                     }
                     _ => literal.push('\\'),
                 },
+                // A raw CR, NUL or other control character (a CR mid-line, inside quotes) would
+                // make every header value built from this format invalid: refused here, once.
+                c if c.is_ascii_control() && c != '\t' => {
+                    return Err(format!(
+                        "a control character ({}) in `{}` cannot be in a header value",
+                        c.escape_debug(),
+                        text.escape_debug()
+                    ));
+                }
                 _ => literal.push(c),
             }
         }
