@@ -456,7 +456,16 @@ impl Loader<'_> {
             }
         }
         let raw = raw.filter(|_| whole);
-        for segments in unknown {
+        for mut segments in unknown {
+            // The toml crate hands a datetime to serde as a one-field table; where a table of
+            // settings was expected, that field is what comes back as "unknown".
+            if segments.last().is_some_and(|s| s.starts_with("$__toml_private")) {
+                segments.pop();
+                let span = self.tree.as_ref().and_then(|t| find(t, &segments)).map(|(_, value)| value);
+                let shown = display_path(&segments);
+                self.problem(span, shown, "expected a table, found a date-time");
+                continue;
+            }
             let span = self.tree.as_ref().and_then(|t| find(t, &segments)).map(|(key, _)| key);
             let shown = display_path(&segments);
             self.problem(span, shown, "unknown key");
@@ -830,6 +839,11 @@ impl Loader<'_> {
         }
         let mut rules = Vec::new();
         for (j, table) in raw.rules.iter().enumerate() {
+            // A date-time comes through serde as a table with one private key.
+            if table.get_ref().keys().any(|k| k.starts_with("$__toml_private")) {
+                self.at(table, &format!("vhost[{i}].rules[{j}]"), "expected a table, found a date-time");
+                continue;
+            }
             let mut config = table.get_ref().clone();
             let plugin = match config.remove("plugin") {
                 None => DEFAULT_RULES_PLUGIN.to_string(),
@@ -917,6 +931,12 @@ impl Loader<'_> {
         let sticky = raw.stickysession.as_ref().and_then(|s| {
             if s.get_ref().trim().is_empty() {
                 self.at(s, &key("stickysession"), "empty session name");
+                return None;
+            }
+            if let Some((cookie, param)) = s.get_ref().trim().split_once('|')
+                && (cookie.trim().is_empty() || param.trim().is_empty())
+            {
+                self.at(s, &key("stickysession"), "`COOKIE|urlparam` needs both names (one of them is empty)");
                 return None;
             }
             Some(StickySession::parse(s.get_ref().trim(), separator, raw.nofailover.unwrap_or(false)))
