@@ -14,6 +14,9 @@ const TARGET: &str = "wasm32-unknown-unknown";
 const EMBEDDED: &[&str] = &["byrequests", "bytraffic", "bybusyness", "apache-rules"];
 /// Plugins built for Fulcrum's own tests only: written to `$OUT_DIR/test-plugins/NAME.wasm`.
 const TEST_ONLY: &[&str] = &["fault-test", "spin-test"];
+/// Test plugins kept out of that folder (tests that load it whole need not compile them): written
+/// to `$OUT_DIR/test-plugins-apart/NAME.wasm`, for the tests that copy them where they need them.
+const TEST_ONLY_APART: &[&str] = &["rules-fault-test"];
 
 fn main() {
     if let Err(message) = run() {
@@ -43,7 +46,7 @@ fn run() -> Result<(), String> {
     // selector must not be compiled with the SDK's `rules` feature (nor the reverse), or its
     // component type would promise exports it does not have.
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    for name in EMBEDDED.iter().chain(TEST_ONLY) {
+    for name in EMBEDDED.iter().chain(TEST_ONLY).chain(TEST_ONLY_APART) {
         let mut cmd = Command::new(&cargo);
         cmd.arg("build")
             .arg("--release")
@@ -80,6 +83,8 @@ fn run() -> Result<(), String> {
     let built = nested_target.join(TARGET).join("release");
     let test_dir = out_dir.join("test-plugins");
     fs::create_dir_all(&test_dir).map_err(|e| format!("{}: {e}", test_dir.display()))?;
+    let apart_dir = out_dir.join("test-plugins-apart");
+    fs::create_dir_all(&apart_dir).map_err(|e| format!("{}: {e}", apart_dir.display()))?;
 
     let mut table = String::from(
         "/// The default plugins compiled into this binary: (name, component bytes).\n\
@@ -94,10 +99,17 @@ fn run() -> Result<(), String> {
     for name in TEST_ONLY {
         componentize(&built.join(format!("{}.wasm", name.replace('-', "_"))), &test_dir.join(format!("{name}.wasm")))?;
     }
+    for name in TEST_ONLY_APART {
+        let core = built.join(format!("{}.wasm", name.replace('-', "_")));
+        componentize(&core, &apart_dir.join(format!("{name}.wasm")))?;
+    }
     table.push_str(&format!(
         "/// Folder holding plugins built only for Fulcrum's own tests (`fault-test.wasm`, `spin-test.wasm`).\n\
-         pub const TEST_PLUGIN_DIR: &str = {:?};\n",
-        test_dir.display().to_string()
+         pub const TEST_PLUGIN_DIR: &str = {:?};\n\
+         /// Folder holding test plugins that tests copy where they need them (`rules-fault-test.wasm`).\n\
+         pub const TEST_PLUGINS_APART_DIR: &str = {:?};\n",
+        test_dir.display().to_string(),
+        apart_dir.display().to_string()
     ));
     fs::write(out_dir.join("builtin_plugins.rs"), table).map_err(|e| e.to_string())?;
     Ok(())

@@ -128,7 +128,9 @@ async fn serve(
         let (name, counters) = (Arc::clone(&name), counters.clone());
         open.spawn(async move {
             let service = service_fn(move |req| echo(req, Arc::clone(&name), counters.clone(), addr));
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            // As many header fields as a common backend takes (nginx: 100 lines of 8 KiB, no
+            // count limit): Fulcrum adds X-Forwarded-* to what its own limit let through.
+            let _ = http1::Builder::new().max_headers(1000).serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }

@@ -183,6 +183,10 @@ async fn shutdown_signal() {
 fn check(path: &Path) -> Result<(), fulcrum::Error> {
     let config = load(path)?;
     let runtime = Runtime::build(config)?;
+    // `run` watches the plugin folder: one that cannot be watched would fail it at start.
+    if let Some(dir) = runtime.plugins.dir() {
+        drop(fulcrum::plugin::watch::watcher(dir, || {})?);
+    }
     let c = &runtime.config;
     println!("{}: OK", c.source.display());
     for addr in &c.listen {

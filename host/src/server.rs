@@ -8,11 +8,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::Error;
-use crate::access_log::AccessLog;
+use crate::access_log::{AccessLog, LogTarget};
 use crate::balancer::{Balancer, BalancerSpec, SelectorFactory, SingleMember};
-use crate::config::{BalancerConfig, Config, OnFault, PluginSettings};
+use crate::config::{BalancerConfig, Config, OnFault, PluginSettings, Problem, os_reason};
 use crate::plugin::cache::ArtifactCache;
 use crate::plugin::{PluginLimits, PluginRegistry, RegistryOptions, Rescan};
 use crate::proxy::Proxy;
@@ -27,7 +28,9 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Load plugins and configure one selector per balancer. Errors name the balancer and plugin.
+    /// Load plugins and configure one selector per balancer and the rule sets, and open the access
+    /// log: everything `run` needs but its sockets. What fails is a [`crate::config::ConfigError`]
+    /// listing every problem, each at the key of the file it comes from (`fulcrum check` shows them).
     pub fn build(config: Config) -> Result<Runtime, Error> {
         if config.admin_listen.is_some() {
             crate::admin::recorder()?;
@@ -57,27 +60,61 @@ impl Runtime {
                 }
             });
         let options = RegistryOptions { limits: PluginLimits::default(), overrides, shadow, cache };
-        let plugins = PluginRegistry::load_configured(config.plugins_dir.as_deref(), options)?;
+        let (plugins, failed_files) = PluginRegistry::load_each(config.plugins_dir.as_deref(), options)
+            .map_err(|e| config.error(vec![config.problem("plugins_dir", format!("{e:#}"))]))?;
+        let mut problems: Vec<Problem> =
+            failed_files.iter().map(|f| config.problem("plugins_dir", f.message.clone())).collect();
+        let failed = |name: &str| failed_files.iter().any(|f| f.name == name);
+        // A selector error at the key it is about, without the balancer's name (the key has it).
+        let at = |b: &BalancerConfig, key: &str, e: Error| {
+            let message = format!("{e:#}");
+            let prefix = format!("balancer `{}`: ", b.name);
+            let message = message.strip_prefix(&prefix).unwrap_or(&message);
+            let message = message.strip_prefix("lbmethod: ").unwrap_or(message);
+            config.problem(&format!("balancer.{}.{key}", b.name), message)
+        };
         let mut balancers = Vec::with_capacity(config.balancers.len());
         for b in &config.balancers {
-            let spec = BalancerSpec::lbmethod(b);
-            let selector = match plugins.selector(&spec) {
+            let selector = match plugins.selector(&BalancerSpec::lbmethod(b)) {
+                Ok(selector) => Some(selector),
                 // Written `fallback`: the plugin may arrive in the folder later.
                 Err(_) if b.fallback_written && plugins.get(&b.lbmethod).is_err() => {
-                    tracing::warn!(
-                        balancer = %b.name,
-                        "lbmethod plugin `{}` is not loaded (yet): using `{}` until it appears in the plugin folder",
-                        b.lbmethod,
-                        b.fallback
-                    );
-                    plugins.selector(&BalancerSpec::fallback(b))?
+                    if !failed(&b.lbmethod) {
+                        tracing::warn!(
+                            balancer = %b.name,
+                            "lbmethod plugin `{}` is not loaded (yet): using `{}` until it appears in the plugin folder",
+                            b.lbmethod,
+                            b.fallback
+                        );
+                    }
+                    plugins.selector(&BalancerSpec::fallback(b)).map_err(|e| problems.push(at(b, "fallback", e))).ok()
                 }
-                other => other?,
+                // Its file failed to load: reported as such above.
+                Err(_) if failed(&b.lbmethod) => None,
+                Err(e) => {
+                    problems.push(at(b, "lbmethod", e));
+                    None
+                }
             };
-            let balancer = Balancer::new(b, selector);
             let on_fault = config.plugins.get(&b.lbmethod).map_or(PluginSettings::default().on_fault, |s| s.on_fault);
-            if on_fault == OnFault::Fallback {
-                balancer.set_fault_fallback(plugins.selector(&BalancerSpec::fallback(b))?);
+            // A written `fallback` is checked now, not when the lbmethod's file goes away.
+            let fault_fallback = if on_fault == OnFault::Fallback || b.fallback_written {
+                match plugins.selector(&BalancerSpec::fallback(b)) {
+                    Ok(fallback) => Some(fallback),
+                    Err(e) => {
+                        problems.push(at(b, "fallback", e));
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let Some(selector) = selector else { continue };
+            let balancer = Balancer::new(b, selector);
+            if on_fault == OnFault::Fallback
+                && let Some(fallback) = fault_fallback
+            {
+                balancer.set_fault_fallback(fallback);
             }
             balancers.push(Arc::new(balancer));
         }
@@ -85,19 +122,39 @@ impl Runtime {
         for (i, vhost) in config.vhosts.iter().enumerate() {
             let mut sets: Vec<Box<dyn RequestRules>> = Vec::new();
             for (j, r) in vhost.rules.iter().enumerate() {
-                let set = plugins.rules(&r.plugin, &r.config).map_err(|e| {
-                    let at = r.locate(e.option.as_deref(), e.line);
-                    Error::msg(format!(
-                        "{}:{}:{}: `vhost[{i}].rules[{j}]`: {}",
-                        config.source.display(),
-                        at.line,
-                        at.column,
-                        e.message
-                    ))
-                })?;
-                sets.push(set);
+                match plugins.rules(&r.plugin, &r.config) {
+                    Ok(set) => sets.push(set),
+                    // Its file failed to load: reported as such above.
+                    Err(_) if failed(&r.plugin) => {}
+                    Err(e) => problems.push(Problem {
+                        location: Some(r.locate(e.option.as_deref(), e.line)),
+                        key: Some(format!("vhost[{i}].rules[{j}]")),
+                        message: e.message,
+                    }),
+                }
             }
             rules.push(sets);
+        }
+        let access_log = match &config.access_log {
+            Some((target, format)) => match AccessLog::open(target, format.clone()) {
+                Ok(log) => Some(log),
+                Err(e) => {
+                    let message = match target {
+                        LogTarget::File(path) => format!(
+                            "cannot open {} for appending: {}",
+                            std::path::absolute(path).unwrap_or_else(|_| path.clone()).display(),
+                            os_reason(&e)
+                        ),
+                        LogTarget::Stdout => format!("cannot write to stdout: {}", os_reason(&e)),
+                    };
+                    problems.push(config.problem("access_log", message));
+                    None
+                }
+            },
+            None => None,
+        };
+        if !problems.is_empty() {
+            return Err(config.error(problems).into());
         }
         // Each proxy_pass_match target is a worker of its own: a one-member balancer with its own
         // error state and connections (Apache keeps it apart from the balancer members too).
@@ -117,6 +174,7 @@ impl Runtime {
                     failontimeout: false,
                     maxattempts: 0,
                     forcerecovery: true,
+                    retry_idempotent: crate::config::RetryOn::default(),
                     members: vec![m.worker.clone()],
                 };
                 routes.push(balancers.len());
@@ -124,13 +182,6 @@ impl Runtime {
             }
             matches.push(routes);
         }
-        let access_log = match &config.access_log {
-            Some((target, format)) => Some(
-                AccessLog::open(target, format.clone())
-                    .map_err(|e| Error::msg(format!("{}: access_log {target:?}: {e}", config.source.display())))?,
-            ),
-            None => None,
-        };
         let proxy = Arc::new(Proxy::new(&config, balancers, rules, matches, access_log));
         Ok(Runtime { config, plugins, proxy })
     }
@@ -140,6 +191,7 @@ impl Runtime {
     /// configure leaves the old one in place); a balancer whose lbmethod file was removed falls
     /// back to its `fallback` built-in. Everything is logged with the plugin's name.
     pub fn reload_plugins(&self) -> Rescan {
+        tracing::debug!("plugin rescan of {}", self.plugins.dir().map_or("-".into(), |d| d.display().to_string()));
         let rescan = self.plugins.rescan();
         for e in &rescan.errors {
             tracing::error!("plugin reload: {e}; keeping the previous version");
@@ -232,20 +284,17 @@ impl Runtime {
 }
 
 /// Reload plugins when the plugin folder changes or the process gets SIGHUP. Events are coalesced:
-/// a burst of file writes gives one reload, after the writes settle.
+/// a burst of file writes gives one reload, after the writes settle. Only events that can change
+/// the plugins count ([`crate::plugin::watch`]): a quiet folder costs nothing, and the reload's own
+/// reading of the folder does not start another.
 pub fn watch_plugins(runtime: Arc<Runtime>) -> Result<(), Error> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
     let mut watcher = None;
     if let Some(dir) = runtime.plugins.dir() {
-        use notify::Watcher as _;
         let events = tx.clone();
-        let mut w = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+        watcher = Some(crate::plugin::watch::watcher(dir, move || {
             let _ = events.try_send(());
-        })
-        .map_err(|e| Error::msg(format!("watching {}: {e}", dir.display())))?;
-        w.watch(dir, notify::RecursiveMode::NonRecursive)
-            .map_err(|e| Error::msg(format!("watching {}: {e}", dir.display())))?;
-        watcher = Some(w);
+        })?);
     }
     #[cfg(unix)]
     {
@@ -297,16 +346,49 @@ pub async fn serve_admin(listener: TcpListener, proxy: Arc<Proxy>) {
 }
 
 pub async fn serve(listeners: Vec<TcpListener>, proxy: Arc<Proxy>) {
+    // One bound on client connections for all listeners: past it, connections wait in the
+    // kernel's listen backlog instead of costing sockets, memory and members' connections.
+    let permits = Arc::new(Semaphore::new(proxy.limits().max_connections));
     let mut tasks = tokio::task::JoinSet::new();
     for listener in listeners {
-        tasks.spawn(accept_loop(listener, Arc::clone(&proxy)));
+        tasks.spawn(accept_loop(listener, Arc::clone(&proxy), Arc::clone(&permits)));
     }
     while tasks.join_next().await.is_some() {}
 }
 
-async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>) {
+async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>, permits: Arc<Semaphore>) {
     let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let limits = *proxy.limits();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        // mod_reqtimeout's header timeout; hyper also closes a keep-alive connection idle for as long.
+        .header_read_timeout(limits.header_timeout)
+        // Room for what `[limits]` allows, so that Fulcrum answers each limit with Apache's
+        // status; hyper answers 431 only past twice the field count.
+        .max_headers(limits.request_fields.saturating_mul(2).max(limits.request_fields + 1))
+        .max_buf_size(limits.head_buffer())
+        .keep_alive(true);
+    let mut saturated = false;
     loop {
+        let permit = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => {
+                saturated = false;
+                permit
+            }
+            Err(_) => {
+                if !saturated {
+                    tracing::warn!(
+                        "{} client connections open (limits.max_connections): new ones wait",
+                        limits.max_connections
+                    );
+                    saturated = true;
+                }
+                match Arc::clone(&permits).acquire_owned().await {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                }
+            }
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -318,14 +400,11 @@ async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>) {
         };
         let _ = stream.set_nodelay(true);
         let proxy = Arc::clone(&proxy);
+        let http = http.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |request| Arc::clone(&proxy).handle(request, peer, local));
-            let served = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(20))
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let served = http.serve_connection(TokioIo::new(stream), service).await;
             if let Err(e) = served {
                 tracing::debug!(client = %peer, "connection ended: {e}");
             }

@@ -377,7 +377,7 @@ pub mod util {
 
         #[test]
         fn sticky_charges_advance_the_counters() {
-            // BEHAVIOUR 2.5: 1 unsticky (web1) + 3 sticky to web1, then 4 unsticky all go to web2.
+            // docs/apache-behaviour.md §2.5: 1 unsticky (web1) + 3 sticky to web1, then 4 unsticky all go to web2.
             let c = [0, 1];
             let f = [100, 100];
             let mut lb = [0, 0];

@@ -1,4 +1,4 @@
-//! byrequests through the real binary: Apache's exact sequences (BEHAVIOUR.md §2.2–2.4).
+//! byrequests through the real binary: Apache's exact sequences (docs/apache-behaviour.md §2.2–2.4).
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,4 @@
-//! Failure handling through the real binary (BEHAVIOUR.md §5).
+//! Failure handling through the real binary (docs/apache-behaviour.md §5).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

@@ -2,7 +2,7 @@
 //! granted: the request that hit it gets a clear 5xx, the fault is logged with the plugin's name,
 //! and the next request is served.
 
-use fulcrum::plugin::builtin::TEST_PLUGIN_DIR;
+use fulcrum::plugin::builtin::{TEST_PLUGIN_DIR, TEST_PLUGINS_APART_DIR};
 
 use crate::support::*;
 
@@ -202,4 +202,55 @@ async fn instances_are_recycled_after_their_calls() {
         seen.push(get(&client, &fulcrum.url("/"), &[]).await.served_by().to_string());
     }
     assert_eq!(seen, ["web1", "web2", "web1", "web2", "web1", "web2"]);
+}
+
+/// A rules plugin's faults are told apart and counted as a selector's are (one call wrapper for
+/// both): a rules call that overruns its deadline counts `kind="deadline"`, one that hits its
+/// memory cap `kind="memory"`, a panic `kind="trap"`. The request goes on without the rules'
+/// actions and is served; the log names the plugin, the request and the Wasm backtrace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_faults_are_counted_by_kind() {
+    let (web1, web2) = two_backends().await;
+    let plugins = tempfile::tempdir().unwrap();
+    let plugin = "rules-fault-test.wasm";
+    std::fs::copy(std::path::Path::new(TEST_PLUGINS_APART_DIR).join(plugin), plugins.path().join(plugin)).unwrap();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    drop(admin);
+    let config = balancer_config(
+        &[(&web1.url(), "web1", 1), (&web2.url(), "web2", 1)],
+        "",
+        &format!(
+            "plugins_dir = {:?}\nadmin_listen = \"{admin_addr}\"\n\n\
+             [plugins.rules-fault-test]\ncall_deadline_ms = 50\nmemory_limit_mib = 16\n",
+            plugins.path().display().to_string()
+        ),
+    )
+    .replacen("[balancer.default]", "[[vhost.rules]]\nplugin = \"rules-fault-test\"\n\n[balancer.default]", 1);
+    let fulcrum = Fulcrum::start(&config);
+    let client = client();
+
+    let good = get(&client, &fulcrum.url("/"), &[]).await;
+    assert_eq!(good.status, 200, "{good:?}");
+    assert_eq!(good.headers.get("x-rules").map(|v| v.to_str().unwrap()), Some("ok"), "{good:?}");
+    for fault in ["spin", "grow", "trap", "spin"] {
+        let answer = get(&client, &fulcrum.url("/"), &[("x-rules-fault", fault)]).await;
+        assert_eq!(answer.status, 200, "x-rules-fault: {fault}: {answer:?}\n{}", fulcrum.log());
+        assert!(["web1", "web2"].contains(&answer.served_by()), "x-rules-fault: {fault}: {answer:?}");
+    }
+
+    let metrics = get(&client, &format!("http://{admin_addr}/metrics"), &[]).await;
+    let has = |line: &str| assert!(metrics.body.lines().any(|l| l == line), "no `{line}` in:\n{}", metrics.body);
+    has(r#"fulcrum_plugin_faults_total{plugin="rules-fault-test",kind="deadline"} 2"#);
+    has(r#"fulcrum_plugin_faults_total{plugin="rules-fault-test",kind="memory"} 1"#);
+    has(r#"fulcrum_plugin_faults_total{plugin="rules-fault-test",kind="trap"} 1"#);
+    let log = fulcrum.log();
+    for what in ["ran past its deadline", "exceeded its memory limit", "trapped"] {
+        let start = log.find(&format!("rules plugin `rules-fault-test` failed: {what}: "));
+        let start = start.unwrap_or_else(|| panic!("no `{what}` fault in the log:\n{log}"));
+        // The entry runs until the next one (a line that starts with a timestamp).
+        let entry = &log[start..];
+        let entry = &entry[..entry.find("\n20").unwrap_or(entry.len())];
+        assert!(entry.contains("wasm backtrace:") && entry.contains("request="), "{entry}");
+    }
 }

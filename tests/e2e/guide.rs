@@ -1,5 +1,5 @@
 //! The Apache guide's whole configuration (`examples/apache-guide.toml`) through the real binary:
-//! what the member sees (BEHAVIOUR.md §6.2) and what the client gets (§4.1–4.5).
+//! what the member sees (docs/apache-behaviour.md §6.2) and what the client gets (§4.1–4.5).
 
 use crate::support::*;
 

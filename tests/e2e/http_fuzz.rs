@@ -563,7 +563,6 @@ fn first_status(addr: SocketAddr, bytes: &[u8]) -> u16 {
 /// chunk longer than its size) is answered 502 Bad Gateway, and logged as a member failure, where
 /// Apache answers 400 Bad Request: the member did nothing wrong.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a malformed request body gets 502 (proxy/mod.rs blames the member), Apache says 400"]
 async fn a_malformed_request_body_is_a_400_as_in_apache() {
     let (web1, web2) = two_backends().await;
     let apache = crate::apache::Apache::start(&crate::apache::Members {

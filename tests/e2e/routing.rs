@@ -1,4 +1,4 @@
-//! Routing: proxy_pass exclusions on segment boundaries (BEHAVIOUR §9.1), proxy_pass_match
+//! Routing: proxy_pass exclusions on segment boundaries (docs/apache-behaviour.md §9.1), proxy_pass_match
 //! (§8), ProxyPassReverse (§7.2).
 
 use crate::support::*;

@@ -1,4 +1,4 @@
-//! Sticky sessions through the real binary (BEHAVIOUR.md §2.5, §3.4–3.8).
+//! Sticky sessions through the real binary (docs/apache-behaviour.md §2.5, §3.4–3.8).
 
 use crate::support::*;
 

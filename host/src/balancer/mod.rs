@@ -2,7 +2,7 @@
 //!
 //! One [`Balancer`] per `balancer://NAME`. Its lbstatus counters live here, behind one lock that is
 //! held across the selector call, so a selection and its counter update are a single step even
-//! under concurrent requests: byrequests then gives Apache's exact order (BEHAVIOUR.md §2).
+//! under concurrent requests: byrequests then gives Apache's exact order (docs/apache-behaviour.md §2).
 
 pub mod select;
 pub mod status;

@@ -99,18 +99,22 @@ impl FaultKind {
             FaultKind::Setup => "setup",
         }
     }
-}
 
-impl fmt::Display for SelectorFault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match self.kind {
+    /// What the plugin did, in words: "ran past its deadline".
+    pub fn what(self) -> &'static str {
+        match self {
             FaultKind::Trap => "trapped",
             FaultKind::Deadline => "ran past its deadline",
             FaultKind::Memory => "exceeded its memory limit",
             FaultKind::NotGranted => "called a WASI function it was not granted",
             FaultKind::Setup => "could not be set up",
-        };
-        write!(f, "plugin `{}` {what}: {}", self.plugin, self.detail)
+        }
+    }
+}
+
+impl fmt::Display for SelectorFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "plugin `{}` {}: {}", self.plugin, self.kind.what(), self.detail)
     }
 }
 

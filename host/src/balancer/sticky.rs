@@ -1,5 +1,5 @@
 //! Sticky sessions: the route a request asks for, found exactly as mod_proxy_balancer finds it
-//! (BEHAVIOUR.md §3.1–3.3).
+//! (docs/apache-behaviour.md §3.1–3.3).
 //!
 //! The route is looked for first in the request URI (the first `NAME=` anywhere, value up to the
 //! next `?`, `&` or `;`), then in the Cookie header (the first `NAME` at the start or after `;`, `,`
@@ -106,7 +106,7 @@ mod tests {
         StickySession::parse("BALANCEID", '.', false)
     }
 
-    /// Request URI and Cookie in, route out (BEHAVIOUR §3.1–3.3, one row per recorded case).
+    /// Request URI and Cookie in, route out (docs/apache-behaviour.md §3.1–3.3, one row per recorded case).
     #[test]
     fn routes_are_found_as_apache_finds_them() {
         let cases: &[(&str, Option<&str>, Option<&str>)] = &[

@@ -4,9 +4,10 @@
 //! collected with its line, so `fulcrum check` shows them all at once.
 
 mod error;
+mod limits;
 mod raw;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,6 +20,7 @@ use crate::balancer::status::MemberStatus;
 use crate::balancer::sticky::StickySession;
 
 pub use error::{ConfigError, Location, Problem};
+pub use limits::{DEFAULT_MAX_CONNECTIONS, Limits};
 
 /// Apache's default `retry` for a member in error state.
 pub const DEFAULT_RETRY: Duration = Duration::from_secs(60);
@@ -40,10 +42,27 @@ pub struct Config {
     /// The access log and its format, when configured.
     pub access_log: Option<(LogTarget, LogFormat)>,
     pub proxy_timeout: Duration,
+    /// `[limits]`: request limits, read timeouts, connections.
+    pub limits: Limits,
     pub vhosts: Vec<VirtualHost>,
     pub balancers: Vec<BalancerConfig>,
     /// `[plugins.NAME]` settings; plugins not named here get the defaults.
     pub plugins: BTreeMap<String, PluginSettings>,
+    /// Where each key is written, for problems found after loading ([`Config::problem`]).
+    pub locations: Locations,
+}
+
+/// Where each value of the file is: `balancer.default.lbmethod` → its line and column. Problems
+/// found after loading (a plugin that is not there, an access log that cannot be opened) point
+/// into the file with it, like the loader's own.
+#[derive(Debug, Clone, Default)]
+pub struct Locations(BTreeMap<String, Location>);
+
+impl Locations {
+    /// Where the value of `key` is written, if it is.
+    pub fn get(&self, key: &str) -> Option<Location> {
+        self.0.get(key).copied()
+    }
 }
 
 /// `plugin_cache_max_mib` when not written: room for about thirty compiled Python plugins.
@@ -247,7 +266,28 @@ pub struct BalancerConfig {
     /// Failover attempts after the first.
     pub maxattempts: usize,
     pub forcerecovery: bool,
+    /// When an idempotent request without a body whose member failed before answering goes to
+    /// another member, within `maxattempts` (RFC 9110 §9.2.2; nginx's `proxy_next_upstream`).
+    pub retry_idempotent: RetryOn,
     pub members: Vec<MemberConfig>,
+}
+
+/// Member failures after which an idempotent request without a body is sent to another member
+/// (`retry_idempotent = ["error", "timeout"]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryOn {
+    /// The connection failed before a response head arrived: reset, closed, an unparsable
+    /// response (nginx's `error`). On by default.
+    pub error: bool,
+    /// No response head within the timeout (nginx's `timeout`). Off by default: Apache answers a
+    /// timeout with a 502 and never sends the request again (docs/apache-behaviour.md §5.8).
+    pub timeout: bool,
+}
+
+impl Default for RetryOn {
+    fn default() -> RetryOn {
+        RetryOn { error: true, timeout: false }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -280,9 +320,35 @@ impl Config {
 
     /// Validate configuration text; `path` names it in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        Loader { text, file: path, problems: Vec::new(), tree: None }.load()
+        Loader { text, file: path, problems: Vec::new(), tree: None, entries: Vec::new(), removed: Vec::new() }.load()
+    }
+
+    /// A problem about `key` (`balancer.default.lbmethod`), located at its value in the file, or
+    /// at the nearest enclosing table when the key is not written (it has its default).
+    pub fn problem(&self, key: &str, message: impl Into<String>) -> Problem {
+        let mut at = key;
+        let location = loop {
+            if let Some(location) = self.locations.get(at) {
+                break Some(location);
+            }
+            match at.rfind(['.', '[']) {
+                Some(end) => at = &at[..end],
+                None => break None,
+            }
+        };
+        Problem { location, key: Some(key.to_string()), message: message.into() }
+    }
+
+    /// `problems` as an error of this configuration's file, in file order.
+    pub fn error(&self, mut problems: Vec<Problem>) -> ConfigError {
+        problems.sort_by_key(|p| p.location.map(|l| (l.line, l.column)));
+        ConfigError { file: self.source.clone(), problems }
     }
 }
+
+/// Wrong-type errors reported in one go: each bad value is taken out and the file deserialized
+/// again, so that one typo does not hide the next.
+const MAX_TYPE_ERRORS: usize = 32;
 
 struct Loader<'a> {
     text: &'a str,
@@ -290,6 +356,11 @@ struct Loader<'a> {
     problems: Vec<Problem>,
     /// The parsed document with spans, for locating keys and values.
     tree: Option<Spanned<toml::de::DeTable<'a>>>,
+    /// Every key and array item of the document, with the span of its value.
+    entries: Vec<(Vec<String>, std::ops::Range<usize>)>,
+    /// Keys whose value had the wrong type and was taken out (`listen`, `balancer.b.timeout`):
+    /// what is missing because of them is not reported again.
+    removed: Vec<String>,
 }
 
 impl Loader<'_> {
@@ -299,9 +370,18 @@ impl Loader<'_> {
         key: impl Into<Option<String>>,
         message: impl Into<String>,
     ) {
+        let key = key.into();
+        if let Some(key) = &key
+            && self
+                .removed
+                .iter()
+                .any(|r| r == key || key.starts_with(&format!("{r}.")) || key.starts_with(&format!("{r}[")))
+        {
+            return;
+        }
         self.problems.push(Problem {
             location: span.map(|s| Location::of(self.text, s.start)),
-            key: key.into(),
+            key,
             message: message.into(),
         });
     }
@@ -325,6 +405,8 @@ impl Loader<'_> {
     }
 
     /// Parse the TOML and deserialize it, collecting unknown keys (with their lines) on the way.
+    /// A value of the wrong type is reported with its key, taken out, and the rest deserialized
+    /// again, so every such mistake is reported at once (and the rest validated).
     fn deserialize(&mut self) -> Option<raw::RawConfig> {
         let document = match toml::de::DeTable::parse(self.text) {
             Ok(doc) => doc,
@@ -333,51 +415,117 @@ impl Loader<'_> {
                 return None;
             }
         };
+        self.entries = entries(&document);
         self.tree = Some(document.clone());
-        let mut unknown: Vec<Vec<String>> = Vec::new();
-        let result = serde_ignored::deserialize(toml::de::Deserializer::from(document), |path| {
-            unknown.push(path_segments(&path));
-        });
-        for segments in unknown {
+        let mut document = document;
+        let mut unknown: BTreeSet<Vec<String>> = BTreeSet::new();
+        let mut removed: Vec<Vec<String>> = Vec::new();
+        let mut raw = None;
+        // Whether what deserializes is the file less its bad values only (then it is validated).
+        let mut whole = true;
+        for _ in 0..MAX_TYPE_ERRORS {
+            let result = serde_ignored::deserialize(toml::de::Deserializer::from(document.clone()), |path| {
+                unknown.insert(path_segments(&path));
+            });
+            let e = match result {
+                Ok(ok) => {
+                    raw = Some(ok);
+                    break;
+                }
+                Err(e) => e,
+            };
+            let key = e.span().and_then(|span| self.key_at(span));
+            // A field missing because its bad value was taken out was reported as that value: take
+            // its table out too (to find the other bad values), and validate nothing.
+            let consequence =
+                key.as_ref().is_some_and(|k| removed.iter().any(|r| r.len() > k.len() && r.starts_with(k)));
+            if consequence {
+                whole = false;
+            } else {
+                self.problem(e.span(), key.as_deref().map(display_path), e.message().to_string());
+            }
+            match key.and_then(|k| remove(document.get_mut(), &k)) {
+                Some(gone) => {
+                    self.removed.push(display_path(&gone));
+                    removed.push(gone);
+                }
+                None => {
+                    whole = false;
+                    break;
+                }
+            }
+        }
+        let raw = raw.filter(|_| whole);
+        for mut segments in unknown {
+            // The toml crate hands a datetime to serde as a one-field table; where a table of
+            // settings was expected, that field is what comes back as "unknown".
+            if segments.last().is_some_and(|s| s.starts_with("$__toml_private")) {
+                segments.pop();
+                let span = self.tree.as_ref().and_then(|t| find(t, &segments)).map(|(_, value)| value);
+                let shown = display_path(&segments);
+                self.problem(span, shown, "expected a table, found a date-time");
+                continue;
+            }
             let span = self.tree.as_ref().and_then(|t| find(t, &segments)).map(|(key, _)| key);
             let shown = display_path(&segments);
             self.problem(span, shown, "unknown key");
         }
-        match result {
-            Ok(raw) => Some(raw),
-            Err(e) => {
-                self.problem(e.span(), None, e.message().to_string());
-                None
-            }
-        }
+        raw
+    }
+
+    /// The innermost key whose value contains `span` (where a serde error points).
+    fn key_at(&self, span: std::ops::Range<usize>) -> Option<Vec<String>> {
+        self.entries
+            .iter()
+            .filter(|(_, value)| value.start <= span.start && span.end <= value.end)
+            .min_by_key(|(path, value)| (value.len(), std::cmp::Reverse(path.len())))
+            .map(|(path, _)| path.clone())
     }
 
     fn validate(&mut self, raw: raw::RawConfig) -> Config {
-        let mut listen = Vec::new();
-        for addr in &raw.listen {
-            match addr.get_ref().parse::<SocketAddr>() {
-                Ok(a) => listen.push(a),
+        let mut listen: Vec<SocketAddr> = Vec::new();
+        // Each address once: the same socket (however written) cannot be bound twice.
+        let mut bound: Vec<(SocketAddr, String, usize)> = Vec::new();
+        for (i, addr) in raw.listen.iter().enumerate() {
+            let key = format!("listen[{i}]");
+            match addr.get_ref().trim().parse::<SocketAddr>() {
+                Ok(a) => {
+                    self.unique_address(a, addr, &key, &mut bound);
+                    listen.push(a);
+                }
                 Err(_) => self.at(
                     addr,
-                    "listen",
+                    &key,
                     format!("`{}` is not an IP address with a port (like 127.0.0.1:8080)", addr.get_ref()),
                 ),
             }
         }
-        let admin_listen = raw.admin_listen.as_ref().and_then(|addr| match addr.get_ref().parse::<SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                let why = format!("`{}` is not an IP address with a port (like 127.0.0.1:9901)", addr.get_ref());
-                self.at(addr, "admin_listen", why);
-                None
-            }
-        });
+        let admin_listen =
+            raw.admin_listen.as_ref().and_then(|addr| match addr.get_ref().trim().parse::<SocketAddr>() {
+                Ok(a) => {
+                    self.unique_address(a, addr, "admin_listen", &mut bound);
+                    Some(a)
+                }
+                Err(_) => {
+                    let why = format!("`{}` is not an IP address with a port (like 127.0.0.1:9901)", addr.get_ref());
+                    self.at(addr, "admin_listen", why);
+                    None
+                }
+            });
         if raw.listen.is_empty() {
             self.problem(None, "listen".to_string(), "no address to listen on: add `listen = [\"127.0.0.1:8080\"]`");
         }
 
         let base = self.file.parent().unwrap_or(Path::new("."));
-        let plugins_dir = raw.plugins_dir.as_ref().map(|d| base.join(d.get_ref()));
+        let plugins_dir = raw.plugins_dir.as_ref().map(|d| {
+            let dir = base.join(d.get_ref());
+            match std::fs::metadata(&dir) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => self.at(d, "plugins_dir", format!("{} is not a directory", dir.display())),
+                Err(e) => self.at(d, "plugins_dir", format!("{}: {}", dir.display(), os_reason(&e))),
+            }
+            dir
+        });
         let plugin_cache = match raw.plugin_cache_dir.as_ref().map(Spanned::get_ref) {
             None => PluginCache::Default,
             Some(d) if d.is_empty() => PluginCache::Off,
@@ -413,8 +561,20 @@ impl Loader<'_> {
             (target, format)
         });
         let proxy_timeout = match &raw.proxy_timeout {
-            Some(t) => self.seconds(t, "proxy_timeout").unwrap_or(DEFAULT_PROXY_TIMEOUT),
+            Some(t) => self.timeout(t, "proxy_timeout").unwrap_or(DEFAULT_PROXY_TIMEOUT),
             None => DEFAULT_PROXY_TIMEOUT,
+        };
+
+        let limits = match &raw.limits {
+            Some(l) => {
+                let mut found = Vec::new();
+                let limits = Limits::validate(l.get_ref(), |span, key, message| found.push((span, key, message)));
+                for (span, key, message) in found {
+                    self.problem(Some(span), key, message);
+                }
+                limits
+            }
+            None => Limits::default(),
         };
 
         let mut balancers = Vec::new();
@@ -449,9 +609,16 @@ impl Loader<'_> {
             plugin_cache_max_bytes,
             access_log,
             proxy_timeout,
+            limits,
             vhosts,
             balancers,
             plugins,
+            locations: Locations(
+                self.entries
+                    .iter()
+                    .map(|(path, value)| (display_path(path), Location::of(self.text, value.start)))
+                    .collect(),
+            ),
         }
     }
 
@@ -507,6 +674,51 @@ impl Loader<'_> {
             return None;
         }
         Some(Duration::from_secs(*value.get_ref()))
+    }
+
+    /// A timeout in seconds: at least 1, since 0 gives up at once (every request would get a 502).
+    fn timeout(&mut self, value: &Spanned<u64>, key: &str) -> Option<Duration> {
+        if *value.get_ref() == 0 {
+            self.at(value, key, "must be at least 1 second (0 would time out every request: a 502 each)");
+            return None;
+        }
+        self.seconds(value, key)
+    }
+
+    /// Refuse `addr` when an earlier listener (in `bound`) takes the same socket: the same address
+    /// and port however written, or a wildcard address (`0.0.0.0`, `[::]`) and another of its
+    /// family on the same port. Port 0 (any free port) never clashes.
+    fn unique_address(
+        &mut self,
+        addr: SocketAddr,
+        written: &Spanned<String>,
+        key: &str,
+        bound: &mut Vec<(SocketAddr, String, usize)>,
+    ) {
+        let line = Location::of(self.text, written.span().start).line;
+        let clash = bound.iter().find(|(other, _, _)| {
+            let overlap = addr.ip() == other.ip()
+                || ((addr.ip().is_unspecified() || other.ip().is_unspecified()) && addr.is_ipv4() == other.is_ipv4())
+                // `[::]` takes IPv4 too on a dual-stack system.
+                || (addr.ip().is_unspecified() && addr.is_ipv6() && other.is_ipv4())
+                || (other.ip().is_unspecified() && other.is_ipv6() && addr.is_ipv4());
+            addr.port() != 0 && addr.port() == other.port() && overlap
+        });
+        match clash {
+            Some((other, other_key, other_line)) if *other == addr => {
+                let message =
+                    format!("{addr} is already `{other_key}` (line {other_line}): a socket is listened on once");
+                self.at(written, key, message);
+            }
+            Some((other, other_key, other_line)) => {
+                let message = format!(
+                    "{addr} overlaps {other} (`{other_key}`, line {other_line}): a wildcard address takes the port on \
+                     every address, so both cannot be bound"
+                );
+                self.at(written, key, message);
+            }
+            None => bound.push((addr, key.to_string(), line)),
+        }
     }
 
     fn vhost(&mut self, i: usize, raw: &raw::RawVhost, balancers: &BTreeMap<String, usize>) -> VirtualHost {
@@ -606,6 +818,9 @@ impl Loader<'_> {
             let seconds = |loader: &mut Self, v: &Option<Spanned<u64>>, key: &str| {
                 v.as_ref().and_then(|t| loader.seconds(t, &format!("{k}.{key}")))
             };
+            let timeout = |loader: &mut Self, v: &Option<Spanned<u64>>, key: &str| {
+                v.as_ref().and_then(|t| loader.timeout(t, &format!("{k}.{key}")))
+            };
             let worker = MemberConfig {
                 url: base.to_string(),
                 scheme,
@@ -615,8 +830,8 @@ impl Loader<'_> {
                 lbfactor: 100,
                 lbset: 0,
                 retry: seconds(self, &m.retry, "retry").unwrap_or(DEFAULT_RETRY),
-                timeout: seconds(self, &m.timeout, "timeout"),
-                connection_timeout: seconds(self, &m.connectiontimeout, "connectiontimeout"),
+                timeout: timeout(self, &m.timeout, "timeout"),
+                connection_timeout: timeout(self, &m.connectiontimeout, "connectiontimeout"),
                 status: MemberStatus::default(),
                 redirect: None,
             };
@@ -624,6 +839,11 @@ impl Loader<'_> {
         }
         let mut rules = Vec::new();
         for (j, table) in raw.rules.iter().enumerate() {
+            // A date-time comes through serde as a table with one private key.
+            if table.get_ref().keys().any(|k| k.starts_with("$__toml_private")) {
+                self.at(table, &format!("vhost[{i}].rules[{j}]"), "expected a table, found a date-time");
+                continue;
+            }
             let mut config = table.get_ref().clone();
             let plugin = match config.remove("plugin") {
                 None => DEFAULT_RULES_PLUGIN.to_string(),
@@ -669,7 +889,7 @@ impl Loader<'_> {
                 format!("balancer `{name}` has no members: add at least one [[balancer.{name}.member]] with a url"),
             );
         }
-        let timeout = raw.timeout.as_ref().and_then(|t| self.seconds(t, &key("timeout")));
+        let timeout = raw.timeout.as_ref().and_then(|t| self.timeout(t, &key("timeout")));
         let mut members: Vec<MemberConfig> = Vec::new();
         for (i, member) in raw.members.iter().enumerate() {
             if let Some(m) = self.member(name, i, member.get_ref()) {
@@ -713,6 +933,12 @@ impl Loader<'_> {
                 self.at(s, &key("stickysession"), "empty session name");
                 return None;
             }
+            if let Some((cookie, param)) = s.get_ref().trim().split_once('|')
+                && (cookie.trim().is_empty() || param.trim().is_empty())
+            {
+                self.at(s, &key("stickysession"), "`COOKIE|urlparam` needs both names (one of them is empty)");
+                return None;
+            }
             Some(StickySession::parse(s.get_ref().trim(), separator, raw.nofailover.unwrap_or(false)))
         });
         let mut failonstatus = Vec::new();
@@ -731,6 +957,26 @@ impl Loader<'_> {
             // Apache's default: one attempt per other member.
             None => raw.members.len().saturating_sub(1),
         };
+        let retry_idempotent = match &raw.retry_idempotent {
+            None => RetryOn::default(),
+            Some(list) => {
+                let mut on = RetryOn { error: false, timeout: false };
+                for item in list {
+                    match item.get_ref().as_str() {
+                        "error" => on.error = true,
+                        "timeout" => on.timeout = true,
+                        other => self.at(
+                            item,
+                            &key("retry_idempotent"),
+                            format!(
+                                "`{other}` is not a failure to retry after: use \"error\", \"timeout\" (or [] for none)"
+                            ),
+                        ),
+                    }
+                }
+                on
+            }
+        };
         BalancerConfig {
             name: name.to_string(),
             lbmethod: raw.lbmethod.as_ref().map_or_else(|| "byrequests".to_string(), |m| m.get_ref().clone()),
@@ -743,6 +989,7 @@ impl Loader<'_> {
             failontimeout: raw.failontimeout.unwrap_or(false),
             maxattempts,
             forcerecovery: raw.forcerecovery.unwrap_or(true),
+            retry_idempotent,
             members,
         }
     }
@@ -778,9 +1025,9 @@ impl Loader<'_> {
             None => 0,
         };
         let retry = raw.retry.as_ref().and_then(|r| self.seconds(r, &key("retry"))).unwrap_or(DEFAULT_RETRY);
-        let timeout = raw.timeout.as_ref().and_then(|t| self.seconds(t, &key("timeout")));
+        let timeout = raw.timeout.as_ref().and_then(|t| self.timeout(t, &key("timeout")));
         let connection_timeout =
-            raw.connectiontimeout.as_ref().and_then(|t| self.seconds(t, &key("connectiontimeout")));
+            raw.connectiontimeout.as_ref().and_then(|t| self.timeout(t, &key("connectiontimeout")));
         let status = match &raw.status {
             Some(spec) => match MemberStatus::parse(spec.get_ref()) {
                 Ok(status) => status,
@@ -904,6 +1151,82 @@ fn find(
         }
     }
     found
+}
+
+/// Every key and array item of the document (`["balancer", "default", "member", "0", "url"]`),
+/// with the span of its value.
+fn entries(doc: &Spanned<toml::de::DeTable<'_>>) -> Vec<(Vec<String>, std::ops::Range<usize>)> {
+    use toml::de::DeValue;
+    fn walk(value: &DeValue<'_>, path: &mut Vec<String>, out: &mut Vec<(Vec<String>, std::ops::Range<usize>)>) {
+        let mut visit = |path: &mut Vec<String>, segment: String, item: &Spanned<DeValue<'_>>| {
+            path.push(segment);
+            out.push((path.clone(), item.span()));
+            walk(item.get_ref(), path, out);
+            path.pop();
+        };
+        match value {
+            DeValue::Table(table) => table.iter().for_each(|(k, v)| visit(path, k.get_ref().to_string(), v)),
+            DeValue::Array(array) => array.iter().enumerate().for_each(|(i, v)| visit(path, i.to_string(), v)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(&DeValue::Table(doc.get_ref().clone()), &mut Vec::new(), &mut out);
+    out
+}
+
+/// Take the value at `segments` out of the document: the innermost table key on that path (an
+/// array item cannot go without renumbering its neighbours, so its array goes). Returns the key
+/// path taken out.
+fn remove(root: &mut toml::de::DeTable<'_>, segments: &[String]) -> Option<Vec<String>> {
+    use toml::de::DeValue;
+    // Which segments are table keys rather than array indexes.
+    let mut keys = Vec::with_capacity(segments.len());
+    let mut value: Option<&DeValue<'_>> = None;
+    for segment in segments {
+        let next = match value {
+            None => {
+                keys.push(true);
+                root.get(segment.as_str())?
+            }
+            Some(DeValue::Table(t)) => {
+                keys.push(true);
+                t.get(segment.as_str())?
+            }
+            Some(DeValue::Array(a)) => {
+                keys.push(false);
+                a.get(segment.parse::<usize>().ok()?)?
+            }
+            Some(_) => return None,
+        };
+        value = Some(next.get_ref());
+    }
+    let last = keys.iter().rposition(|&k| k)?;
+    let target = &segments[..=last];
+    if last == 0 {
+        return root.remove(target[0].as_str()).map(|_| target.to_vec());
+    }
+    let mut value = root.get_mut(target[0].as_str())?.get_mut();
+    for segment in &target[1..last] {
+        value = match value {
+            DeValue::Table(t) => t.get_mut(segment.as_str())?.get_mut(),
+            DeValue::Array(a) => a.get_mut(segment.parse::<usize>().ok()?)?.get_mut(),
+            _ => return None,
+        };
+    }
+    match value {
+        DeValue::Table(t) => t.remove(target[last].as_str()).map(|_| target.to_vec()),
+        _ => None,
+    }
+}
+
+/// An I/O error's reason without Rust's ` (os error N)` suffix: `Permission denied`.
+pub fn os_reason(error: &std::io::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => text[..at].to_string(),
+        _ => text,
+    }
 }
 
 #[cfg(test)]

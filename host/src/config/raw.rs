@@ -28,6 +28,8 @@ pub struct RawConfig {
     pub log_format: Option<Spanned<String>>,
     /// `ProxyTimeout`, seconds: how long to wait for a member's response (default 60).
     pub proxy_timeout: Option<Spanned<u64>>,
+    /// `[limits]`: request size limits, read timeouts, connections (Apache's defaults).
+    pub limits: Option<Spanned<super::limits::RawLimits>>,
     #[serde(default, rename = "vhost")]
     pub vhosts: Vec<Spanned<RawVhost>>,
     #[serde(default, rename = "balancer")]
@@ -116,7 +118,7 @@ pub struct RawBalancer {
     /// `stickysessionsep`: what separates the route in the session value (default `.`).
     pub stickysessionsep: Option<Spanned<String>>,
     /// `scolonpathdelim`: accepted for Apache compatibility; `;` always ends a URL route (as
-    /// Apache 2.4.71 was observed to do with it off, BEHAVIOUR §3.1).
+    /// Apache 2.4.71 was observed to do with it off, docs/apache-behaviour.md §3.1).
     #[serde(rename = "scolonpathdelim")]
     pub _scolonpathdelim: Option<bool>,
     /// `nofailover`: a sticky route whose member is down gets a 503 (default off).
@@ -130,6 +132,9 @@ pub struct RawBalancer {
     pub maxattempts: Option<Spanned<i64>>,
     /// `forcerecovery`: when every member is in error, try them again at once (default on).
     pub forcerecovery: Option<bool>,
+    /// After which member failures an idempotent request without a body goes to another member:
+    /// `"error"` (the default), `"timeout"` (Fulcrum's, like nginx's `proxy_next_upstream`).
+    pub retry_idempotent: Option<Vec<Spanned<String>>>,
     #[serde(default, rename = "member")]
     pub members: Vec<Spanned<RawMember>>,
 }

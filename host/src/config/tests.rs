@@ -84,3 +84,215 @@ fn broken_toml_names_its_line() {
     let err = parse("listen = [\"127.0.0.1:8080\"\n[[vhost]]\n").unwrap_err().to_string();
     assert!(err.starts_with("test.toml:"), "{err}");
 }
+
+/// `file:line:column` of what follows the first `before` in `text`, as problems print it.
+fn at(text: &str, before: &str) -> String {
+    let offset = text.find(before).unwrap_or_else(|| panic!("`{before}` is not in:\n{text}")) + before.len();
+    let l = Location::of(text, offset);
+    format!("test.toml:{}:{}", l.line, l.column)
+}
+
+/// Config in (a line of GOOD replaced), problem out: each at the file, line and column of the value
+/// and naming its dotted key. These all parsed before, and each could only fail at run time (or,
+/// for a zero timeout, fail every request with a 502).
+#[test]
+fn values_that_cannot_work_are_refused_at_their_key() {
+    // (replace, with, key, the text right before the value, message)
+    let cases: &[(&str, &str, &str, &str, &str)] = &[
+        (
+            "listen = [\"127.0.0.1:8080\"]",
+            "listen = [\"127.0.0.1:8080\"]\nproxy_timeout = 0",
+            "proxy_timeout",
+            "proxy_timeout = ",
+            "must be at least 1 second",
+        ),
+        (
+            "lbmethod = \"byrequests\"",
+            "timeout = 0",
+            "balancer.default.timeout",
+            "\ntimeout = ",
+            "must be at least 1 second",
+        ),
+        (
+            "route = \"web1\"",
+            "route = \"web1\"\ntimeout = 0",
+            "balancer.default.member[0].timeout",
+            "\ntimeout = ",
+            "must be at least 1 second",
+        ),
+        (
+            "route = \"web1\"",
+            "route = \"web1\"\nconnectiontimeout = 0",
+            "balancer.default.member[0].connectiontimeout",
+            "connectiontimeout = ",
+            "must be at least 1 second (0 would time out every request: a 502 each)",
+        ),
+        (
+            "proxy_pass = [",
+            "proxy_pass_match = [{ regex = \"^/x\", to = \"http://127.0.0.1:9\", connectiontimeout = 0 }]\nproxy_pass = [",
+            "vhost[0].proxy_pass_match[0].connectiontimeout",
+            "connectiontimeout = ",
+            "must be at least 1 second",
+        ),
+        (
+            "\"127.0.0.1:8080\"",
+            "\"127.0.0.1:8080\", \"127.0.0.1:8080\"",
+            "listen[1]",
+            "\"127.0.0.1:8080\", ",
+            "127.0.0.1:8080 is already `listen[0]` (line 2)",
+        ),
+        // The same socket written differently.
+        (
+            "\"127.0.0.1:8080\"",
+            "\"[::1]:8080\", \"[0:0:0:0:0:0:0:1]:8080\"",
+            "listen[1]",
+            "\"[::1]:8080\", ",
+            "[::1]:8080 is already `listen[0]` (line 2)",
+        ),
+        (
+            "\"127.0.0.1:8080\"",
+            "\"127.0.0.1:8080\", \"0.0.0.0:8080\"",
+            "listen[1]",
+            "\"127.0.0.1:8080\", ",
+            "0.0.0.0:8080 overlaps 127.0.0.1:8080 (`listen[0]`, line 2)",
+        ),
+        (
+            "listen = [\"127.0.0.1:8080\"]",
+            "listen = [\"127.0.0.1:8080\"]\nadmin_listen = \"127.0.0.1:08080\"",
+            "admin_listen",
+            "admin_listen = ",
+            "127.0.0.1:8080 is already `listen[0]` (line 2)",
+        ),
+        (
+            "\"127.0.0.1:8080\"",
+            "\"127.0.0.1:8080\", \"127.0.0.1\"",
+            "listen[1]",
+            "\"127.0.0.1:8080\", ",
+            "`127.0.0.1` is not an IP address with a port",
+        ),
+        // The wrong type: named by its key, however deep.
+        (
+            "listen = [\"127.0.0.1:8080\"]",
+            "listen = [\"127.0.0.1:8080\"]\nproxy_timeout = \"5\"",
+            "proxy_timeout",
+            "proxy_timeout = ",
+            "invalid type: string \"5\", expected u64",
+        ),
+        (
+            "loadfactor = 2",
+            "loadfactor = \"x\"",
+            "balancer.default.member[1].loadfactor",
+            "loadfactor = ",
+            "invalid type",
+        ),
+        (
+            "listen = [\"127.0.0.1:8080\"]",
+            "listen = 80",
+            "listen",
+            "listen = ",
+            "invalid type: integer `80`, expected a sequence",
+        ),
+        ("lbmethod = \"byrequests\"", "lbmethod = 3", "balancer.default.lbmethod", "lbmethod = ", "invalid type"),
+        (
+            "url = \"http://127.0.0.1:18001\"",
+            "url = 18001",
+            "balancer.default.member[0].url",
+            "url = ",
+            "invalid type: integer `18001`, expected a string",
+        ),
+        (
+            "lbmethod = \"byrequests\"",
+            "lbmethod = \"byrequests\"\nfailonstatus = [500, \"x\"]",
+            "balancer.default.failonstatus[1]",
+            "[500, ",
+            "invalid type",
+        ),
+        (
+            "listen = [\"127.0.0.1:8080\"]",
+            "listen = [\"127.0.0.1:8080\"]\nplugins_dir = \"/nonexistent/plugins.d\"",
+            "plugins_dir",
+            "plugins_dir = ",
+            "/nonexistent/plugins.d: No such file or directory",
+        ),
+        (
+            "listen = [\"127.0.0.1:8080\"]",
+            "listen = [\"127.0.0.1:8080\"]\nplugins_dir = \"/etc/hostname\"",
+            "plugins_dir",
+            "plugins_dir = ",
+            "/etc/hostname is not a directory",
+        ),
+    ];
+    for (from, to, key, before, message) in cases {
+        assert!(GOOD.contains(from), "{from}");
+        let text = GOOD.replacen(from, to, 1);
+        let err = parse(&text).expect_err(to).to_string();
+        let expected = format!("{}: `{key}`: {message}", at(&text, before));
+        assert!(err.lines().count() == 1, "{to}: expected one problem, got:\n{err}");
+        assert!(err.starts_with(&expected), "{to}:\nexpected `{expected}`\n     got `{err}`");
+    }
+}
+
+/// Port 0 (any free port) is not a clash, nor is the same port on two addresses.
+#[test]
+fn distinct_sockets_are_accepted() {
+    let text = GOOD.replace(
+        "listen = [\"127.0.0.1:8080\"]",
+        "listen = [\"127.0.0.1:0\", \"127.0.0.1:0\", \"127.0.0.2:8080\", \"127.0.0.1:8080\", \"[::1]:8080\"]",
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.listen.len(), 5);
+}
+
+/// A value of the wrong type no longer hides the rest: every one is reported, and so is what the
+/// validation of the rest finds; what is missing only because a bad value was taken out is not.
+#[test]
+fn wrong_types_are_all_reported_with_the_rest() {
+    let text = GOOD
+        .replace("listen = [\"127.0.0.1:8080\"]", "listen = [\"127.0.0.1:8080\"]\nproxy_timeout = \"5\"")
+        .replace("route = \"web1\"", "route = \"web1\"\nloadfactor = \"x\"\nlbfactor = 2")
+        .replace("loadfactor = 2", "loadfactor = 0");
+    let err = parse(&text).unwrap_err().to_string();
+    let lines: Vec<&str> = err.lines().collect();
+    let expected = [
+        format!("{}: `proxy_timeout`: invalid type: string \"5\"", at(&text, "proxy_timeout = ")),
+        format!(
+            "{}: `balancer.default.member[0].loadfactor`: invalid type",
+            at(&text, "route = \"web1\"\nloadfactor = ")
+        ),
+        format!("{}: `balancer.default.member[0].lbfactor`: unknown key", at(&text, "\"x\"\n")),
+        format!(
+            "{}: `balancer.default.member[1].loadfactor`: loadfactor must be 1 to 100",
+            at(&text, "web2\"\nloadfactor = ")
+        ),
+    ];
+    assert_eq!(lines.len(), expected.len(), "{err}");
+    for (line, expected) in lines.iter().zip(&expected) {
+        assert!(line.starts_with(expected.as_str()), "expected `{expected}`\n     got `{line}`\nin:\n{err}");
+    }
+
+    // A required field of the wrong type: its absence is not reported, the other wrong types
+    // still are, and nothing is validated (its table is left out: its unknown key goes unseen).
+    let text = text.replace("url = \"http://127.0.0.1:18001\"", "url = 5");
+    let err = parse(&text).unwrap_err().to_string();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(lines[0].contains("`proxy_timeout`: invalid type"), "{err}");
+    assert!(
+        lines[1].starts_with(&format!("{}: `balancer.default.member[0].url`: invalid type", at(&text, "url = "))),
+        "{err}"
+    );
+    assert!(lines[2].contains("`balancer.default.member[0].loadfactor`: invalid type"), "{err}");
+}
+
+/// A later stage (a plugin, the access log) points at a key's value, or at its table when the key
+/// is not written.
+#[test]
+fn later_problems_point_at_their_key() {
+    let c = parse(GOOD).unwrap();
+    let p = c.problem("balancer.default.lbmethod", "no plugin named `x`");
+    assert_eq!(p.location, Some(Location { line: 9, column: 12 }));
+    let p = c.problem("balancer.default.fallback", "no plugin named `x`");
+    assert_eq!(p.location.map(|l| l.line), Some(8), "the balancer's table");
+    let shown = c.error(vec![p]).to_string();
+    assert_eq!(shown, "test.toml:8:1: `balancer.default.fallback`: no plugin named `x`");
+}

@@ -11,6 +11,7 @@
 
 mod bindings;
 pub mod cache;
+mod call;
 mod engine;
 mod registry;
 mod rules;
@@ -18,8 +19,9 @@ mod selector;
 mod store;
 pub mod template;
 mod wasi_io;
+pub mod watch;
 
-pub use registry::{PluginInfo, PluginRegistry, RegistryOptions, Rescan, Worlds};
+pub use registry::{FailedFile, PluginInfo, PluginRegistry, RegistryOptions, Rescan, Worlds};
 
 use std::time::Duration;
 

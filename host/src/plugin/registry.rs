@@ -134,7 +134,23 @@ impl PluginRegistry {
     }
 
     /// Like [`PluginRegistry::load`], with per-plugin limits and grants, shadowing and a cache.
+    /// A plugin file that fails fails the load; the error names every such file.
     pub fn load_configured(plugins_dir: Option<&Path>, options: RegistryOptions) -> Result<PluginRegistry, Error> {
+        let (registry, failed) = Self::load_each(plugins_dir, options)?;
+        if failed.is_empty() {
+            return Ok(registry);
+        }
+        let messages: Vec<String> = failed.into_iter().map(|f| f.message).collect();
+        Err(Error::msg(messages.join("\n")))
+    }
+
+    /// Like [`PluginRegistry::load_configured`], but a plugin file that cannot be loaded is left
+    /// out and reported (every one of them, so `fulcrum check` lists them all); only a folder that
+    /// cannot be read is an error.
+    pub fn load_each(
+        plugins_dir: Option<&Path>,
+        options: RegistryOptions,
+    ) -> Result<(PluginRegistry, Vec<FailedFile>), Error> {
         let RegistryOptions { limits, overrides, shadow, cache } = options;
         let mut entries = BTreeMap::new();
         for (name, bytes) in builtin::BUILTIN_PLUGINS {
@@ -152,10 +168,11 @@ impl PluginRegistry {
             dir: plugins_dir.map(Path::to_path_buf),
             failed: Mutex::new(BTreeMap::new()),
         };
-        if let Some(dir) = plugins_dir {
-            registry.load_dir(dir)?;
-        }
-        Ok(registry)
+        let failed = match plugins_dir {
+            Some(dir) => registry.load_dir(dir)?,
+            None => Vec::new(),
+        };
+        Ok((registry, failed))
     }
 
     /// The plugin folder, when there is one.
@@ -203,11 +220,10 @@ impl PluginRegistry {
                 })
             };
             if builtin.is_some() && !self.shadow.contains(&name) {
-                rescan.errors.push(format!(
-                    "plugin file {} is named `{name}`, like the built-in plugin (set `shadow_builtin = true` in \
-                     [plugins.{name}] to replace it)",
-                    path.display()
-                ));
+                // Refused once per version of the file, like a file that does not compile.
+                self.failed.lock().unwrap_or_else(PoisonError::into_inner).insert(name.clone(), stamp);
+                rescan.errors.push(builtin_clash(&path, &name));
+                rescan.failed.push(name);
                 continue;
             }
             let compiled = std::fs::read(&path)
@@ -253,39 +269,50 @@ impl PluginRegistry {
         rescan
     }
 
-    fn load_dir(&self, dir: &Path) -> Result<(), Error> {
+    /// Load every plugin file of `dir`; the files that fail are reported (and remembered, so a
+    /// rescan does not report them again until they change).
+    fn load_dir(&self, dir: &Path) -> Result<Vec<FailedFile>, Error> {
         let files = wasm_files(dir).map_err(|e| Error::msg(format!("plugins_dir {}: {e}", dir.display())))?;
+        let mut failed = Vec::new();
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         for path in files {
             let name = plugin_name(&path);
+            let stamp = file_stamp(&path);
             let mut shadows = None;
-            if let Some(existing) = entries.get(&name) {
-                match &existing.source {
-                    Source::Builtin(bytes) if self.shadow.contains(&name) => shadows = Some(*bytes),
-                    Source::Builtin(_) => {
-                        return Err(Error::msg(format!(
-                            "plugin file {} is named `{name}`, like the built-in plugin (set `shadow_builtin = \
-                             true` in [plugins.{name}] to replace it)",
-                            path.display()
-                        )));
-                    }
-                    Source::File(p) => {
-                        return Err(Error::msg(format!(
-                            "plugin file {} is named `{name}`, like the plugin from {}",
-                            path.display(),
-                            p.display()
-                        )));
-                    }
+            let clash = match entries.get(&name).map(|e| &e.source) {
+                Some(Source::Builtin(bytes)) if self.shadow.contains(&name) => {
+                    shadows = Some(*bytes);
+                    None
+                }
+                Some(Source::Builtin(_)) => Some(builtin_clash(&path, &name)),
+                Some(Source::File(p)) => Some(format!(
+                    "plugin file {} is named `{name}`, like the plugin from {}",
+                    path.display(),
+                    p.display()
+                )),
+                None => None,
+            };
+            let compiled = match clash {
+                Some(message) => Err(Error::msg(message)),
+                None => std::fs::read(&path)
+                    .map_err(|e| Error::msg(format!("plugin file {}: {e}", path.display())))
+                    .and_then(|bytes| {
+                        compile(&name, &path.display().to_string(), &bytes, self.limits(&name), self.cache.as_ref())
+                    }),
+            };
+            match compiled {
+                Ok(compiled) => {
+                    let entry =
+                        Entry { source: Source::File(path), shadows, compiled: Some(Arc::new(compiled)), stamp };
+                    entries.insert(name, entry);
+                }
+                Err(e) => {
+                    self.failed.lock().unwrap_or_else(PoisonError::into_inner).insert(name.clone(), stamp);
+                    failed.push(FailedFile { name, path, message: format!("{e:#}") });
                 }
             }
-            let stamp = file_stamp(&path);
-            let bytes = std::fs::read(&path).map_err(|e| Error::msg(format!("plugin file {}: {e}", path.display())))?;
-            let compiled =
-                compile(&name, &path.display().to_string(), &bytes, self.limits(&name), self.cache.as_ref())?;
-            entries
-                .insert(name, Entry { source: Source::File(path), shadows, compiled: Some(Arc::new(compiled)), stamp });
         }
-        Ok(())
+        Ok(failed)
     }
 
     /// The names of every known plugin.
@@ -357,6 +384,13 @@ fn compile(
     cache: Option<&ArtifactCache>,
 ) -> Result<CompiledPlugin, Error> {
     let fail = |why: String| Error::msg(format!("plugin `{name}` ({origin}): {why}"));
+    if wasmparser::Parser::is_core_wasm(bytes) {
+        // What wit-bindgen and most guest tool chains produce first: it needs one more step.
+        return Err(fail(format!(
+            "it is a core WebAssembly module, not a component: turn it into one with `fulcrum plugin componentize \
+             {origin} -o OUT.wasm` and put OUT.wasm in its place"
+        )));
+    }
     let engine = engine::engine();
     let (component, loaded) = match cache {
         Some(cache) => cache.load(engine, bytes),
@@ -438,6 +472,23 @@ fn compile(
         selector,
         rules,
     })
+}
+
+/// A plugin file that could not be loaded, and why.
+#[derive(Debug, Clone)]
+pub struct FailedFile {
+    pub name: String,
+    pub path: PathBuf,
+    /// What went wrong, naming the plugin and its file.
+    pub message: String,
+}
+
+fn builtin_clash(path: &Path, name: &str) -> String {
+    format!(
+        "plugin file {} is named `{name}`, like the built-in plugin (set `shadow_builtin = true` in [plugins.{name}] \
+         to replace it)",
+        path.display()
+    )
 }
 
 /// The `*.wasm` files of a folder, sorted.

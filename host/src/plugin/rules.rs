@@ -22,12 +22,7 @@ use crate::proxy::rules::{
 /// Warm instances kept per rule set; more are dropped after use.
 const MAX_IDLE: usize = 64;
 
-struct Live {
-    store: Store<StoreState>,
-    /// Calls served, for `recycle_after_calls`.
-    calls: u64,
-    bindings: RulesPlugin,
-}
+type Live = super::call::Instance<RulesPlugin>;
 
 pub struct WasmRules {
     plugin: Arc<CompiledPlugin>,
@@ -82,46 +77,36 @@ impl WasmRules {
             }
             Err(types::PluginError::Other(why)) => return Err(setup(format!("plugin `{name}`: {why}"))),
         };
-        Ok((Live { store, calls: 0, bindings }, needs))
+        Ok((Live::new(store, bindings), needs))
     }
 
-    /// Run `f` on a warm instance under the call deadline; a failed instance is dropped.
+    /// Run `f` on a warm instance under the call deadline ([`super::call::call`], as selectors
+    /// are run); a failed instance is dropped.
     fn call<R>(
         &self,
         request_id: u64,
         f: impl FnOnce(&mut Store<StoreState>, &RulesPlugin) -> wasmtime::Result<R>,
     ) -> Result<R, RulesFault> {
-        let fault = |detail: String| RulesFault { plugin: self.plugin.name.to_string(), detail };
         let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
-        let mut live = match idle {
-            Some(live) => live,
-            None => {
-                self.instantiate()
-                    .map_err(|e| {
-                        crate::admin::count_fault(&self.plugin.name, "setup");
-                        fault(e.message)
-                    })?
-                    .0
-            }
-        };
-        store::start_call(&mut live.store, self.limits.call_deadline);
-        live.store.data_mut().request_id = request_id;
-        match f(&mut live.store, &live.bindings) {
-            Ok(r) => {
-                live.calls += 1;
-                let worn_out = self.limits.recycle_after.is_some_and(|n| live.calls >= n);
-                let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-                if idle.len() < MAX_IDLE && !worn_out {
-                    idle.push(live);
-                }
-                Ok(r)
-            }
-            Err(e) => {
-                let kind = if super::ungranted_wasi_call(&e).is_some() { "not-granted" } else { "trap" };
-                crate::admin::count_fault(&self.plugin.name, kind);
-                Err(fault(super::trap_detail(&self.plugin.name, &e)))
+        let (answer, live) = super::call::call(
+            &self.plugin.name,
+            &self.limits,
+            request_id,
+            idle,
+            || self.instantiate().map(|(live, _)| live).map_err(|e| e.message),
+            f,
+        );
+        if let Some(live) = live {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            if idle.len() < MAX_IDLE {
+                idle.push(live);
             }
         }
+        // The request goes on without the rules' actions; the proxy logs why with its id.
+        answer.map_err(|fault| RulesFault {
+            plugin: fault.plugin,
+            detail: format!("{}: {}", fault.kind.what(), fault.detail),
+        })
     }
 
     fn request(&self, request: &RequestInfo<'_>) -> types::RequestView {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use wasmtime::{Store, Trap};
+use wasmtime::Store;
 
 use super::PluginLimits;
 use super::bindings::selector_world::SelectorPlugin;
@@ -17,12 +17,7 @@ use crate::balancer::{
 };
 
 /// One warm instance: its store and its typed exports.
-struct Live {
-    store: Store<StoreState>,
-    /// Calls served, for `recycle_after_calls`.
-    calls: u64,
-    bindings: SelectorPlugin,
-}
+type Live = super::call::Instance<SelectorPlugin>;
 
 /// A selector plugin configured for one balancer.
 pub struct WasmSelector {
@@ -98,40 +93,27 @@ impl WasmSelector {
                 return Err(setup(format!("plugin `{name}` refused its configuration: {why}")));
             }
         };
-        Ok((Live { store, calls: 0, bindings }, needs))
+        Ok((Live::new(store, bindings), needs))
     }
 
     /// Run one call on the warm instance (rebuilding it first if the last call killed it), under
-    /// the call deadline. Any error discards the instance.
+    /// the call deadline ([`super::call::call`]). Any error discards the instance.
     fn call<R>(
         &mut self,
         request_id: u64,
         f: impl FnOnce(&mut Store<StoreState>, &SelectorPlugin, &wit::State) -> wasmtime::Result<R>,
     ) -> Result<R, SelectorFault> {
-        if self.live.is_none() {
-            let (live, _) = self.instantiate().inspect_err(|f| crate::admin::count_fault(&f.plugin, f.kind.label()))?;
-            self.live = Some(live);
-        }
-        let Some(live) = self.live.as_mut() else { unreachable!("instantiated above") };
-        store::start_call(&mut live.store, self.limits.call_deadline);
-        live.store.data_mut().request_id = request_id;
-        match f(&mut live.store, &live.bindings, &self.state) {
-            Ok(r) => {
-                live.calls += 1;
-                if self.limits.recycle_after.is_some_and(|n| live.calls >= n) {
-                    // A fresh instance (instantiated and configured) takes the next call.
-                    self.live = None;
-                }
-                Ok(r)
-            }
-            Err(e) => {
-                let memory = live.store.data().limiter.hit;
-                self.live = None;
-                let fault = classify(&self.plugin.name, e, memory);
-                crate::admin::count_fault(&fault.plugin, fault.kind.label());
-                Err(fault)
-            }
-        }
+        let live = self.live.take();
+        let (answer, live) = super::call::call(
+            &self.plugin.name,
+            &self.limits,
+            request_id,
+            live,
+            || self.instantiate().map(|(live, _)| live).map_err(|fault| fault.detail),
+            |store, bindings| f(store, bindings, &self.state),
+        );
+        self.live = live;
+        answer
     }
 
     fn load_state(&mut self, state: &SelectState<'_>) {
@@ -176,21 +158,6 @@ impl MemberSelector for WasmSelector {
         self.load_state(state);
         self.call(request.id, |store, b, s| b.fulcrum_plugin_selector().call_sticky(store, member, s))
     }
-}
-
-fn classify(plugin: &str, error: wasmtime::Error, memory: bool) -> SelectorFault {
-    let kind = if memory {
-        FaultKind::Memory
-    } else if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        FaultKind::Deadline
-    } else if let Some(function) = super::ungranted_wasi_call(&error) {
-        let detail =
-            format!("`{function}` (grant it in [plugins.{plugin}] wasi = [...]){}", super::wasm_backtrace(&error));
-        return SelectorFault { plugin: plugin.to_string(), kind: FaultKind::NotGranted, detail };
-    } else {
-        FaultKind::Trap
-    };
-    SelectorFault { plugin: plugin.to_string(), kind, detail: format!("{error:#}") }
 }
 
 fn convert_needs(needs: wit::Needs) -> Result<SelectorNeeds, String> {

@@ -30,6 +30,66 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The framing of the request Fulcrum sends to a member, from the body it relays: the client's
+/// `Transfer-Encoding` is gone (hop-by-hop, and hyper has decoded it), so a body of known length
+/// is sent with that `Content-Length`, any other body chunked (no `Content-Length`).
+pub fn frame_request(headers: &mut HeaderMap, body: &impl hyper::body::Body) {
+    match body.size_hint().exact() {
+        Some(n) if n > 0 || headers.contains_key(header::CONTENT_LENGTH) => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        Some(_) => {}
+        None => {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+    }
+}
+
+/// Make the framing of a member's response Fulcrum's own (RFC 9112 §6.3), then drop its
+/// hop-by-hop headers. A member that sends both `Transfer-Encoding: chunked` and
+/// `Content-Length` has its body read chunked, so the `Content-Length` is dropped (relayed, it
+/// would cut the body short); a body of known length gets exactly one `Content-Length`, any other
+/// none (hyper then frames it chunked). Responses without a body (to HEAD; 1xx, 204, 304) keep the
+/// member's `Content-Length`, which describes the representation, unless it came with
+/// `Transfer-Encoding`. A `Transfer-Encoding` whose last coding is not `chunked` cannot be relayed
+/// faithfully: an error, answered 502.
+pub fn frame_response(
+    headers: &mut HeaderMap,
+    method: &hyper::Method,
+    status: hyper::StatusCode,
+    body: &impl hyper::body::Body,
+) -> Result<(), &'static str> {
+    let chunked = match headers.get_all(header::TRANSFER_ENCODING).iter().next_back() {
+        None => false,
+        Some(last) => {
+            let last_coding = last.to_str().ok().and_then(|v| v.rsplit(',').next()).map(str::trim);
+            if !last_coding.is_some_and(|c| c.eq_ignore_ascii_case("chunked")) {
+                return Err("Transfer-Encoding whose last coding is not chunked");
+            }
+            true
+        }
+    };
+    strip_hop_by_hop(headers);
+    let bodiless = method == hyper::Method::HEAD
+        || status.is_informational()
+        || status == hyper::StatusCode::NO_CONTENT
+        || status == hyper::StatusCode::NOT_MODIFIED;
+    if bodiless {
+        if chunked {
+            headers.remove(header::CONTENT_LENGTH);
+        } else if let Some(first) = headers.get(header::CONTENT_LENGTH).cloned() {
+            // Repeated equal values (hyper refuses unequal ones) become one.
+            headers.insert(header::CONTENT_LENGTH, first);
+        }
+        return Ok(());
+    }
+    headers.remove(header::CONTENT_LENGTH);
+    if !chunked && let Some(n) = body.size_hint().exact() {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    Ok(())
+}
+
 /// Append `value` to a comma-separated header, as mod_proxy does for X-Forwarded-*.
 pub fn append_comma(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     let joined = match headers.get(&name).and_then(|v| v.to_str().ok()) {

@@ -11,6 +11,9 @@
 mod body;
 mod error_page;
 mod headers;
+pub mod host;
+pub mod path;
+pub mod request_body;
 mod reverse;
 pub mod rules;
 mod upstream;
@@ -30,12 +33,13 @@ use hyper::{Request, Response, StatusCode};
 
 pub use body::ProxyBody;
 pub use error_page::error_page;
+use request_body::{BodyTimeout, ClientFault, FaultSlot, RequestBody};
 use rules::{Env, Origin, RequestRules, ResponseInfo};
 use upstream::MemberPool;
 
 use crate::access_log::{self, AccessLog};
 use crate::balancer::{Balancer, ChooseError, Lease, RequestInfo};
-use crate::config::{Config, OnFault, PluginSettings, RouteTarget, VirtualHost};
+use crate::config::{Config, Limits, OnFault, PluginSettings, RouteTarget, VirtualHost};
 
 /// The `Server` string of Fulcrum's own responses.
 pub const SERVER: &str = concat!("Fulcrum/", env!("CARGO_PKG_VERSION"));
@@ -58,6 +62,7 @@ pub struct Proxy {
     /// `VirtualHost::matches`).
     matches: Vec<Vec<usize>>,
     proxy_timeout: Duration,
+    limits: Limits,
     next_id: AtomicU64,
     /// This process's part of every `UNIQUE_ID`: start second and pid, as hex.
     unique_prefix: String,
@@ -81,13 +86,30 @@ struct Decision {
 /// How one attempt on one member ended, when it did not produce a response to relay.
 enum Failed {
     /// Nothing reached the member: the request can go to another member.
-    NotSent(Incoming),
+    NotSent(RequestBody),
+    /// The member failed before answering a request that is safe to send again (idempotent, no
+    /// body): it can go to another member.
+    Retry(RequestBody),
     /// The request may have reached the member: answer with this status, never resend.
     Answer(StatusCode),
+    /// The client broke the exchange (its body): its status, and the member is not blamed.
+    Client(ClientFault),
+}
+
+/// Why Fulcrum answers a request itself before routing it.
+struct Refusal {
+    status: StatusCode,
+    why: std::borrow::Cow<'static, str>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, why: impl Into<std::borrow::Cow<'static, str>>) -> Refusal {
+        Refusal { status, why: why.into() }
+    }
 }
 
 impl Decision {
-    /// The BALANCER_* variables for the member chosen (BEHAVIOUR §4.1–4.2).
+    /// The BALANCER_* variables for the member chosen (docs/apache-behaviour.md §4.1–4.2).
     fn set_env(&self, env: &mut Env, balancer: &Balancer, member: usize) {
         let m = &balancer.members[member].config;
         env.set("BALANCER_NAME", format!("balancer://{}", balancer.config.name));
@@ -164,6 +186,7 @@ impl Proxy {
             access_log,
             plugin_settings: config.plugins.clone(),
             proxy_timeout: config.proxy_timeout,
+            limits: config.limits,
             next_id: AtomicU64::new(1),
             unique_prefix: format!(
                 "{:08x}{:06x}",
@@ -171,6 +194,11 @@ impl Proxy {
                 std::process::id() & 0xff_ffff
             ),
         }
+    }
+
+    /// `[limits]`, for the listeners.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     pub fn balancers(&self) -> &[Arc<Balancer>] {
@@ -202,20 +230,54 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, Infallible> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (received, started) = (std::time::SystemTime::now(), std::time::Instant::now());
-        let host_header = request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| request.uri().authority().map(|a| a.to_string()));
+        let (mut parts, body) = request.into_parts();
+        // The host the request is for: an absolute-form target's authority, else the Host header
+        // (RFC 9112 §3.2.2); what the member, the rules and the logs see as Host from here on.
+        let (host_header, bad_host) = match host::request_host(&mut parts) {
+            Ok(host) => (host, None),
+            Err(why) => (None, Some(why)),
+        };
         let vhost_index = self.vhost(host_header.as_deref());
         let vhost = &self.vhosts[vhost_index];
-        if let Err(status) = check_request(&request) {
-            let page_host = host_header.as_deref().map_or(vhost.server_name.as_str(), strip_port);
-            return Ok(error_page(status, page_host, local.port()));
-        }
+        // One canonical path for every routing decision and for what is forwarded.
+        let uri = parts.uri.clone();
+        let checked = bad_host
+            .map_or(Ok(()), |why| Err(Refusal::new(StatusCode::BAD_REQUEST, why)))
+            .and_then(|()| check_request(&parts, &self.limits))
+            .and_then(|()| self.canonical_path(&parts, &uri));
+        let path = match checked {
+            Ok(Some(path)) => path,
+            Ok(None) => {
+                // `OPTIONS *`: about the server itself, answered here (as Apache does).
+                let mut response = Response::new(ProxyBody::empty());
+                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET,HEAD,POST,OPTIONS"));
+                return Ok(response);
+            }
+            Err(refusal) => {
+                // Debug, not info: anyone can send these, as fast as they like (Apache logs them
+                // below its default LogLevel too).
+                tracing::debug!(request = id, client = %client.ip(), status = refusal.status.as_u16(), "request refused: {}", refusal.why);
+                // A request that could not be parsed as meant is answered as the default server
+                // (Apache's parse-level errors do not use the Host header either).
+                let page_host =
+                    if refusal.status == StatusCode::NOT_FOUND || refusal.status == StatusCode::METHOD_NOT_ALLOWED {
+                        host_header.as_deref().map_or(vhost.server_name.as_str(), strip_port)
+                    } else {
+                        vhost.server_name.as_str()
+                    };
+                // Closes the connection after 400, 413, 414 and 501, as Apache does (§7.5).
+                let response = error_page(refusal.status, page_host, local.port());
+                self.log_access(client, received, started, &parts, &response, &Env::default(), vhost);
+                return Ok(response);
+            }
+        };
+        let body_timeout = self.limits.body_timeout.map(|initial| BodyTimeout {
+            initial,
+            max: self.limits.body_timeout_max,
+            min_rate: self.limits.body_min_rate,
+        });
+        let (body, fault) = RequestBody::new(body, self.limits.request_body, body_timeout);
         let rules = &self.rules[vhost_index];
-        let (mut parts, body) = request.into_parts();
         let mut env = Env::default();
         let started_us = if rules.is_empty() { 0 } else { unix_micros() };
         if !rules.is_empty() {
@@ -241,14 +303,14 @@ impl Proxy {
             }
         }
 
-        let (mut response, origin) =
-            match self.forward(id, vhost_index, &mut env, &parts, body, client, host_header.as_deref()).await {
-                Ok(response) => (response, Origin::Proxied),
-                Err(status) => {
-                    let page_host = host_header.as_deref().map_or(vhost.server_name.as_str(), strip_port);
-                    (error_page(status, page_host, local.port()), Origin::Generated)
-                }
-            };
+        let exchange = Exchange { id, vhost_index, client, host: host_header.as_deref(), path: &path, fault: &fault };
+        let (mut response, origin) = match self.forward(&exchange, &mut env, &parts, body).await {
+            Ok(response) => (response, Origin::Proxied),
+            Err(status) => {
+                let page_host = host_header.as_deref().map_or(vhost.server_name.as_str(), strip_port);
+                (error_page(status, page_host, local.port()), Origin::Generated)
+            }
+        };
 
         // Response phase (Apache: mod_headers' Header, "onsuccess" for relayed responses of any
         // status, "always" also for Fulcrum's own error pages).
@@ -267,36 +329,55 @@ impl Proxy {
                 Err(fault) => tracing::error!(request = id, "{fault}"),
             }
         }
+        self.log_access(client, received, started, &parts, &response, &env, vhost);
+        Ok(response)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn log_access(
+        &self,
+        client: SocketAddr,
+        received: std::time::SystemTime,
+        started: std::time::Instant,
+        parts: &Parts,
+        response: &Response<ProxyBody>,
+        env: &Env,
+        vhost: &VirtualHost,
+    ) {
         if let Some(log) = &self.access_log {
             log.log(&access_log::Entry {
                 client: client.ip(),
                 received,
                 elapsed: started.elapsed(),
-                request: &parts,
+                request: parts,
                 status: response.status().as_u16(),
                 response_headers: response.headers(),
-                env: &env,
+                env,
                 server_name: &vhost.server_name,
             });
         }
-        Ok(response)
+    }
+
+    /// The canonical path of the request ([`path::canonical`]); `None` for `OPTIONS *`.
+    fn canonical_path<'u>(&self, parts: &Parts, uri: &'u Uri) -> Result<Option<std::borrow::Cow<'u, str>>, Refusal> {
+        let raw = uri.path();
+        if raw == "*" && parts.method == hyper::Method::OPTIONS {
+            return Ok(None);
+        }
+        path::canonical(raw).map(Some).map_err(|refused| Refusal::new(refused.status(), refused.reason()))
     }
 
     /// Route the request and relay a member's response, or say which status Fulcrum must answer.
-    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
-        id: u64,
-        vhost_index: usize,
+        ex: &Exchange<'_>,
         env: &mut Env,
         parts: &Parts,
-        body: Incoming,
-        client: SocketAddr,
-        host_header: Option<&str>,
+        body: RequestBody,
     ) -> Result<Response<ProxyBody>, StatusCode> {
+        let (id, vhost_index) = (ex.id, ex.vhost_index);
         let vhost = &self.vhosts[vhost_index];
-        let normalized = normalize_path(parts.uri.path());
-        let path = normalized.as_ref();
+        let path = ex.path;
         // proxy_pass_match first (in order), then the proxy_pass prefixes (longest first).
         let matched = vhost.matches.iter().zip(&self.matches[vhost_index]).find_map(|(m, &balancer)| {
             m.regex.captures(path).map(|caps| {
@@ -308,7 +389,7 @@ impl Proxy {
         let (balancer_index, target_path, balanced) = match matched {
             Some(found) => found,
             None => {
-                let Some(route) = vhost.routes.iter().find(|r| prefix_matches(path, &r.path)) else {
+                let Some(route) = vhost.routes.iter().find(|r| path::prefix_matches(path, &r.path)) else {
                     return Err(StatusCode::NOT_FOUND);
                 };
                 match &route.target {
@@ -320,10 +401,11 @@ impl Proxy {
             }
         };
         let balancer = &self.balancers[balancer_index];
-        let info = request_info(id, parts, client, host_header);
+        let info = request_info(id, parts, ex.client, ex.host);
 
-        // Sticky route first (BEHAVIOUR §3): a usable member for the session's route wins and is
-        // charged like a balanced choice; anything else is balanced and flagged ROUTE_CHANGED.
+        // Sticky route first (docs/apache-behaviour.md §3): a usable member for the session's
+        // route wins and is charged like a balanced choice; anything else is balanced and flagged
+        // ROUTE_CHANGED.
         let mut decision = Decision::default();
         let mut sticky_lease = None;
         if let Some(sticky) = &balancer.config.sticky {
@@ -388,12 +470,9 @@ impl Proxy {
             let Some(request_body) = body.take() else {
                 unreachable!("the body is given back by every retryable failure")
             };
-            match self
-                .attempt(id, balancer_index, lease, parts, &target_path, vhost, client, host_header, request_body)
-                .await
-            {
+            match self.attempt(ex, balancer_index, lease, parts, &target_path, vhost, request_body).await {
                 Ok(mut response) => {
-                    self.reverse_map(vhost, host_header, response.headers_mut());
+                    self.reverse_map(vhost, ex.host, response.headers_mut());
                     tracing::debug!(
                         request = id,
                         balancer = %balancer.config.name,
@@ -405,7 +484,18 @@ impl Proxy {
                     return Ok(response);
                 }
                 Err(Failed::Answer(status)) => return Err(status),
-                Err(Failed::NotSent(returned)) => {
+                Err(Failed::Client(fault)) => {
+                    tracing::info!(
+                        request = id,
+                        client = %ex.client.ip(),
+                        balancer = %balancer.config.name,
+                        member = %balancer.members[index].config.url,
+                        "client fault: {fault}; answered {}, the member is not blamed",
+                        fault.status().as_u16()
+                    );
+                    return Err(fault.status());
+                }
+                Err(Failed::NotSent(returned) | Failed::Retry(returned)) => {
                     body = Some(returned);
                     tried.push(index);
                     if balancer.config.sticky.is_some() {
@@ -423,16 +513,15 @@ impl Proxy {
     #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
-        id: u64,
+        ex: &Exchange<'_>,
         balancer_index: usize,
         lease: Lease,
         parts: &Parts,
         target_path: &str,
         vhost: &VirtualHost,
-        client: SocketAddr,
-        host_header: Option<&str>,
-        mut body: Incoming,
+        mut body: RequestBody,
     ) -> Result<Response<ProxyBody>, Failed> {
+        let id = ex.id;
         let balancer = Arc::clone(lease.balancer());
         let index = lease.index();
         let member = &balancer.members[index].config;
@@ -449,13 +538,18 @@ impl Proxy {
         let Ok(uri) = path_and_query.parse::<Uri>() else { return Err(Failed::Answer(StatusCode::BAD_REQUEST)) };
         let mut headers = parts.headers.clone();
         headers::strip_hop_by_hop(&mut headers);
-        headers::add_forwarded(&mut headers, client.ip(), host_header, &vhost.server_name);
-        let host =
-            if vhost.preserve_host { host_header.unwrap_or(&vhost.server_name) } else { member.authority.as_str() };
+        headers::add_forwarded(&mut headers, ex.client.ip(), ex.host, &vhost.server_name);
+        headers::frame_request(&mut headers, &body);
+        let host = if vhost.preserve_host { ex.host.unwrap_or(&vhost.server_name) } else { member.authority.as_str() };
         if let Ok(v) = HeaderValue::from_str(host) {
             headers.insert(header::HOST, v);
         }
         let timeout = member.timeout.or(balancer.config.timeout).unwrap_or(self.proxy_timeout);
+        // Safe to send again when the member fails before answering: an idempotent method
+        // (RFC 9110 §9.2.2) and no body (a body, once read, is gone).
+        let resendable = parts.method.is_idempotent() && body.is_end_stream();
+        let retry = balancer.config.retry_idempotent;
+        body.charge_to(&balancer, index);
 
         for _ in 0..=STALE_RETRIES {
             let mut conn = match pool.checkout().await {
@@ -479,7 +573,10 @@ impl Proxy {
                         tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "status {status} is in failonstatus: member in error state for {:?}", member.retry);
                     }
                     let (mut head, incoming) = response.into_parts();
-                    headers::strip_hop_by_hop(&mut head.headers);
+                    if let Err(why) = headers::frame_response(&mut head.headers, &parts.method, status, &incoming) {
+                        tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "member sent an invalid response: {why}");
+                        return Err(Failed::Answer(StatusCode::BAD_GATEWAY));
+                    }
                     if error_page::drops_connection(status) {
                         head.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
                     }
@@ -494,17 +591,37 @@ impl Proxy {
                         ProxyBody::Upstream { body: incoming, lease: Some(lease), conn },
                     ));
                 }
-                Ok(Err(mut e)) => match e.take_message() {
-                    // Never written: the pooled connection was closed. Take a fresh one.
-                    Some(request) if conn.reused => body = request.into_body(),
-                    _ => {
-                        tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "member failed: {}", e.error());
-                        return Err(Failed::Answer(StatusCode::BAD_GATEWAY));
+                Ok(Err(mut e)) => {
+                    if let Some(fault) = ex.fault.get() {
+                        return Err(Failed::Client(*fault));
                     }
-                },
+                    match e.take_message() {
+                        // Never written: the pooled connection was closed. Take a fresh one.
+                        Some(request) if conn.reused => body = request.into_body(),
+                        Some(request) => {
+                            tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "member failed: {}", e.error());
+                            return Err(Failed::NotSent(request.into_body()));
+                        }
+                        None if resendable && retry.error => {
+                            tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "member failed before answering: {}; the {} request is idempotent and has no body: trying another member", e.error(), parts.method);
+                            return Err(Failed::Retry(RequestBody::empty()));
+                        }
+                        None => {
+                            tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "member failed: {}", e.error());
+                            return Err(Failed::Answer(StatusCode::BAD_GATEWAY));
+                        }
+                    }
+                }
                 Err(_) => {
                     if balancer.config.failontimeout {
                         balancer.mark_error(index);
+                    }
+                    if let Some(fault) = ex.fault.get() {
+                        return Err(Failed::Client(*fault));
+                    }
+                    if resendable && retry.timeout {
+                        tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "no response within {timeout:?}; the {} request is idempotent and has no body: trying another member", parts.method);
+                        return Err(Failed::Retry(RequestBody::empty()));
                     }
                     tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "no response within {timeout:?}");
                     return Err(Failed::Answer(StatusCode::BAD_GATEWAY));
@@ -543,93 +660,87 @@ impl Proxy {
     }
 }
 
-/// What Apache refuses before routing (BEHAVIOUR §6.9, §10): TRACE (405), an HTTP/1.1 request
-/// without exactly one Host (400), an encoded slash in the path (404, AllowEncodedSlashes Off), and
-/// a path whose `..` segments climb above the root (400).
-fn check_request<B>(request: &Request<B>) -> Result<(), StatusCode> {
+/// One request on its way to a member: what every attempt needs to know about it.
+struct Exchange<'a> {
+    id: u64,
+    vhost_index: usize,
+    client: SocketAddr,
+    /// The host the request is for (see [`host::request_host`]).
+    host: Option<&'a str>,
+    /// The canonical path ([`path::canonical`]): routing and the member see this one.
+    path: &'a str,
+    /// Where the request body reports a fault of the client's.
+    fault: &'a FaultSlot,
+}
+
+/// What Apache refuses before routing (docs/apache-behaviour.md §6.9, §10, §12): TRACE (405);
+/// an HTTP/1.1 request without exactly one Host (400); a transfer coding other than chunked
+/// (501: it would be forwarded without its coding); a request line, header line or header count
+/// past `[limits]` (414, 400, 400); a declared body past `request_body` (413).
+fn check_request(parts: &Parts, limits: &Limits) -> Result<(), Refusal> {
     // TraceEnable Off, Debian's default.
-    if request.method() == hyper::Method::TRACE {
-        return Err(StatusCode::METHOD_NOT_ALLOWED);
+    if parts.method == hyper::Method::TRACE {
+        return Err(Refusal::new(StatusCode::METHOD_NOT_ALLOWED, "TRACE is disabled (TraceEnable Off)"));
     }
-    let hosts = request.headers().get_all(header::HOST).iter().count();
-    if hosts > 1 || (hosts == 0 && request.version() == hyper::Version::HTTP_11 && request.uri().authority().is_none())
-    {
-        return Err(StatusCode::BAD_REQUEST);
+    let hosts = parts.headers.get_all(header::HOST).iter().count();
+    if hosts > 1 {
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, "more than one Host header"));
     }
-    let path = request.uri().path();
-    if path.contains("%2F") || path.contains("%2f") {
-        return Err(StatusCode::NOT_FOUND);
+    if hosts == 0 && parts.version == hyper::Version::HTTP_11 && parts.uri.authority().is_none() {
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, "an HTTP/1.1 request without Host"));
     }
-    let mut depth: i32 = 0;
-    for segment in path.split('/').skip(1) {
-        match segment {
-            ".." => {
-                depth -= 1;
-                if depth < 0 {
-                    return Err(StatusCode::BAD_REQUEST);
-                }
-            }
-            "." | "" => {}
-            _ => depth += 1,
+    // hyper accepts a chunked body whatever codings precede `chunked`; Fulcrum decodes only
+    // `chunked` and would forward the rest undeclared.
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        let codings = joined(&parts.headers, header::TRANSFER_ENCODING).unwrap_or_else(|| "?".into());
+        let mut codings_iter = codings.split(',').map(str::trim).filter(|c| !c.is_empty());
+        let only_chunked =
+            codings_iter.next().is_some_and(|c| c.eq_ignore_ascii_case("chunked")) && codings_iter.next().is_none();
+        if !only_chunked {
+            return Err(Refusal::new(
+                StatusCode::NOT_IMPLEMENTED,
+                format!("Transfer-Encoding `{codings}`: only `chunked` alone is supported"),
+            ));
         }
+    }
+    // Apache accepts a line one byte over the limit (its buffer holds limit + 2 bytes with the
+    // line end), and refuses from limit + 2 on (docs/apache-behaviour.md §10).
+    let target = parts.uri.path_and_query().map_or(1, |pq| pq.as_str().len())
+        + parts.uri.authority().map_or(0, |a| a.as_str().len() + parts.uri.scheme_str().map_or(0, str::len) + 3);
+    let line = parts.method.as_str().len() + 1 + target + " HTTP/1.1".len();
+    if line > limits.request_line + 1 {
+        return Err(Refusal::new(
+            StatusCode::URI_TOO_LONG,
+            format!("request line of {line} bytes (limit_request_line {})", limits.request_line),
+        ));
+    }
+    if parts.headers.len() > limits.request_fields {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!("{} header fields (limits.request_fields {})", parts.headers.len(), limits.request_fields),
+        ));
+    }
+    for (name, value) in &parts.headers {
+        let size = name.as_str().len() + 2 + value.len();
+        if size > limits.request_field_size + 1 {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "header `{name}` line of {size} bytes (limits.request_field_size {})",
+                    limits.request_field_size
+                ),
+            ));
+        }
+    }
+    if let Some(length) = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        && length > limits.request_body
+    {
+        return Err(Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a body of {length} bytes (limits.request_body {})", limits.request_body),
+        ));
     }
     Ok(())
-}
-
-/// The path as Apache hands it on (BEHAVIOUR §6.9): percent-escapes of unreserved characters
-/// decoded (`%41` → `A`; `%20` stays), then `.` and `..` segments resolved (`/a/b/../c` → `/a/c`).
-/// [`check_request`] has already refused paths that climb above the root.
-fn normalize_path(path: &str) -> std::borrow::Cow<'_, str> {
-    let has_escape = path.contains('%');
-    let has_dots = path.split('/').any(|s| s == "." || s == "..");
-    if !has_escape && !has_dots {
-        return std::borrow::Cow::Borrowed(path);
-    }
-    let mut decoded = String::with_capacity(path.len());
-    let bytes = path.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(hex) = path.get(i + 1..i + 3)
-            && let Ok(byte) = u8::from_str_radix(hex, 16)
-            && (byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~'))
-        {
-            decoded.push(byte as char);
-            i += 3;
-            continue;
-        }
-        decoded.push(bytes[i] as char);
-        i += 1;
-    }
-    let mut segments: Vec<&str> = Vec::new();
-    let parts: Vec<&str> = decoded.split('/').skip(1).collect();
-    let last = parts.len().saturating_sub(1);
-    for (n, segment) in parts.iter().enumerate() {
-        match *segment {
-            "." => {
-                if n == last {
-                    segments.push("");
-                }
-            }
-            ".." => {
-                segments.pop();
-                if n == last {
-                    segments.push("");
-                }
-            }
-            s => segments.push(s),
-        }
-    }
-    std::borrow::Cow::Owned(format!("/{}", segments.join("/")))
-}
-
-/// Whether `path` is under `prefix` on a segment boundary (Apache's alias_match): `/app` covers
-/// `/app` and `/app/x`, not `/apple`; a prefix ending in `/` covers everything below it.
-fn prefix_matches(path: &str, prefix: &str) -> bool {
-    match path.strip_prefix(prefix) {
-        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
-        None => false,
-    }
 }
 
 /// Every value of header `name`, joined with ", " (how Apache merges repeated request headers).

@@ -1,4 +1,4 @@
-//! ProxyPassReverse: rewriting member URLs in redirects back to this server (BEHAVIOUR.md §7.2).
+//! ProxyPassReverse: rewriting member URLs in redirects back to this server (docs/apache-behaviour.md §7.2).
 
 use std::sync::Arc;
 

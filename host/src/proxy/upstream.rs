@@ -9,10 +9,11 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+use super::request_body::RequestBody;
 
 /// Idle connections kept per member; more are closed when released.
 const MAX_IDLE: usize = 256;
@@ -23,7 +24,7 @@ pub struct MemberPool {
     /// `host:port` to connect to.
     address: String,
     connect_timeout: Option<Duration>,
-    idle: Mutex<Vec<SendRequest<Incoming>>>,
+    idle: Mutex<Vec<SendRequest<RequestBody>>>,
 }
 
 /// Why no connection could be made.
@@ -41,7 +42,7 @@ pub enum ConnectError {
 /// dropping it closes it.
 #[derive(Debug)]
 pub struct Conn {
-    pub send: SendRequest<Incoming>,
+    pub send: SendRequest<RequestBody>,
     pool: Arc<MemberPool>,
     /// Came from the idle pool (so it may have been closed by the member meanwhile).
     pub reused: bool,

@@ -8,7 +8,7 @@
 //! - **Response** (`on_response`): the `Header` rules in file order, with the environment the host
 //!   passes (the request phase's results plus the BALANCER_* variables). `onsuccess` rules (the
 //!   default) apply to proxied responses of any status, `always` rules also to responses Fulcrum
-//!   generates (BEHAVIOUR §4.5).
+//!   generates (docs/apache-behaviour.md §4.5).
 //!
 //! In both phases the `<If>`/`<ElseIf>` conditions are evaluated first, all at once, against the
 //! headers as they arrived (httpd evaluates them before any header rule runs); the rules of the

@@ -1,5 +1,5 @@
 //! The Linode guide's rules, verbatim, against the observed Apache behaviour
-//! (shared/apache/BEHAVIOUR.md §6.2 for X-Forwarded-For, §4.3–4.5 for the response headers).
+//! (docs/apache-behaviour.md §6.2 for X-Forwarded-For, §4.3–4.5 for the response headers).
 
 mod common;
 
@@ -28,7 +28,7 @@ fn the_guide_declares_exactly_what_it_reads() {
     assert!(needs.response_headers.is_empty());
 }
 
-/// BEHAVIOUR §6.2, column "with mod_ssl loaded" (Fulcrum's `%{REMOTE_ADDR}s` is the client), minus
+/// docs/apache-behaviour.md §6.2, column "with mod_ssl loaded" (Fulcrum's `%{REMOTE_ADDR}s` is the client), minus
 /// the `, <client>` the host appends afterwards: the plugin produces the first element.
 #[test]
 fn x_forwarded_for_follows_the_behaviour_table() {
@@ -79,7 +79,7 @@ fn the_guide_adds_nothing_to_the_request_in_the_response_phase_and_vice_versa() 
     assert!(outcome.headers.is_empty() && outcome.env.is_empty());
 }
 
-/// BEHAVIOUR §4.1–4.3: which headers, in config order, as separate lines.
+/// docs/apache-behaviour.md §4.1–4.3: which headers, in config order, as separate lines.
 #[test]
 fn response_headers_follow_the_behaviour_order() {
     let cookie = |route: &str| h("add", "Set-Cookie", &format!("BALANCEID=balancer.{route}; path=/;"));
@@ -141,7 +141,7 @@ fn response_headers_follow_the_behaviour_order() {
     }
 }
 
-/// BEHAVIOUR §4.5: every proxied status carries them; Apache-generated responses never do.
+/// docs/apache-behaviour.md §4.5: every proxied status carries them; Apache-generated responses never do.
 #[test]
 fn onsuccess_headers_go_on_every_proxied_status_and_never_on_generated_responses() {
     let (mut rules, _) = plugin(guide());

@@ -4,7 +4,7 @@
 //! authoritative copy per balancer) and hands in on every call: each candidate gets
 //! `lbstatus += lbfactor`, the strictly greatest wins (ties: the first listed), and the winner pays
 //! back the sum of the candidates' factors. Sticky requests are charged the same way
-//! (`updatelbstatus`), so the order matches Apache's exactly (BEHAVIOUR.md §2).
+//! (`updatelbstatus`), so the order matches Apache's exactly (docs/apache-behaviour.md §2).
 
 use fulcrum_sdk::selector::*;
 use fulcrum_sdk::util::{smooth_weighted_charge, smooth_weighted_pick};

@@ -1,0 +1,107 @@
+//! The host a request is for, validated before anything uses it.
+//!
+//! The Host header picks the virtual host, is forwarded to the member (`preserve_host`), goes into
+//! X-Forwarded-Host, the access log and Fulcrum's own error pages. A value that is not an
+//! authority (`a b/c@d`, `<script>`) is refused with a 400, as Apache's strict host check does.
+//! An absolute-form request (`GET http://abs.example:9999/h`) is for the target's authority,
+//! whatever its Host header says (RFC 9112 §3.2.2; docs/apache-behaviour.md §6.5): the Host
+//! header is replaced by it, so the member, the rules and the logs all see one host.
+
+use hyper::header::{self, HeaderValue};
+use hyper::http::request::Parts;
+
+/// The request's host (`None` when it names none: HTTP/1.0 without Host, or an empty Host), after
+/// making the Host header agree with an absolute-form target; `Err` says why it is refused.
+pub fn request_host(parts: &mut Parts) -> Result<Option<String>, &'static str> {
+    if let Some(authority) = parts.uri.authority() {
+        let authority = authority.as_str();
+        if !is_authority(authority) {
+            return Err("the request target's authority is not a valid host[:port]");
+        }
+        let value =
+            HeaderValue::from_str(authority).map_err(|_| "the request target's authority is not a valid host")?;
+        parts.headers.insert(header::HOST, value);
+        return Ok(Some(authority.to_string()));
+    }
+    let Some(value) = parts.headers.get(header::HOST) else { return Ok(None) };
+    let Ok(host) = value.to_str() else { return Err("the Host header is not ASCII") };
+    if host.is_empty() {
+        return Ok(None);
+    }
+    if !is_authority(host) {
+        return Err("the Host header is not a valid host[:port]");
+    }
+    Ok(Some(host.to_string()))
+}
+
+/// `host[:port]`: a DNS name or IPv4 address (letters, digits, `-`, `.`, `_`), or an IPv6
+/// literal in brackets; the port, when present, digits only (at most 5).
+pub fn is_authority(value: &str) -> bool {
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let Some((literal, after)) = rest.split_once(']') else { return false };
+        if literal.is_empty() || !literal.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+            return false;
+        }
+        match after {
+            "" => (literal, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (literal, Some(port)),
+                None => return false,
+            },
+        }
+    } else {
+        match value.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (value, None),
+        }
+    };
+    let host_ok = value.starts_with('[')
+        || (!host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')));
+    let port_ok = port.is_none_or(|p| p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    host_ok && port_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_accepted_and_refused() {
+        let cases = [
+            ("www.example.com", true),
+            ("WWW.Example.COM:8080", true),
+            ("127.0.0.1:18080", true),
+            ("[::1]", true),
+            ("[::1]:8080", true),
+            ("[2001:db8::1]:80", true),
+            ("under_score.test", true),
+            ("host:", true),
+            ("a b/c@d", false),
+            ("<script>alert(1)</script>", false),
+            ("user@host", false),
+            ("host/path", false),
+            ("host:80:80", false),
+            ("host:8o", false),
+            ("host:123456", false),
+            ("[::1", false),
+            ("[::1]x", false),
+            ("[]", false),
+            ("[zz::1]", false),
+            (":80", false),
+            ("a\"b", false),
+            ("a%41", false),
+        ];
+        for (host, ok) in cases {
+            assert_eq!(is_authority(host), ok, "{host:?}");
+        }
+    }
+
+    #[test]
+    fn absolute_form_target_is_the_host() {
+        let request =
+            hyper::Request::get("http://abs.example:9999/h?q=1").header("host", "other.test").body(()).unwrap();
+        let (mut parts, ()) = request.into_parts();
+        assert_eq!(request_host(&mut parts), Ok(Some("abs.example:9999".to_string())));
+        assert_eq!(parts.headers[header::HOST], "abs.example:9999");
+    }
+}
