@@ -10,14 +10,11 @@ mod path;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(raw) = std::str::from_utf8(data) else { return };
-    match path::canonical(raw) {
-        Ok(out) => {
-            assert!(out.starts_with('/') && !out.contains("//"), "{raw:?} -> {out:?}");
-            assert!(out.split('/').all(|s| s != "." && s != ".."), "{raw:?} -> {out:?}");
-            assert_eq!(path::canonical(&out).as_deref(), Ok(&*out), "not idempotent: {raw:?}");
-            let lower = raw.to_ascii_lowercase();
-            assert!(!lower.contains("%2f") && !lower.contains("%00"), "accepted {raw:?}");
-        }
-        Err(_) => {}
+    if let Ok(out) = path::canonical(raw) {
+        assert!(out.starts_with('/') && !out.contains("//"), "{raw:?} -> {out:?}");
+        assert!(out.split('/').all(|s| s != "." && s != ".."), "{raw:?} -> {out:?}");
+        assert_eq!(path::canonical(&out).as_deref(), Ok(&*out), "not idempotent: {raw:?}");
+        let lower = raw.to_ascii_lowercase();
+        assert!(!lower.contains("%2f") && !lower.contains("%00"), "accepted {raw:?}");
     }
 });
