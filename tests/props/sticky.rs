@@ -205,7 +205,9 @@ proptest! {
         uri in noise(NAME_CHARS, 30),
         cookie in proptest::option::of(noise(NAME_CHARS, 30)),
     ) {
-        prop_assume!(!uri.contains('\0') && !cookie.as_deref().is_some_and(|c| c.contains('\0')));
+        // C strings end at a NUL, which no URI or header value holds.
+        let uri = uri.replace('\0', "");
+        let cookie = cookie.map(|c| c.replace('\0', ""));
         let ours = s.route(&uri, cookie.as_deref()).map(str::as_bytes);
         let httpd = httpd_route(&s, &uri, cookie.as_deref());
         prop_assert_eq!(ours, httpd, "spec {:?}, uri {:?}, cookie {:?}", s, uri, cookie);
