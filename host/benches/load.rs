@@ -207,7 +207,9 @@ impl Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let model = cpuinfo
             .lines()
-            .find_map(|l| l.strip_prefix("model name").and_then(|v| v.split_once(':')).map(|(_, v)| v.trim().to_string()))
+            .find_map(|l| {
+                l.strip_prefix("model name").and_then(|v| v.split_once(':')).map(|(_, v)| v.trim().to_string())
+            })
             .unwrap_or_default();
         let load_average = std::fs::read_to_string("/proc/loadavg")
             .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -353,11 +355,8 @@ impl Balancer for Fulcrum {
     fn launch(&self, site: &Site<'_>) -> Result<Launch, String> {
         let path = site.dir.join("fulcrum.toml");
         std::fs::write(&path, self.config(site.port, site.backends)).map_err(|e| e.to_string())?;
-        let launch = Launch::new(env!("CARGO_BIN_EXE_fulcrum"))
-            .arg("run")
-            .arg("--config")
-            .arg(path)
-            .env("FULCRUM_LOG", "warn");
+        let launch =
+            Launch::new(env!("CARGO_BIN_EXE_fulcrum")).arg("run").arg("--config").arg(path).env("FULCRUM_LOG", "warn");
         Ok(match site.setup {
             Setup::Pinned => launch.env("TOKIO_WORKER_THREADS", "1"),
             Setup::Defaults => launch,
@@ -506,7 +505,9 @@ impl Apache {
         // The access log off, as for the others.
         Ok(text
             .lines()
-            .map(|l| if l.trim_start().starts_with("CustomLog") { format!("# (bench: off) {l}") } else { l.to_string() })
+            .map(
+                |l| if l.trim_start().starts_with("CustomLog") { format!("# (bench: off) {l}") } else { l.to_string() },
+            )
             .collect::<Vec<_>>()
             .join("\n"))
     }
@@ -576,13 +577,14 @@ impl Sample {
     fn line(&self) -> String {
         let total = (self.hits[0] + self.hits[1]).max(1);
         format!(
-            "{}: {:.0} req/s, p50 {}, p99 {}, errors {}, CPU {:.2} s = {:.1} µs/request, RSS {:.1} MiB, \
+            "{}: {:.0} req/s, p50 {}, p99 {}, errors {} {}, CPU {:.2} s = {:.1} µs/request, RSS {:.1} MiB, \
              backend hits {} ({:.0} % web1)",
             self.label,
             self.wrk.requests_per_second,
             report::latency(self.wrk.p50_us),
             report::latency(self.wrk.p99_us),
             self.wrk.errors,
+            self.wrk.error_detail,
             self.cpu_seconds,
             self.cpu_us_per_request(),
             self.rss_mib,
@@ -603,7 +605,8 @@ fn run_case(plan: &Plan, case: &Case<'_>, backends: &backend::Backends) -> Resul
     let mut command = launch.command(case.setup.balancer_cpus());
     command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
     let mut balancer = Running::spawn(command)?;
-    let sample = measure(plan, case, &mut balancer, addr, backends).map_err(|why| format!("{why}\n{}", logs(dir.path())));
+    let sample =
+        measure(plan, case, &mut balancer, addr, backends).map_err(|why| format!("{why}\n{}", logs(dir.path())));
     let pids = balancer.tree();
     drop(balancer);
     if let Some(pid) = pids.iter().find(|&&pid| proc::is_alive(pid)) {
@@ -902,6 +905,8 @@ struct WrkFigures {
     non_2xx: u64,
     /// Non-2xx/3xx responses plus socket errors (connect, read, write, timeout).
     errors: u64,
+    /// wrk's own words for them, if any.
+    error_detail: String,
 }
 
 fn wrk(case: &Case<'_>, url: &str, seconds: u32) -> Result<WrkFigures, String> {
@@ -928,9 +933,8 @@ fn parse_wrk(text: &str) -> Option<WrkFigures> {
     let requests = text.lines().find(|l| l.contains(" requests in "))?.split_whitespace().next()?.parse().ok()?;
     let non_2xx: u64 = field("Non-2xx or 3xx responses:").map_or(Some(0), |v| v.parse().ok())?;
     // "Socket errors: connect 0, read 0, write 0, timeout 0"
-    let socket: u64 = field("Socket errors:").map_or(0, |v| {
-        v.split(',').filter_map(|part| part.split_whitespace().nth(1)?.parse::<u64>().ok()).sum()
-    });
+    let socket: u64 = field("Socket errors:")
+        .map_or(0, |v| v.split(',').filter_map(|part| part.split_whitespace().nth(1)?.parse::<u64>().ok()).sum());
     Some(WrkFigures {
         requests,
         requests_per_second: field("Requests/sec:")?.parse().ok()?,
@@ -938,6 +942,11 @@ fn parse_wrk(text: &str) -> Option<WrkFigures> {
         p99_us: duration_us(field("99%")?)?,
         non_2xx,
         errors: non_2xx + socket,
+        error_detail: ["Non-2xx or 3xx responses:", "Socket errors:"]
+            .iter()
+            .filter_map(|p| field(p).map(|v| format!("{p} {v}")))
+            .collect::<Vec<_>>()
+            .join("; "),
     })
 }
 
@@ -1263,8 +1272,9 @@ mod report {
             for (g, &connections) in plan.connections.iter().enumerate() {
                 let gx = x0 + g as f64 * group_w + 10.0;
                 for (b, balancer) in balancers.iter().enumerate() {
-                    let Some(row) =
-                        rows.iter().find(|r| r.setup == setup && r.connections == connections && r.balancer == balancer.name())
+                    let Some(row) = rows
+                        .iter()
+                        .find(|r| r.setup == setup && r.connections == connections && r.balancer == balancer.name())
                     else {
                         continue;
                     };
