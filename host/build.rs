@@ -57,7 +57,10 @@ fn run() -> Result<(), String> {
             .arg("--target-dir")
             .arg(&nested_target)
             .arg("-p")
-            .arg(name);
+            .arg(name)
+            // Its own build dir too: a `build.build-dir` from the user's cargo config would otherwise
+            // be the outer build's, whose lock the outer cargo holds (a deadlock in release builds).
+            .env("CARGO_BUILD_BUILD_DIR", &nested_target);
         for var in [
             "RUSTFLAGS",
             "CARGO_ENCODED_RUSTFLAGS",

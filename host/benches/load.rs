@@ -1,270 +1,1328 @@
-//! The load benchmark: Fulcrum against nginx, HAProxy and Apache, each balancing round robin over
-//! the same two echo backends on 127.0.0.1, driven by `wrk` with keep-alive connections.
+//! The load benchmark that decides: Fulcrum (with and without the guide's rules) against Debian's
+//! nginx, HAProxy and Apache, each balancing round robin over the same two static backends on
+//! 127.0.0.1, driven by `wrk` with keep-alive connections.
 //!
-//! `cargo bench -p fulcrum --bench load` prints a table: requests per second, latency percentiles,
-//! and the proxy's resident memory (all its processes) after the run. Each proxy runs from
-//! Debian's package with a config written here (defaults as a user would keep them, access logs
-//! off everywhere), as a private instance on a free port; none is started as a service.
-//! Missing programs are named with the `apt-get install` that brings them, and skipped.
+//! `cargo bench -p fulcrum --bench load` runs two set-ups, interleaved over `LOAD_ROUNDS` rounds
+//! (each round runs every balancer once per set-up and connection count, the balancer order
+//! rotated from round to round):
 //!
-//! Everything shares one machine: `wrk`, the proxy and the backends compete for the same cores,
-//! so read the numbers against each other, not as absolute capacities. Each run is bounded
-//! (`LOAD_SECONDS`, plus a short warm-up).
+//! * **pinned**: the balancer alone on core 0 with one worker (thread or process), `wrk -t1` and the
+//!   backends on core 1;
+//! * **defaults**: nothing pinned, each balancer with its default worker count, `wrk -t2`.
+//!
+//! Per balancer and connection count it reports the medians over the rounds of requests/s, p50 and
+//! p99 latency (`wrk --latency`), the balancer's CPU time per request (utime + stime of all its
+//! processes and threads, from `/proc/PID/stat`, before and after the measured window, divided by
+//! the requests completed in it), its RSS after the window (all processes), the errors (non-2xx/3xx
+//! and socket errors, summed over the rounds) and ratios to the best of nginx and HAProxy. The table
+//! goes to stdout and `target/load/results.md`, a bar chart of CPU per request to
+//! `target/load/cpu-per-request.svg`.
+//!
+//! Every balancer is a private instance started here on a free port (never a service) and stopped,
+//! with all its processes, before the next case starts; a case fails if any of them outlives it.
+//! Before each measurement one request goes through the balancer, and the backends count their
+//! hits: each window's hits must match wrk's request count and be split between both backends.
+//!
+//! Environment: `LOAD_SECONDS` (measured window, default 10), `LOAD_WARMUP` (default 2),
+//! `LOAD_ROUNDS` (default 3), `LOAD_CONNECTIONS` (default `16,64,256`), `LOAD_VERIFY=1` (also
+//! measure each window's CPU with `pidstat` and print both figures). Arguments filter the
+//! balancers by name (`cargo bench -p fulcrum --bench load -- nginx fulcrum`).
 
-use std::io::Read;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fulcrum::demo::EchoServer;
-
-/// How long each measured run lasts (seconds), and the connections `wrk` keeps open.
-const LOAD_SECONDS: u32 = 10;
-const CONNECTIONS: u32 = 32;
-
-struct Proxy {
-    name: &'static str,
-    /// The program, to say what is missing.
-    program: &'static str,
-    package: &'static str,
-    /// Writes the config into the folder and returns the command that runs it in the foreground.
-    command: fn(dir: &Path, port: u16, backends: [SocketAddr; 2]) -> Command,
-}
-
-const PROXIES: &[Proxy] = &[
-    Proxy { name: "Fulcrum (byrequests, Wasm)", program: "", package: "", command: fulcrum },
-    Proxy { name: "nginx", program: "/usr/sbin/nginx", package: "nginx", command: nginx },
-    Proxy { name: "HAProxy", program: "/usr/sbin/haproxy", package: "haproxy", command: haproxy },
-    Proxy { name: "Apache (mod_proxy_balancer)", program: "/usr/sbin/apache2", package: "apache2", command: apache },
-];
-
-fn fulcrum(dir: &Path, port: u16, [web1, web2]: [SocketAddr; 2]) -> Command {
-    let config = format!(
-        "listen = [\"127.0.0.1:{port}\"]\n\n[[vhost]]\nserver_name = \"localhost\"\n\
-         proxy_pass = [{{ path = \"/\", to = \"balancer://default/\" }}]\n\n\
-         [balancer.default]\nlbmethod = \"byrequests\"\n\n\
-         [[balancer.default.member]]\nurl = \"http://{web1}\"\n\n[[balancer.default.member]]\nurl = \"http://{web2}\"\n"
-    );
-    let path = dir.join("fulcrum.toml");
-    std::fs::write(&path, config).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fulcrum"));
-    cmd.args(["run", "--config"]).arg(path).env("FULCRUM_LOG", "warn");
-    cmd
-}
-
-fn nginx(dir: &Path, port: u16, [web1, web2]: [SocketAddr; 2]) -> Command {
-    let d = dir.display();
-    let config = format!(
-        "worker_processes auto;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-         events {{ worker_connections 1024; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-         fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-         upstream backends {{ server {web1}; server {web2}; keepalive 32; }}\n\
-         server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://backends;\n\
-         proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
-    );
-    std::fs::write(dir.join("nginx.conf"), config).unwrap();
-    let mut cmd = Command::new("/usr/sbin/nginx");
-    cmd.arg("-p").arg(dir).arg("-c").arg(dir.join("nginx.conf"));
-    cmd
-}
-
-fn haproxy(dir: &Path, port: u16, [web1, web2]: [SocketAddr; 2]) -> Command {
-    let config = format!(
-        "global\n  pidfile {d}/haproxy.pid\n\ndefaults\n  mode http\n  timeout connect 5s\n\
-         timeout client 60s\n  timeout server 60s\n\n\
-         frontend proxy\n  bind 127.0.0.1:{port}\n  default_backend backends\n\n\
-         backend backends\n  balance roundrobin\n  server web1 {web1}\n  server web2 {web2}\n",
-        d = dir.display()
-    );
-    std::fs::write(dir.join("haproxy.cfg"), config).unwrap();
-    let mut cmd = Command::new("/usr/sbin/haproxy");
-    cmd.arg("-db").arg("-f").arg(dir.join("haproxy.cfg"));
-    cmd
-}
-
-fn apache(dir: &Path, port: u16, [web1, web2]: [SocketAddr; 2]) -> Command {
-    let modules = "/usr/lib/apache2/modules";
-    let load: String = [
-        ("mpm_event", "mod_mpm_event"),
-        ("authz_core", "mod_authz_core"),
-        ("proxy", "mod_proxy"),
-        ("proxy_http", "mod_proxy_http"),
-        ("proxy_balancer", "mod_proxy_balancer"),
-        ("slotmem_shm", "mod_slotmem_shm"),
-        ("lbmethod_byrequests", "mod_lbmethod_byrequests"),
-    ]
-    .iter()
-    .map(|(module, file)| format!("LoadModule {module}_module {modules}/{file}.so\n"))
-    .collect();
-    // Debian's mpm_event.conf values.
-    let config = format!(
-        "{load}ServerName localhost\nListen 127.0.0.1:{port}\nUser www-data\nGroup www-data\n\
-         PidFile {d}/apache2.pid\nErrorLog {d}/error.log\nDefaultRuntimeDir {d}\nMutex file:{d} default\n\
-         StartServers 2\nMinSpareThreads 25\nMaxSpareThreads 75\nThreadLimit 64\nThreadsPerChild 25\n\
-         MaxRequestWorkers 150\nMaxConnectionsPerChild 0\n\
-         <Proxy balancer://default>\n  BalancerMember http://{web1}\n  BalancerMember http://{web2}\n</Proxy>\n\
-         ProxyPass / balancer://default/\n",
-        d = dir.display()
-    );
-    std::fs::write(dir.join("apache2.conf"), config).unwrap();
-    let mut cmd = Command::new("/usr/sbin/apache2");
-    cmd.arg("-d").arg(dir).arg("-f").arg(dir.join("apache2.conf")).arg("-DFOREGROUND");
-    cmd
-}
-
-/// One run's figures, as `wrk --latency` prints them.
-struct Figures {
-    requests_per_second: f64,
-    p50: String,
-    p99: String,
-    errors: String,
-    rss_mib: f64,
-}
+/// Set in the environment of the child process that runs the two backends.
+const BACKEND_ENV: &str = "FULCRUM_LOAD_BACKEND";
+/// Body length of the backends' fixed response.
+const BODY_LEN: usize = 100;
 
 fn main() {
-    // `cargo bench` passes `--bench`; a filter argument picks proxies by name.
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    if std::env::var_os(BACKEND_ENV).is_some() {
+        backend::serve_until_stdin_closes();
+        return;
+    }
+    let plan = Plan::from_env();
     if !Path::new("/usr/bin/wrk").exists() {
         eprintln!("load benchmark: /usr/bin/wrk is missing: apt-get install -y wrk");
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let (web1, web2) = runtime.block_on(async {
-        (EchoServer::start(any, "web1").await.unwrap(), EchoServer::start(any, "web2").await.unwrap())
-    });
-    let backends = [web1.addr, web2.addr];
+    let balancers = plan.balancers();
+    for balancer in &balancers {
+        balancer.check().unwrap_or_else(|why| panic!("{}: {why}", balancer.name()));
+    }
+    let machine = Machine::now();
+    println!("load benchmark: {}\n{}\n", plan.describe(), machine.describe());
 
-    println!(
-        "load benchmark: {CONNECTIONS} keep-alive connections from wrk (1 thread), {LOAD_SECONDS} s per proxy, \
-         two echo backends\n"
-    );
-    println!("| proxy | requests/s | latency p50 | latency p99 | errors | RSS after |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    for proxy in PROXIES {
-        if !filter.is_empty() && !filter.iter().any(|f| proxy.name.to_lowercase().contains(&f.to_lowercase())) {
-            continue;
-        }
-        if !proxy.program.is_empty() && !Path::new(proxy.program).exists() {
-            println!("| {} | missing: `apt-get install -y {}` | | | | |", proxy.name, proxy.package);
-            continue;
-        }
-        match run(proxy, backends) {
-            Ok(f) => println!(
-                "| {} | {:.0} | {} | {} | {} | {:.1} MiB |",
-                proxy.name, f.requests_per_second, f.p50, f.p99, f.errors, f.rss_mib
-            ),
-            Err(why) => println!("| {} | failed: {why} | | | | |", proxy.name),
+    let mut samples: Vec<Sample> = Vec::new();
+    for round in 0..plan.rounds {
+        let setups = if round % 2 == 0 { [Setup::Pinned, Setup::Defaults] } else { [Setup::Defaults, Setup::Pinned] };
+        for setup in setups {
+            let backends = backend::Backends::start(setup).expect("backends");
+            let mut order: Vec<&dyn Balancer> = balancers.iter().map(|b| b.as_ref()).collect();
+            let n = order.len().max(1);
+            order.rotate_left(round % n);
+            for balancer in order {
+                for &connections in &plan.connections {
+                    let case = Case { round, setup, connections, balancer };
+                    match run_case(&plan, &case, &backends) {
+                        Ok(sample) => {
+                            println!("{}", sample.line());
+                            samples.push(sample);
+                        }
+                        Err(why) => panic!("{}: {why}", case.label()),
+                    }
+                }
+            }
         }
     }
-    drop((web1, web2));
+    let machine_after = Machine::now();
+    let report = report::markdown(&plan, &machine, &machine_after, &balancers, &samples);
+    println!("\n{report}");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/load");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("results.md"), &report).unwrap();
+    std::fs::write(dir.join("cpu-per-request.svg"), report::svg(&plan, &balancers, &samples)).unwrap();
+    println!("written: {}/results.md and cpu-per-request.svg", dir.display());
 }
 
-fn run(proxy: &Proxy, backends: [SocketAddr; 2]) -> Result<Figures, String> {
+// ---------------------------------------------------------------------------------------------
+// What to run
+
+struct Plan {
+    seconds: u32,
+    warmup: u32,
+    rounds: usize,
+    connections: Vec<u32>,
+    filter: Vec<String>,
+    verify: bool,
+}
+
+impl Plan {
+    fn from_env() -> Plan {
+        let number = |name: &str, default: u32| -> u32 {
+            std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{name}={v}"))).unwrap_or(default)
+        };
+        let connections = std::env::var("LOAD_CONNECTIONS").unwrap_or_else(|_| "16,64,256".into());
+        Plan {
+            seconds: number("LOAD_SECONDS", 10).max(1),
+            warmup: number("LOAD_WARMUP", 2),
+            rounds: number("LOAD_ROUNDS", 3).max(1) as usize,
+            connections: connections.split(',').map(|c| c.trim().parse().expect("LOAD_CONNECTIONS")).collect(),
+            // `cargo bench` passes `--bench`; other arguments pick balancers by name.
+            filter: std::env::args().skip(1).filter(|a| !a.starts_with("--")).map(|a| a.to_lowercase()).collect(),
+            verify: std::env::var_os("LOAD_VERIFY").is_some(),
+        }
+    }
+
+    fn balancers(&self) -> Vec<Box<dyn Balancer>> {
+        let all: Vec<Box<dyn Balancer>> = vec![
+            Box::new(Fulcrum { rules: true }),
+            Box::new(Fulcrum { rules: false }),
+            Box::new(Nginx),
+            Box::new(HaProxy),
+            Box::new(Apache),
+        ];
+        all.into_iter()
+            .filter(|b| self.filter.is_empty() || self.filter.iter().any(|f| b.name().to_lowercase().contains(f)))
+            .filter(|b| match b.program() {
+                Some((program, package)) if !Path::new(program).exists() => {
+                    println!("{}: {program} is missing (`apt-get install -y {package}`), skipped", b.name());
+                    false
+                }
+                _ => true,
+            })
+            .collect()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} rounds, {} s measured after {} s warm-up per case, connections {:?}, two static backends \
+             ({BODY_LEN}-byte body)",
+            self.rounds, self.seconds, self.warmup, self.connections
+        )
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Setup {
+    /// The balancer alone on core 0 with one worker; wrk (one thread) and the backends on core 1.
+    Pinned,
+    /// No pinning; each balancer's default worker count; wrk with two threads.
+    Defaults,
+}
+
+impl Setup {
+    fn balancer_cpus(self) -> Option<&'static str> {
+        match self {
+            Setup::Pinned => Some("0"),
+            Setup::Defaults => None,
+        }
+    }
+
+    fn client_cpus(self) -> Option<&'static str> {
+        match self {
+            Setup::Pinned => Some("1"),
+            Setup::Defaults => None,
+        }
+    }
+
+    fn wrk_threads(self) -> u32 {
+        match self {
+            Setup::Pinned => 1,
+            Setup::Defaults => 2,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Setup::Pinned => "pinned",
+            Setup::Defaults => "defaults",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Setup::Pinned => "Pinned: the balancer alone on core 0 with one worker; wrk -t1 and the backends on core 1",
+            Setup::Defaults => "Defaults: nothing pinned, each balancer's default workers; wrk -t2; all on both cores",
+        }
+    }
+}
+
+/// The machine and its load, for the report.
+struct Machine {
+    cores: usize,
+    model: String,
+    load_average: String,
+}
+
+impl Machine {
+    fn now() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let model = cpuinfo
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name").and_then(|v| v.split_once(':')).map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_default();
+        let load_average = std::fs::read_to_string("/proc/loadavg")
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default();
+        Machine { cores: std::thread::available_parallelism().map_or(0, |n| n.get()), model, load_average }
+    }
+
+    fn describe(&self) -> String {
+        format!("machine: {} cores, {}; load average {}", self.cores, self.model, self.load_average)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The balancers
+
+/// Where one instance runs: its folder, port, the backends, the set-up.
+struct Site<'a> {
+    dir: &'a Path,
+    port: u16,
+    backends: [SocketAddr; 2],
+    setup: Setup,
+}
+
+/// A program to start in the foreground (wrapped in `taskset` by the caller when pinned).
+struct Launch {
+    program: PathBuf,
+    args: Vec<OsString>,
+    env: Vec<(&'static str, OsString)>,
+}
+
+impl Launch {
+    fn new(program: impl Into<PathBuf>) -> Launch {
+        Launch { program: program.into(), args: Vec::new(), env: Vec::new() }
+    }
+
+    fn arg(mut self, arg: impl Into<OsString>) -> Launch {
+        self.args.push(arg.into());
+        self
+    }
+
+    fn env(mut self, name: &'static str, value: impl Into<OsString>) -> Launch {
+        self.env.push((name, value.into()));
+        self
+    }
+
+    fn command(&self, cpus: Option<&str>) -> Command {
+        let mut cmd = match cpus {
+            Some(cpus) => {
+                let mut cmd = Command::new("taskset");
+                cmd.args(["-c", cpus]).arg(&self.program);
+                cmd
+            }
+            None => Command::new(&self.program),
+        };
+        cmd.args(&self.args).envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+}
+
+trait Balancer {
+    fn name(&self) -> &'static str;
+    /// The Debian program and package it needs, if any.
+    fn program(&self) -> Option<(&'static str, &'static str)>;
+    /// nginx and HAProxy: the peers the ratios compare with.
+    fn is_peer(&self) -> bool {
+        false
+    }
+    /// Validates what can be validated before the first run.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Writes the configuration into the site's folder and says how to start it.
+    fn launch(&self, site: &Site<'_>) -> Result<Launch, String>;
+}
+
+/// Fulcrum (release build) with `examples/apache-guide.toml` on loopback, with or without its
+/// `[[vhost.rules]]` (the apache-rules Wasm plugin); the access log off.
+struct Fulcrum {
+    rules: bool,
+}
+
+impl Fulcrum {
+    const GUIDE: &'static str = include_str!("../../examples/apache-guide.toml");
+
+    fn config(&self, port: u16, [web1, web2]: [SocketAddr; 2]) -> String {
+        let mut out = String::new();
+        let mut in_rules = false;
+        let mut quotes = 0;
+        for line in Self::GUIDE.lines() {
+            if line.trim() == "[[vhost.rules]]" && !self.rules {
+                in_rules = true;
+                continue;
+            }
+            if in_rules {
+                // The block ends with the second ''' (the directives' closing quotes).
+                quotes += line.matches("'''").count();
+                in_rules = quotes < 2;
+                continue;
+            }
+            if line.starts_with("access_log") || line.starts_with("log_format") {
+                continue;
+            }
+            let line = line
+                .replace("\"127.0.0.1:8080\"", &format!("\"127.0.0.1:{port}\""))
+                .replace("http://127.0.0.1:18001", &format!("http://{web1}"))
+                .replace("http://127.0.0.1:18002", &format!("http://{web2}"));
+            out.push_str(&line);
+            out.push('\n');
+        }
+        for needle in [format!("127.0.0.1:{port}"), format!("http://{web1}"), format!("http://{web2}")] {
+            assert!(out.contains(&needle), "examples/apache-guide.toml changed: {needle} not substituted");
+        }
+        assert_eq!(out.contains("[[vhost.rules]]"), self.rules, "the guide's [[vhost.rules]] block");
+        out
+    }
+}
+
+impl Balancer for Fulcrum {
+    fn name(&self) -> &'static str {
+        if self.rules { "Fulcrum (guide config)" } else { "Fulcrum without rules" }
+    }
+
+    fn program(&self) -> Option<(&'static str, &'static str)> {
+        None
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = dir.path().join("fulcrum.toml");
+        let any: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        std::fs::write(&path, self.config(free_port(), [any, any])).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("fulcrum check refused the config: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(())
+    }
+
+    fn launch(&self, site: &Site<'_>) -> Result<Launch, String> {
+        let path = site.dir.join("fulcrum.toml");
+        std::fs::write(&path, self.config(site.port, site.backends)).map_err(|e| e.to_string())?;
+        let launch =
+            Launch::new(env!("CARGO_BIN_EXE_fulcrum")).arg("run").arg("--config").arg(path).env("FULCRUM_LOG", "warn");
+        Ok(match site.setup {
+            Setup::Pinned => launch.env("TOKIO_WORKER_THREADS", "1"),
+            Setup::Defaults => launch,
+        })
+    }
+}
+
+/// Debian's nginx: one upstream of the two backends with keep-alive connections to them.
+struct Nginx;
+
+impl Balancer for Nginx {
+    fn name(&self) -> &'static str {
+        "nginx"
+    }
+
+    fn program(&self) -> Option<(&'static str, &'static str)> {
+        Some(("/usr/sbin/nginx", "nginx"))
+    }
+
+    fn is_peer(&self) -> bool {
+        true
+    }
+
+    fn launch(&self, site: &Site<'_>) -> Result<Launch, String> {
+        let d = site.dir.display();
+        let [web1, web2] = site.backends;
+        let (port, workers) = (site.port, if site.setup == Setup::Pinned { "1" } else { "auto" });
+        // Debian's nginx.conf values (user, worker_connections), its access log off.
+        let config = format!(
+            "user www-data;\nworker_processes {workers};\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 768; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+             upstream backends {{ server {web1}; server {web2}; keepalive 256; }}\n\
+             server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://backends;\n\
+             proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
+        );
+        std::fs::write(site.dir.join("nginx.conf"), config).map_err(|e| e.to_string())?;
+        Ok(Launch::new("/usr/sbin/nginx").arg("-p").arg(site.dir).arg("-c").arg(site.dir.join("nginx.conf")))
+    }
+}
+
+/// Debian's HAProxy: a frontend and a round-robin backend (HTTP keep-alive and server connection
+/// reuse are its defaults).
+struct HaProxy;
+
+impl Balancer for HaProxy {
+    fn name(&self) -> &'static str {
+        "HAProxy"
+    }
+
+    fn program(&self) -> Option<(&'static str, &'static str)> {
+        Some(("/usr/sbin/haproxy", "haproxy"))
+    }
+
+    fn is_peer(&self) -> bool {
+        true
+    }
+
+    fn launch(&self, site: &Site<'_>) -> Result<Launch, String> {
+        let [web1, web2] = site.backends;
+        let threads = if site.setup == Setup::Pinned { "  nbthread 1\n" } else { "" };
+        let config = format!(
+            "global\n{threads}  pidfile {d}/haproxy.pid\n\ndefaults\n  mode http\n  timeout connect 5s\n\
+             timeout client 60s\n  timeout server 60s\n\n\
+             frontend proxy\n  bind 127.0.0.1:{port}\n  default_backend backends\n\n\
+             backend backends\n  balance roundrobin\n  server web1 {web1}\n  server web2 {web2}\n",
+            d = site.dir.display(),
+            port = site.port,
+        );
+        std::fs::write(site.dir.join("haproxy.cfg"), config).map_err(|e| e.to_string())?;
+        Ok(Launch::new("/usr/sbin/haproxy").arg("-db").arg("-f").arg(site.dir.join("haproxy.cfg")))
+    }
+}
+
+/// Debian's Apache 2.4 with the guide's configuration, set up as `tests/e2e/apache.rs` does: a
+/// ServerRoot of our own with Debian's apache2.conf and default modules plus headers, proxy,
+/// proxy_http, proxy_balancer, lbmethod_byrequests and slotmem_shm, and the guide's two files
+/// (`tests/apache/*.conf.in`) rendered, minus the access logs. Pinned: one child process of 256
+/// threads (`StartServers 1`, `ServerLimit 1`, `ThreadsPerChild 256`) besides the parent.
+struct Apache;
+
+impl Apache {
+    const DEBIAN: &'static str = "/etc/apache2";
+    const EXTRA_MODULES: [&'static str; 8] = [
+        "headers.load",
+        "proxy.load",
+        "proxy.conf",
+        "proxy_http.load",
+        "proxy_balancer.load",
+        "proxy_balancer.conf",
+        "lbmethod_byrequests.load",
+        "slotmem_shm.load",
+    ];
+    const PINNED_MPM: &'static str = "<IfModule mpm_event_module>\n  StartServers 1\n  ServerLimit 1\n  \
+        MinSpareThreads 1\n  MaxSpareThreads 512\n  ThreadLimit 256\n  ThreadsPerChild 256\n  \
+        MaxRequestWorkers 256\n  MaxConnectionsPerChild 0\n</IfModule>\n";
+
+    fn server_root(site: &Site<'_>) -> std::io::Result<()> {
+        let root = site.dir;
+        for sub in ["mods-enabled", "conf-available", "conf-enabled", "sites-enabled", "run", "lock", "log"] {
+            std::fs::create_dir(root.join(sub))?;
+        }
+        for sub in ["run", "lock", "log"] {
+            std::fs::set_permissions(root.join(sub), std::fs::Permissions::from_mode(0o777))?;
+        }
+        let debian = Path::new(Self::DEBIAN);
+        std::fs::copy(debian.join("apache2.conf"), root.join("apache2.conf"))?;
+        symlink(debian.join("mods-available"), root.join("mods-available"))?;
+        let enabled = std::fs::read_dir(debian.join("mods-enabled"))?.flatten().map(|e| e.file_name());
+        let modules: Vec<OsString> = enabled.chain(Self::EXTRA_MODULES.iter().map(OsString::from)).collect();
+        for name in modules {
+            let link = root.join("mods-enabled").join(&name);
+            if name == "mpm_event.conf" && site.setup == Setup::Pinned {
+                std::fs::write(&link, Self::PINNED_MPM)?;
+            } else if !link.exists() {
+                symlink(debian.join("mods-available").join(&name), link)?;
+            }
+        }
+        for entry in std::fs::read_dir(debian.join("conf-available"))?.flatten() {
+            symlink(entry.path(), root.join("conf-available").join(entry.file_name()))?;
+        }
+        for entry in std::fs::read_dir(debian.join("conf-enabled"))?.flatten() {
+            let name = entry.file_name();
+            // Logs every vhost without a CustomLog of its own: the access log stays off.
+            if name != "other-vhosts-access-log.conf" {
+                symlink(debian.join("conf-available").join(&name), root.join("conf-enabled").join(&name))?;
+            }
+        }
+        std::fs::write(root.join("ports.conf"), format!("Listen 127.0.0.1:{}\n", site.port))?;
+        std::fs::write(root.join("conf-available/main-balancer.conf"), Self::render(site, "main-balancer.conf.in")?)?;
+        std::fs::write(root.join("sites-enabled/000-default.conf"), Self::render(site, "000-default.conf.in")?)
+    }
+
+    fn render(site: &Site<'_>, template: &str) -> std::io::Result<String> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/apache").join(template);
+        let [web1, web2] = site.backends;
+        let params = "retry=60 timeout=300 connectiontimeout=25";
+        let text = std::fs::read_to_string(path)?
+            .replace("@PORT@", &site.port.to_string())
+            .replace("@WEB1_URL@", &format!("http://{web1}"))
+            .replace("@WEB2_URL@", &format!("http://{web2}"))
+            .replace("@WEB1_PARAMS@", params)
+            .replace("@WEB2_PARAMS@", params)
+            .replace("@ALLOW_IP@", "127.0.0.1");
+        // The access log off, as for the others.
+        Ok(text
+            .lines()
+            .map(
+                |l| if l.trim_start().starts_with("CustomLog") { format!("# (bench: off) {l}") } else { l.to_string() },
+            )
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+}
+
+impl Balancer for Apache {
+    fn name(&self) -> &'static str {
+        "Apache (guide config)"
+    }
+
+    fn program(&self) -> Option<(&'static str, &'static str)> {
+        Some(("/usr/sbin/apache2", "apache2"))
+    }
+
+    fn launch(&self, site: &Site<'_>) -> Result<Launch, String> {
+        Self::server_root(site).map_err(|e| format!("ServerRoot: {e}"))?;
+        let root = site.dir;
+        Ok(Launch::new("/usr/sbin/apache2")
+            .arg("-d")
+            .arg(root)
+            .arg("-f")
+            .arg(root.join("apache2.conf"))
+            .arg("-DFOREGROUND")
+            .env("APACHE_RUN_USER", "www-data")
+            .env("APACHE_RUN_GROUP", "www-data")
+            .env("APACHE_PID_FILE", root.join("run/apache2.pid"))
+            .env("APACHE_RUN_DIR", root.join("run"))
+            .env("APACHE_LOCK_DIR", root.join("lock"))
+            .env("APACHE_LOG_DIR", root.join("log"))
+            .env("LANG", "C"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One case: a balancer, a set-up, a connection count, a round
+
+struct Case<'a> {
+    round: usize,
+    setup: Setup,
+    connections: u32,
+    balancer: &'a dyn Balancer,
+}
+
+impl Case<'_> {
+    fn label(&self) -> String {
+        format!("round {} {} {} c={}", self.round + 1, self.setup.name(), self.balancer.name(), self.connections)
+    }
+}
+
+/// One measured window.
+struct Sample {
+    label: String,
+    setup: Setup,
+    balancer: &'static str,
+    connections: u32,
+    wrk: WrkFigures,
+    cpu_seconds: f64,
+    rss_mib: f64,
+    hits: [u64; 2],
+}
+
+impl Sample {
+    fn cpu_us_per_request(&self) -> f64 {
+        self.cpu_seconds * 1e6 / self.wrk.requests.max(1) as f64
+    }
+
+    fn line(&self) -> String {
+        let total = (self.hits[0] + self.hits[1]).max(1);
+        format!(
+            "{}: {:.0} req/s, p50 {}, p99 {}, errors {} {}, CPU {:.2} s = {:.1} µs/request, RSS {:.1} MiB, \
+             backend hits {} ({:.0} % web1)",
+            self.label,
+            self.wrk.requests_per_second,
+            report::latency(self.wrk.p50_us),
+            report::latency(self.wrk.p99_us),
+            self.wrk.errors,
+            self.wrk.error_detail,
+            self.cpu_seconds,
+            self.cpu_us_per_request(),
+            self.rss_mib,
+            total,
+            100.0 * self.hits[0] as f64 / total as f64
+        )
+    }
+}
+
+fn run_case(plan: &Plan, case: &Case<'_>, backends: &backend::Backends) -> Result<Sample, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     // The workers of nginx and Apache drop root; they need to read their folder.
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let port = free_port();
-    let mut child = Running(
-        (proxy.command)(dir.path(), port, backends)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
-            .spawn()
-            .map_err(|e| format!("cannot start: {e}"))?,
-    );
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+    let site = Site { dir: dir.path(), port: free_port(), backends: backends.addrs, setup: case.setup };
+    let addr = SocketAddr::from(([127, 0, 0, 1], site.port));
+    let launch = case.balancer.launch(&site)?;
+    let stderr = std::fs::File::create(dir.path().join("stderr.log")).map_err(|e| e.to_string())?;
+    let mut command = launch.command(case.setup.balancer_cpus());
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+    let mut balancer = Running::spawn(command)?;
+    let sample =
+        measure(plan, case, &mut balancer, addr, backends).map_err(|why| format!("{why}\n{}", logs(dir.path())));
+    let pids = balancer.tree();
+    drop(balancer);
+    if let Some(pid) = pids.iter().find(|&&pid| proc::is_alive(pid)) {
+        return Err(format!("process {pid} of {} still runs after the case", case.balancer.name()));
+    }
+    sample
+}
+
+fn measure(
+    plan: &Plan,
+    case: &Case<'_>,
+    balancer: &mut Running,
+    addr: SocketAddr,
+    backends: &backend::Backends,
+) -> Result<Sample, String> {
+    wait_listening(balancer, addr)?;
+    let before_probe = backends.hits()?;
+    probe(addr)?;
+    if backends.hits()?.iter().sum::<u64>() != before_probe.iter().sum::<u64>() + 1 {
+        return Err("the probe request did not reach exactly one backend".into());
+    }
+    let url = format!("http://{addr}/");
+    if plan.warmup > 0 {
+        wrk(case, &url, plan.warmup)?;
+    }
+    let hits_before = backends.hits()?;
+    let cpu_before = proc::tree_cpu_seconds(balancer.pid());
+    let pidstat = plan.verify.then(|| Pidstat::start(&balancer.tree(), plan.seconds)).transpose()?;
+    let figures = wrk(case, &url, plan.seconds)?;
+    let cpu_seconds = proc::tree_cpu_seconds(balancer.pid()) - cpu_before;
+    let hits_after = backends.hits()?;
+    let rss_mib = proc::tree_rss_kib(balancer.pid()) as f64 / 1024.0;
+    let hits = [hits_after[0] - hits_before[0], hits_after[1] - hits_before[1]];
+    if let Some(pidstat) = pidstat {
+        let pids = balancer.tree();
+        let threads: u64 = pids.iter().map(|&pid| proc::threads(pid)).sum();
+        println!(
+            "  verify: /proc says {cpu_seconds:.2} s CPU in the window, pidstat {:.2} s; {} processes, {threads} threads",
+            pidstat.finish()?,
+            pids.len()
+        );
+    }
+    check_hits(hits, &figures, case.connections)?;
+    Ok(Sample {
+        label: case.label(),
+        setup: case.setup,
+        balancer: case.balancer.name(),
+        connections: case.connections,
+        wrk: figures,
+        cpu_seconds,
+        rss_mib,
+        hits,
+    })
+}
+
+/// The backends must have answered every request wrk counted (plus at most those in flight when
+/// it stopped), and both of them a share of it.
+fn check_hits(hits: [u64; 2], wrk: &WrkFigures, connections: u32) -> Result<(), String> {
+    let total = hits[0] + hits[1];
+    let answered = wrk.requests.saturating_sub(wrk.non_2xx);
+    // wrk's warm-up run and a balancer's retries aside, hits lie in [answered, requests + in flight].
+    let upper = wrk.requests + 2 * u64::from(connections) + 16;
+    if total < answered || total > upper {
+        return Err(format!("backend hits {total} do not match wrk's {} requests", wrk.requests));
+    }
+    if hits[0].min(hits[1]) * 4 < total {
+        return Err(format!("round robin? backend hits {hits:?}"));
+    }
+    Ok(())
+}
+
+fn wait_listening(balancer: &mut Running, addr: SocketAddr) -> Result<(), String> {
     let started = Instant::now();
     while TcpStream::connect(addr).is_err() {
-        if started.elapsed() > Duration::from_secs(30) || child.0.try_wait().ok().flatten().is_some() {
-            return Err(format!("did not listen on {addr}: {}", logs(dir.path())));
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err(format!("did not listen on {addr} within 30 s"));
+        }
+        if balancer.exited() {
+            return Err("exited before listening".into());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let url = format!("http://{addr}/");
-    wrk(&url, 2)?; // warm-up: connection pools, Apache's children, lazy compilation
-    let out = wrk(&url, LOAD_SECONDS)?;
-    let rss_mib = tree_rss_kib(child.0.id()) as f64 / 1024.0;
-    let field = |prefix: &str| {
-        out.lines().find_map(|l| l.trim_start().strip_prefix(prefix).map(|v| v.trim().to_string())).unwrap_or_default()
-    };
-    let requests_per_second = field("Requests/sec:").parse::<f64>().map_err(|_| format!("wrk said:\n{out}"))?;
-    let errors = {
-        let non_2xx = field("Non-2xx or 3xx responses:");
-        let socket = field("Socket errors:");
-        match (non_2xx.is_empty(), socket.is_empty()) {
-            (true, true) => "0".to_string(),
-            _ => format!("{non_2xx} {socket}").trim().to_string(),
-        }
-    };
-    Ok(Figures { requests_per_second, p50: field("50%"), p99: field("99%"), errors, rss_mib })
+    Ok(())
 }
 
-/// A proxy process, stopped (and its workers with it) when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // SIGTERM: each of these proxies stops its workers on it.
-        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.0.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// One request through the balancer, as wrk sends it: it must be a backend's 200 and body.
+fn probe(addr: SocketAddr) -> Result<(), String> {
+    let mut stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).map_err(|e| format!("probe: {e}"))?;
+    let response = String::from_utf8_lossy(&response);
+    if response.starts_with("HTTP/1.1 200") && response.contains(backend::BODY_START) {
+        Ok(())
+    } else {
+        Err(format!("probe through the balancer got:\n{response}"))
     }
 }
 
-fn wrk(url: &str, seconds: u32) -> Result<String, String> {
-    let out = Command::new("/usr/bin/wrk")
-        .args(["-t1", &format!("-c{CONNECTIONS}"), &format!("-d{seconds}s"), "--latency", url])
-        .output()
-        .map_err(|e| format!("wrk: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("wrk failed: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Resident memory of `pid` and all its descendants, KiB.
-fn tree_rss_kib(pid: u32) -> u64 {
-    let mut total = 0;
-    let mut frontier = vec![pid];
-    while let Some(p) = frontier.pop() {
-        total += status_field(p, "VmRSS:").unwrap_or(0);
-        frontier.extend(children(p));
-    }
-    total
-}
-
-fn children(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&p| status_field(p, "PPid:") == Some(pid as u64))
-        .collect()
-}
-
-fn status_field(pid: u32, name: &str) -> Option<u64> {
-    let mut text = String::new();
-    std::fs::File::open(PathBuf::from(format!("/proc/{pid}/status"))).ok()?.read_to_string(&mut text).ok()?;
-    text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.split_whitespace().next()?.parse().ok())
+fn logs(dir: &Path) -> String {
+    ["stderr.log", "error.log", "log/error.log"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn logs(dir: &Path) -> String {
-    ["stderr.log", "error.log"]
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(dir.join(f)).ok())
-        .collect::<Vec<_>>()
-        .join("\n")
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/// A started process tree, stopped when dropped (also on panic): SIGTERM to the parent, then
+/// SIGKILL to whatever of the tree is left after 10 s.
+struct Running {
+    child: Child,
+}
+
+impl Running {
+    fn spawn(mut command: Command) -> Result<Running, String> {
+        let child = command.spawn().map_err(|e| format!("cannot start {:?}: {e}", command.get_program()))?;
+        Ok(Running { child })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The process and all its descendants.
+    fn tree(&self) -> Vec<u32> {
+        proc::tree(self.pid())
+    }
+
+    fn exited(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_some()
+    }
+
+    /// Waits for the process to exit by itself, at most `limit`.
+    fn wait(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.exited() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut pids = self.tree();
+        if !self.exited() {
+            signal("TERM", &[self.pid()]);
+            self.wait(Duration::from_secs(10));
+        }
+        pids.extend(proc::tree(self.pid()));
+        pids.retain(|&pid| pid != self.pid() && proc::is_alive(pid));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        signal("KILL", &pids);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pids.iter().any(|&pid| proc::is_alive(pid)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn signal(name: &str, pids: &[u32]) {
+    if !pids.is_empty() {
+        let _ = Command::new("kill")
+            .arg(format!("-{name}"))
+            .args(pids.iter().map(u32::to_string))
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// What `/proc` says about a process tree.
+mod proc {
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+
+    /// The process and all its descendants (threads are part of their process's figures).
+    pub fn tree(root: u32) -> Vec<u32> {
+        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            if let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok())
+                && let Some(fields) = stat(pid)
+                && let Some(ppid) = fields.get(1).and_then(|p| p.parse::<u32>().ok())
+            {
+                children.entry(ppid).or_default().push(pid);
+            }
+        }
+        let mut tree = vec![root];
+        let mut next = 0;
+        while next < tree.len() {
+            tree.extend(children.get(&tree[next]).into_iter().flatten());
+            next += 1;
+        }
+        tree
+    }
+
+    /// utime + stime of every process in the tree, all threads included, plus cutime + cstime
+    /// (its children that exited and were reaped), in seconds.
+    pub fn tree_cpu_seconds(root: u32) -> f64 {
+        let ticks: u64 = tree(root)
+            .into_iter()
+            .filter_map(stat)
+            .map(|f| (11..=14).map(|i| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)).sum::<u64>())
+            .sum();
+        ticks as f64 / clock_ticks() as f64
+    }
+
+    pub fn tree_rss_kib(root: u32) -> u64 {
+        tree(root).into_iter().filter_map(|pid| status_field(pid, "VmRSS:")).sum()
+    }
+
+    pub fn threads(pid: u32) -> u64 {
+        status_field(pid, "Threads:").unwrap_or(0)
+    }
+
+    /// Exists and is not a zombie.
+    pub fn is_alive(pid: u32) -> bool {
+        stat(pid).is_some_and(|f| f.first().is_some_and(|state| state != "Z" && state != "X"))
+    }
+
+    /// The fields of /proc/PID/stat after the command name: [0] state (field 3), [1] ppid,
+    /// [11] utime (field 14), [12] stime, [13] cutime, [14] cstime.
+    fn stat(pid: u32) -> Option<Vec<String>> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &text[text.rfind(')')? + 1..];
+        Some(rest.split_whitespace().map(str::to_string).collect())
+    }
+
+    fn status_field(pid: u32, name: &str) -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.split_whitespace().next()?.parse().ok())
+    }
+
+    fn clock_ticks() -> u64 {
+        static TICKS: OnceLock<u64> = OnceLock::new();
+        *TICKS.get_or_init(|| {
+            let out = std::process::Command::new("getconf").arg("CLK_TCK").output().expect("getconf CLK_TCK");
+            String::from_utf8_lossy(&out.stdout).trim().parse().expect("CLK_TCK")
+        })
+    }
+}
+
+/// `pidstat` over the measured window, as an independent look at the same CPU time.
+struct Pidstat {
+    running: Running,
+    out: tempfile::NamedTempFile,
+    seconds: u32,
+}
+
+impl Pidstat {
+    fn start(pids: &[u32], seconds: u32) -> Result<Pidstat, String> {
+        let out = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+        let list = pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let mut cmd = Command::new("pidstat");
+        cmd.args(["-u", "-h", "-p", &list, &seconds.to_string(), "1"])
+            .env("LC_ALL", "C")
+            .stdout(out.reopen().map_err(|e| e.to_string())?);
+        Ok(Pidstat { running: Running::spawn(cmd)?, out, seconds })
+    }
+
+    /// CPU seconds: the sum of the processes' %CPU times the interval.
+    fn finish(mut self) -> Result<f64, String> {
+        self.running.wait(Duration::from_secs(15));
+        let text = std::fs::read_to_string(self.out.path()).map_err(|e| e.to_string())?;
+        let header = text.lines().find(|l| l.starts_with('#')).ok_or("pidstat: no output")?;
+        let column = header.split_whitespace().skip(1).position(|c| c == "%CPU").ok_or("pidstat: no %CPU")?;
+        let percent: f64 = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty() && !l.starts_with("Linux"))
+            .filter_map(|l| l.split_whitespace().nth(column)?.parse::<f64>().ok())
+            .sum();
+        // One report over the whole window: %CPU is its average.
+        Ok(percent / 100.0 * f64::from(self.seconds))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// wrk
+
+struct WrkFigures {
+    requests: u64,
+    requests_per_second: f64,
+    p50_us: f64,
+    p99_us: f64,
+    non_2xx: u64,
+    /// Non-2xx/3xx responses plus socket errors (connect, read, write, timeout).
+    errors: u64,
+    /// wrk's own words for them, if any.
+    error_detail: String,
+}
+
+fn wrk(case: &Case<'_>, url: &str, seconds: u32) -> Result<WrkFigures, String> {
+    let out = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+    let threads = case.setup.wrk_threads();
+    let launch = Launch::new("/usr/bin/wrk")
+        .arg(format!("-t{threads}"))
+        .arg(format!("-c{}", case.connections))
+        .arg(format!("-d{seconds}s"))
+        .arg("--latency")
+        .arg(url);
+    let mut command = launch.command(case.setup.client_cpus());
+    command.stdin(Stdio::null()).stdout(out.reopen().map_err(|e| e.to_string())?).stderr(Stdio::piped());
+    let mut running = Running::spawn(command)?;
+    if !running.wait(Duration::from_secs(u64::from(seconds) + 30)) {
+        return Err("wrk did not finish in time".into());
+    }
+    let text = std::fs::read_to_string(out.path()).map_err(|e| e.to_string())?;
+    parse_wrk(&text).ok_or_else(|| format!("cannot read wrk's output:\n{text}"))
+}
+
+fn parse_wrk(text: &str) -> Option<WrkFigures> {
+    let field = |prefix: &str| text.lines().find_map(|l| l.trim_start().strip_prefix(prefix).map(str::trim));
+    let requests = text.lines().find(|l| l.contains(" requests in "))?.split_whitespace().next()?.parse().ok()?;
+    let non_2xx: u64 = field("Non-2xx or 3xx responses:").map_or(Some(0), |v| v.parse().ok())?;
+    // "Socket errors: connect 0, read 0, write 0, timeout 0"
+    let socket: u64 = field("Socket errors:")
+        .map_or(0, |v| v.split(',').filter_map(|part| part.split_whitespace().nth(1)?.parse::<u64>().ok()).sum());
+    Some(WrkFigures {
+        requests,
+        requests_per_second: field("Requests/sec:")?.parse().ok()?,
+        p50_us: duration_us(field("50%")?)?,
+        p99_us: duration_us(field("99%")?)?,
+        non_2xx,
+        errors: non_2xx + socket,
+        error_detail: ["Non-2xx or 3xx responses:", "Socket errors:"]
+            .iter()
+            .filter_map(|p| field(p).map(|v| format!("{p} {v}")))
+            .collect::<Vec<_>>()
+            .join("; "),
+    })
+}
+
+/// wrk's "812.00us", "1.23ms", "2.01s".
+fn duration_us(text: &str) -> Option<f64> {
+    let (number, factor) = if let Some(n) = text.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e3)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60e6)
+    } else {
+        (text.strip_suffix('s')?, 1e6)
+    };
+    Some(number.parse::<f64>().ok()? * factor)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The backends: a child process (so it can be pinned) serving a fixed response on two ports
+
+mod backend {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    pub const BODY_START: &str = "static response from web";
+
+    /// The backend process, its two addresses and its hit counters.
+    pub struct Backends {
+        pub addrs: [SocketAddr; 2],
+        control: SocketAddr,
+        // Dropped first: closing its stdin ends the process even if the guard could not.
+        _stdin: ChildStdin,
+        _running: Running,
+    }
+
+    impl Backends {
+        pub fn start(setup: Setup) -> Result<Backends, String> {
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let mut command = Launch::new(exe).env(BACKEND_ENV, "1").command(setup.client_cpus());
+            command.stdin(Stdio::piped()).stdout(Stdio::piped());
+            let mut running = Running::spawn(command)?;
+            let stdin = running.child.stdin.take().unwrap();
+            let mut line = String::new();
+            BufReader::new(running.child.stdout.take().unwrap()).read_line(&mut line).map_err(|e| e.to_string())?;
+            let ports: Vec<u16> = line.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+            let [web1, web2, control] = ports[..] else { return Err(format!("backends said {line:?}")) };
+            let addr = |port| SocketAddr::from(([127, 0, 0, 1], port));
+            Ok(Backends { addrs: [addr(web1), addr(web2)], control: addr(control), _stdin: stdin, _running: running })
+        }
+
+        /// Requests answered so far by web1 and web2.
+        pub fn hits(&self) -> Result<[u64; 2], String> {
+            let mut text = String::new();
+            TcpStream::connect(self.control)
+                .and_then(|mut s| s.read_to_string(&mut text))
+                .map_err(|e| format!("backend counters: {e}"))?;
+            let counts: Vec<u64> = text.split_whitespace().filter_map(|n| n.parse().ok()).collect();
+            match counts[..] {
+                [web1, web2] => Ok([web1, web2]),
+                _ => Err(format!("backend counters: {text:?}")),
+            }
+        }
+    }
+
+    static HITS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+    /// The child process: tokio's default runtime (one worker per allowed core), two listeners and
+    /// a control port that answers "HITS1 HITS2"; exits when its stdin closes.
+    pub fn serve_until_stdin_closes() {
+        std::thread::spawn(|| {
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+            std::process::exit(0);
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
+            let (web1, web2, control) = (bind().await.unwrap(), bind().await.unwrap(), bind().await.unwrap());
+            let port = |l: &tokio::net::TcpListener| l.local_addr().unwrap().port();
+            println!("{} {} {}", port(&web1), port(&web2), port(&control));
+            std::io::stdout().flush().unwrap();
+            tokio::spawn(accept(web1, 0));
+            tokio::spawn(accept(web2, 1));
+            loop {
+                let Ok((mut stream, _)) = control.accept().await else { continue };
+                let text = format!("{} {}\n", HITS[0].load(Ordering::SeqCst), HITS[1].load(Ordering::SeqCst));
+                let _ = stream.write_all(text.as_bytes()).await;
+            }
+        });
+    }
+
+    fn response(index: usize) -> &'static [u8] {
+        let body = format!("{:.<width$}\n", format!("{BODY_START}{} ", index + 1), width = BODY_LEN - 1);
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n", body.len());
+        Box::leak(format!("{head}{body}").into_bytes().into_boxed_slice())
+    }
+
+    async fn accept(listener: tokio::net::TcpListener, index: usize) {
+        let response = response(index);
+        loop {
+            if let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve(stream, response, &HITS[index]));
+            }
+        }
+    }
+
+    /// Answers each request head (and skips its Content-Length body) with the fixed response,
+    /// keeping the connection open unless the request says otherwise.
+    async fn serve(mut stream: tokio::net::TcpStream, response: &'static [u8], hits: &'static AtomicU64) {
+        let mut buf: Vec<u8> = Vec::with_capacity(4096);
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            buf.extend_from_slice(&chunk[..n]);
+            let (answered, close) = take_requests(&mut buf);
+            if answered > 0 {
+                hits.fetch_add(answered as u64, Ordering::SeqCst);
+                let out = response.repeat(answered);
+                if stream.write_all(&out).await.is_err() {
+                    return;
+                }
+            }
+            if close {
+                return;
+            }
+        }
+    }
+
+    /// Removes the complete requests from `buf`: how many, and whether one asked to close.
+    fn take_requests(buf: &mut Vec<u8>) -> (usize, bool) {
+        let (mut answered, mut close) = (0, false);
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let body: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() < end + 4 + body {
+                break;
+            }
+            close |= head.contains("\nconnection: close")
+                || (head.lines().next().is_some_and(|l| l.ends_with("http/1.0"))
+                    && !head.contains("\nconnection: keep-alive"));
+            buf.drain(..end + 4 + body);
+            answered += 1;
+        }
+        (answered, close)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The report
+
+mod report {
+    use super::*;
+
+    /// Medians over the rounds of one balancer, set-up and connection count.
+    pub struct Row {
+        pub balancer: &'static str,
+        pub peer: bool,
+        pub setup: Setup,
+        pub connections: u32,
+        pub requests_per_second: f64,
+        pub p50_us: f64,
+        pub p99_us: f64,
+        pub errors: u64,
+        pub cpu_us: f64,
+        pub rss_mib: f64,
+        pub rounds: usize,
+    }
+
+    pub fn rows(balancers: &[Box<dyn Balancer>], samples: &[Sample]) -> Vec<Row> {
+        let mut groups: BTreeMap<(Setup, u32, usize), Vec<&Sample>> = BTreeMap::new();
+        for s in samples {
+            let index = balancers.iter().position(|b| b.name() == s.balancer).unwrap();
+            groups.entry((s.setup, s.connections, index)).or_default().push(s);
+        }
+        groups
+            .into_iter()
+            .map(|((setup, connections, index), group)| {
+                let med = |f: &dyn Fn(&Sample) -> f64| median(group.iter().map(|s| f(s)).collect());
+                Row {
+                    balancer: balancers[index].name(),
+                    peer: balancers[index].is_peer(),
+                    setup,
+                    connections,
+                    requests_per_second: med(&|s| s.wrk.requests_per_second),
+                    p50_us: med(&|s| s.wrk.p50_us),
+                    p99_us: med(&|s| s.wrk.p99_us),
+                    errors: group.iter().map(|s| s.wrk.errors).sum(),
+                    cpu_us: med(&|s| s.cpu_us_per_request()),
+                    rss_mib: med(&|s| s.rss_mib),
+                    rounds: group.len(),
+                }
+            })
+            .collect()
+    }
+
+    fn median(mut values: Vec<f64>) -> f64 {
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
+    }
+
+    pub fn latency(us: f64) -> String {
+        if us < 1000.0 { format!("{us:.0} µs") } else { format!("{:.2} ms", us / 1000.0) }
+    }
+
+    pub fn markdown(
+        plan: &Plan,
+        before: &Machine,
+        after: &Machine,
+        balancers: &[Box<dyn Balancer>],
+        samples: &[Sample],
+    ) -> String {
+        let rows = rows(balancers, samples);
+        let mut out = String::new();
+        writeln!(out, "Load benchmark: {}.", plan.describe()).unwrap();
+        writeln!(out, "{}; load average after: {}.", before.describe(), after.load_average).unwrap();
+        writeln!(
+            out,
+            "Medians over the rounds; errors summed over them. CPU per request: the balancer's utime + stime \
+             (all processes and threads) in the window / requests completed. Ratios: to the best of nginx and \
+             HAProxy at the same connection count (req/s: the highest; CPU: the lowest)."
+        )
+        .unwrap();
+        for setup in [Setup::Pinned, Setup::Defaults] {
+            writeln!(out, "\n#### {}\n", setup.title()).unwrap();
+            writeln!(
+                out,
+                "| balancer | conns | requests/s | p50 | p99 | errors | CPU µs/request | RSS after | req/s vs best peer | CPU vs best peer |"
+            )
+            .unwrap();
+            writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|").unwrap();
+            for row in rows.iter().filter(|r| r.setup == setup) {
+                let peers: Vec<&Row> =
+                    rows.iter().filter(|p| p.peer && p.setup == setup && p.connections == row.connections).collect();
+                let best_rps = peers.iter().map(|p| p.requests_per_second).fold(f64::NAN, f64::max);
+                let best_cpu = peers.iter().map(|p| p.cpu_us).fold(f64::NAN, f64::min);
+                writeln!(
+                    out,
+                    "| {} | {} | {:.0} | {} | {} | {} | {:.1} | {:.1} MiB | {} | {} |",
+                    row.balancer,
+                    row.connections,
+                    row.requests_per_second,
+                    latency(row.p50_us),
+                    latency(row.p99_us),
+                    row.errors,
+                    row.cpu_us,
+                    row.rss_mib,
+                    ratio(row.requests_per_second / best_rps),
+                    ratio(row.cpu_us / best_cpu),
+                )
+                .unwrap();
+            }
+        }
+        let rounds: Vec<usize> = rows.iter().map(|r| r.rounds).collect();
+        if rounds.iter().any(|&r| r != plan.rounds) {
+            writeln!(out, "\n(some cases have fewer than {} rounds: {rounds:?})", plan.rounds).unwrap();
+        }
+        out
+    }
+
+    fn ratio(value: f64) -> String {
+        if value.is_finite() { format!("{value:.2}") } else { "–".into() }
+    }
+
+    const COLORS: [&str; 5] = ["#d95f02", "#fdb863", "#1b9e77", "#7570b3", "#e7298a"];
+
+    /// Bars of CPU µs per request: a panel per set-up, a group per connection count, a bar per
+    /// balancer.
+    pub fn svg(plan: &Plan, balancers: &[Box<dyn Balancer>], samples: &[Sample]) -> String {
+        let rows = rows(balancers, samples);
+        let (panel_w, height, top, bottom, left) = (440.0, 380.0, 50.0, 60.0, 50.0);
+        let width = left + 2.0 * panel_w + 20.0;
+        let max = rows.iter().map(|r| r.cpu_us).fold(0.0, f64::max).max(1.0) * 1.15;
+        let plot_h = height - top - bottom;
+        let y = |v: f64| top + plot_h * (1.0 - v / max);
+        let mut s = String::new();
+        writeln!(
+            s,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h}" font-family="sans-serif" font-size="12">"#,
+            h = height + 20.0 * balancers.len().div_ceil(3) as f64
+        )
+        .unwrap();
+        writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#).unwrap();
+        writeln!(
+            s,
+            r#"<text x="{}" y="20" text-anchor="middle" font-size="15">Balancer CPU time per request (µs, median of {} rounds; lower is better)</text>"#,
+            width / 2.0,
+            plan.rounds
+        )
+        .unwrap();
+        // The axis: gridlines every `step` µs.
+        let step = nice_step(max);
+        let mut tick = 0.0;
+        while tick <= max {
+            writeln!(
+                s,
+                r##"<line x1="{left}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{tick}</text>"##,
+                width - 20.0,
+                left - 4.0,
+                y(tick) + 4.0,
+                y = y(tick)
+            )
+            .unwrap();
+            tick += step;
+        }
+        for (p, setup) in [Setup::Pinned, Setup::Defaults].into_iter().enumerate() {
+            let x0 = left + p as f64 * panel_w;
+            let title = match setup {
+                Setup::Pinned => "pinned: balancer alone on 1 core, 1 worker",
+                Setup::Defaults => "defaults: both cores shared",
+            };
+            writeln!(s, r#"<text x="{}" y="40" text-anchor="middle">{title}</text>"#, x0 + panel_w / 2.0).unwrap();
+            let group_w = panel_w / plan.connections.len() as f64;
+            let bar_w = (group_w - 20.0) / balancers.len() as f64;
+            for (g, &connections) in plan.connections.iter().enumerate() {
+                let gx = x0 + g as f64 * group_w + 10.0;
+                for (b, balancer) in balancers.iter().enumerate() {
+                    let Some(row) = rows
+                        .iter()
+                        .find(|r| r.setup == setup && r.connections == connections && r.balancer == balancer.name())
+                    else {
+                        continue;
+                    };
+                    let x = gx + b as f64 * bar_w;
+                    writeln!(
+                        s,
+                        r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{}, {} connections: {:.1} µs</title></rect><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="9">{:.0}</text>"#,
+                        y(row.cpu_us),
+                        bar_w - 2.0,
+                        plot_h + top - y(row.cpu_us),
+                        COLORS[b % COLORS.len()],
+                        balancer.name(),
+                        connections,
+                        row.cpu_us,
+                        x + (bar_w - 2.0) / 2.0,
+                        y(row.cpu_us) - 3.0,
+                        row.cpu_us
+                    )
+                    .unwrap();
+                }
+                writeln!(
+                    s,
+                    r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{connections} conns</text>"#,
+                    gx + (group_w - 20.0) / 2.0,
+                    top + plot_h + 16.0
+                )
+                .unwrap();
+            }
+        }
+        for (b, balancer) in balancers.iter().enumerate() {
+            let (x, ly) = (left + (b % 3) as f64 * 280.0, height - 20.0 + 20.0 * (b / 3) as f64);
+            writeln!(
+                s,
+                r#"<rect x="{x}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{ly}">{}</text>"#,
+                ly - 10.0,
+                COLORS[b % COLORS.len()],
+                x + 16.0,
+                balancer.name()
+            )
+            .unwrap();
+        }
+        s.push_str("</svg>\n");
+        s
+    }
+
+    fn nice_step(max: f64) -> f64 {
+        let raw = max / 6.0;
+        let magnitude = 10f64.powf(raw.log10().floor());
+        [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * magnitude).find(|&s| s >= raw).unwrap_or(magnitude * 10.0)
+    }
 }
