@@ -74,9 +74,6 @@ fn run() -> Result<(), String> {
         ] {
             cmd.env_remove(var);
         }
-        // A `build.build-dir` from the user's cargo config would point the nested build at the
-        // build directory this build holds locked: keep the nested build's own files with it.
-        cmd.env("CARGO_BUILD_BUILD_DIR", &nested_target);
         let status = cmd.status().map_err(|e| format!("could not run `{cargo} build` for plugins/{name}: {e}"))?;
         if !status.success() {
             return Err(format!(
