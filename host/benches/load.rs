@@ -24,7 +24,8 @@
 //! hits: each window's hits must match wrk's request count and be split between both backends.
 //!
 //! Environment: `LOAD_SECONDS` (measured window, default 10), `LOAD_WARMUP` (default 2),
-//! `LOAD_ROUNDS` (default 3), `LOAD_CONNECTIONS` (default `16,64,256`), `LOAD_VERIFY=1` (also
+//! `LOAD_ROUNDS` (default 3), `LOAD_CONNECTIONS` (default `16,64,256`), `LOAD_SETUPS` (default
+//! `pinned,defaults`), `LOAD_VERIFY=1` (also
 //! measure each window's CPU with `pidstat` and print both figures). Arguments filter the
 //! balancers by name (`cargo bench -p fulcrum --bench load -- nginx fulcrum`).
 
@@ -63,7 +64,7 @@ fn main() {
     let mut samples: Vec<Sample> = Vec::new();
     for round in 0..plan.rounds {
         let setups = if round % 2 == 0 { [Setup::Pinned, Setup::Defaults] } else { [Setup::Defaults, Setup::Pinned] };
-        for setup in setups {
+        for setup in setups.into_iter().filter(|s| plan.setups.contains(s)) {
             let backends = backend::Backends::start(setup).expect("backends");
             let mut order: Vec<&dyn Balancer> = balancers.iter().map(|b| b.as_ref()).collect();
             let n = order.len().max(1);
@@ -102,6 +103,7 @@ struct Plan {
     connections: Vec<u32>,
     filter: Vec<String>,
     verify: bool,
+    setups: Vec<Setup>,
 }
 
 impl Plan {
@@ -118,6 +120,15 @@ impl Plan {
             // `cargo bench` passes `--bench`; other arguments pick balancers by name.
             filter: std::env::args().skip(1).filter(|a| !a.starts_with("--")).map(|a| a.to_lowercase()).collect(),
             verify: std::env::var_os("LOAD_VERIFY").is_some(),
+            setups: std::env::var("LOAD_SETUPS")
+                .unwrap_or_else(|_| "pinned,defaults".into())
+                .split(',')
+                .map(|s| match s.trim() {
+                    "pinned" => Setup::Pinned,
+                    "defaults" => Setup::Defaults,
+                    other => panic!("LOAD_SETUPS: `{other}` is neither pinned nor defaults"),
+                })
+                .collect(),
         }
     }
 

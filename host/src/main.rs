@@ -129,15 +129,17 @@ fn load(path: &Path) -> Result<Config, fulcrum::Error> {
     Ok(Config::load(path)?)
 }
 
+/// The control runtime on the main thread: signals, the admin listener, the plugin watcher. The
+/// requests are served by the workers ([`server::start_workers`]), each on a runtime of its own.
 fn runtime() -> Result<tokio::runtime::Runtime, fulcrum::Error> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
 fn run(config: Config) -> Result<(), fulcrum::Error> {
     let rt = runtime()?;
     let runtime = std::sync::Arc::new(Runtime::build(config)?);
+    let listeners = runtime.bind()?;
     rt.block_on(async {
-        let listeners = runtime.bind().await?;
         if let Some(admin) = runtime.bind_admin().await? {
             if let Ok(addr) = admin.local_addr() {
                 println!("fulcrum admin on http://{addr}/metrics");
@@ -145,17 +147,16 @@ fn run(config: Config) -> Result<(), fulcrum::Error> {
             tokio::spawn(server::serve_admin(admin, runtime.proxy.clone()));
         }
         server::watch_plugins(std::sync::Arc::clone(&runtime))?;
+        server::start_workers(&listeners, &runtime.proxy, server::worker_count())?;
         announce(&listeners);
-        tokio::select! {
-            () = server::serve(listeners, runtime.proxy.clone()) => {}
-            () = shutdown_signal() => tracing::info!("shutting down"),
-        }
+        shutdown_signal().await;
+        tracing::info!("shutting down");
         Ok(())
     })
 }
 
 /// One line per listener on stdout: people read it, and tests learn the port from it.
-fn announce(listeners: &[tokio::net::TcpListener]) {
+fn announce(listeners: &[std::net::TcpListener]) {
     for l in listeners {
         if let Ok(addr) = l.local_addr() {
             println!("fulcrum listening on http://{addr}");
@@ -248,15 +249,14 @@ fn demo(path: Option<&Path>) -> Result<(), fulcrum::Error> {
                 backends.push(backend);
             }
         }
-        let listeners = runtime.bind().await?;
+        let listeners = runtime.bind()?;
+        server::start_workers(&listeners, &runtime.proxy, server::worker_count())?;
         announce(&listeners);
         if let Some(addr) = runtime.config.listen.first() {
             println!("try: curl -s http://{addr}/   (repeat it: the answers alternate between the members)");
         }
-        tokio::select! {
-            () = server::serve(listeners, runtime.proxy.clone()) => {}
-            () = shutdown_signal() => tracing::info!("shutting down"),
-        }
+        shutdown_signal().await;
+        tracing::info!("shutting down");
         drop(backends);
         Ok(())
     })

@@ -261,7 +261,6 @@ impl Runtime {
         rescan
     }
 
-    /// Bind every listener; errors name the address.
     /// The admin listener, when the config has `admin_listen`.
     pub async fn bind_admin(&self) -> Result<Option<TcpListener>, Error> {
         match &self.config.admin_listen {
@@ -273,14 +272,26 @@ impl Runtime {
         }
     }
 
-    pub async fn bind(&self) -> Result<Vec<TcpListener>, Error> {
+    /// Bind every listener (the workers share them); errors name the address.
+    pub fn bind(&self) -> Result<Vec<std::net::TcpListener>, Error> {
         let mut listeners = Vec::new();
         for addr in &self.config.listen {
-            let l = TcpListener::bind(addr).await.map_err(|e| Error::msg(format!("cannot listen on {addr}: {e}")))?;
-            listeners.push(l);
+            listeners.push(listen(addr).map_err(|e| Error::msg(format!("cannot listen on {addr}: {e}")))?);
         }
         Ok(listeners)
     }
+}
+
+/// A listening socket as tokio binds one (`SO_REUSEADDR`, a backlog of 1024), made before any
+/// runtime exists so that every worker can watch it.
+fn listen(addr: &SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(*addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&(*addr).into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 /// Reload plugins when the plugin folder changes or the process gets SIGHUP. Events are coalesced:
@@ -321,7 +332,6 @@ pub fn watch_plugins(runtime: Arc<Runtime>) -> Result<(), Error> {
     Ok(())
 }
 
-/// Serve `listeners` until the process is stopped.
 /// Serve the admin listener ([`crate::admin`]) until the process ends.
 pub async fn serve_admin(listener: TcpListener, proxy: Arc<Proxy>) {
     loop {
@@ -345,15 +355,60 @@ pub async fn serve_admin(listener: TcpListener, proxy: Arc<Proxy>) {
     }
 }
 
-pub async fn serve(listeners: Vec<TcpListener>, proxy: Arc<Proxy>) {
-    // One bound on client connections for all listeners: past it, connections wait in the
-    // kernel's listen backlog instead of costing sockets, memory and members' connections.
+/// How many workers serve requests: `FULCRUM_WORKERS` (or tokio's own `TOKIO_WORKER_THREADS`)
+/// when set, else one per core.
+pub fn worker_count() -> usize {
+    ["FULCRUM_WORKERS", "TOKIO_WORKER_THREADS"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok()?.trim().parse::<usize>().ok().filter(|&n| n > 0))
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+}
+
+/// Serve `listeners` on `workers` threads, each with a runtime of its own (one worker thread, so
+/// that a long plugin call can still hand its other tasks on with `block_in_place`).
+///
+/// A connection lives on the worker that accepted it from start to end, and that worker also
+/// drives the member connections its requests use ([`crate::proxy::bind_worker`]): no request
+/// crosses threads, as in nginx's and HAProxy's one event loop per core. Every worker watches the
+/// same listening sockets (no `SO_REUSEPORT`, so a second Fulcrum on the same port still fails to
+/// start instead of sharing it); the one that wakes first takes the connection.
+pub fn start_workers(listeners: &[std::net::TcpListener], proxy: &Arc<Proxy>, workers: usize) -> Result<(), Error> {
+    // One bound on client connections for all listeners and workers: past it, connections wait
+    // in the kernel's listen backlog instead of costing sockets, memory and members' connections.
     let permits = Arc::new(Semaphore::new(proxy.limits().max_connections));
-    let mut tasks = tokio::task::JoinSet::new();
-    for listener in listeners {
-        tasks.spawn(accept_loop(listener, Arc::clone(&proxy), Arc::clone(&permits)));
+    for worker in 0..workers.max(1) {
+        let sockets = listeners
+            .iter()
+            .map(|l| l.try_clone().and_then(|s| s.set_nonblocking(true).map(|()| s)))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Error::msg(format!("cannot share the listening sockets with worker {worker}: {e}")))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("fulcrum-w{worker}"))
+            .on_thread_start(move || crate::proxy::bind_worker(worker))
+            .enable_all()
+            .build()
+            .map_err(|e| Error::msg(format!("cannot start worker {worker}: {e}")))?;
+        let (proxy, permits) = (Arc::clone(proxy), Arc::clone(&permits));
+        std::thread::Builder::new()
+            .name(format!("fulcrum-w{worker}-main"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let mut tasks = tokio::task::JoinSet::new();
+                    for socket in sockets {
+                        match TcpListener::from_std(socket) {
+                            Ok(listener) => {
+                                tasks.spawn(accept_loop(listener, Arc::clone(&proxy), Arc::clone(&permits)));
+                            }
+                            Err(e) => tracing::error!("worker {worker}: cannot watch a listening socket: {e}"),
+                        }
+                    }
+                    while tasks.join_next().await.is_some() {}
+                });
+            })
+            .map_err(|e| Error::msg(format!("cannot start worker {worker}: {e}")))?;
     }
-    while tasks.join_next().await.is_some() {}
+    Ok(())
 }
 
 async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>, permits: Arc<Semaphore>) {

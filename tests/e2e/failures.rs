@@ -99,7 +99,9 @@ async fn a_post_body_fails_over_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn member_connections_are_kept_alive() {
     let (web1, _web2) = two_backends().await;
-    let fulcrum = Fulcrum::start(&balancer_config(&[(&web1.url(), "web1", 1)], "", ""));
+    // One worker: member connections belong to the worker whose client connection used them.
+    let config = balancer_config(&[(&web1.url(), "web1", 1)], "", "");
+    let fulcrum = Fulcrum::start_with_env(&config, "warn", &[("FULCRUM_WORKERS", "1")]);
     let client = client();
     for _ in 0..20 {
         assert_eq!(get(&client, &fulcrum.url("/"), &[]).await.status, 200);

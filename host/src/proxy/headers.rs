@@ -1,6 +1,5 @@
-//! Request and response header rewriting for the hop to a member (RFC 9110 §7.6.1, mod_proxy).
-
-use std::net::IpAddr;
+//! Response header rewriting for the hop back from a member (RFC 9110 §7.6.1, RFC 9112 §6.3).
+//! (The request head a member gets is written by [`super::member_http`].)
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -27,21 +26,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .collect();
     for name in listed.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
-    }
-}
-
-/// The framing of the request Fulcrum sends to a member, from the body it relays: the client's
-/// `Transfer-Encoding` is gone (hop-by-hop, and hyper has decoded it), so a body of known length
-/// is sent with that `Content-Length`, any other body chunked (no `Content-Length`).
-pub fn frame_request(headers: &mut HeaderMap, body: &impl hyper::body::Body) {
-    match body.size_hint().exact() {
-        Some(n) if n > 0 || headers.contains_key(header::CONTENT_LENGTH) => {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-        }
-        Some(_) => {}
-        None => {
-            headers.remove(header::CONTENT_LENGTH);
-        }
     }
 }
 
@@ -90,26 +74,6 @@ pub fn frame_response(
     Ok(())
 }
 
-/// Append `value` to a comma-separated header, as mod_proxy does for X-Forwarded-*.
-pub fn append_comma(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    let joined = match headers.get(&name).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.is_empty() => format!("{existing}, {value}"),
-        _ => value.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&joined) {
-        headers.insert(name, v);
-    }
-}
-
-/// The X-Forwarded-* headers mod_proxy adds: the client, the Host it asked for, and this server.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, original_host: Option<&str>, server_name: &str) {
-    append_comma(headers, HeaderName::from_static("x-forwarded-for"), &client.to_string());
-    if let Some(host) = original_host {
-        append_comma(headers, HeaderName::from_static("x-forwarded-host"), host);
-    }
-    append_comma(headers, HeaderName::from_static("x-forwarded-server"), server_name);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,20 +89,5 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-kept"]);
-    }
-
-    #[test]
-    fn forwarded_headers_append() {
-        let cases = [(None, "10.0.0.9"), (Some("1.2.3.4"), "1.2.3.4, 10.0.0.9"), (Some(""), "10.0.0.9")];
-        for (incoming, expected) in cases {
-            let mut h = HeaderMap::new();
-            if let Some(v) = incoming {
-                h.insert("x-forwarded-for", HeaderValue::from_static(v));
-            }
-            add_forwarded(&mut h, "10.0.0.9".parse().unwrap(), Some("www.example.com"), "www.example.com");
-            assert_eq!(h["x-forwarded-for"], expected, "incoming {incoming:?}");
-            assert_eq!(h["x-forwarded-host"], "www.example.com");
-            assert_eq!(h["x-forwarded-server"], "www.example.com");
-        }
     }
 }

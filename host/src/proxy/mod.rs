@@ -12,6 +12,7 @@ mod body;
 mod error_page;
 mod headers;
 pub mod host;
+mod member_http;
 pub mod path;
 pub mod request_body;
 mod reverse;
@@ -33,9 +34,11 @@ use hyper::{Request, Response, StatusCode};
 
 pub use body::ProxyBody;
 pub use error_page::error_page;
+use member_http::{ExchangeError, MemberBody, RequestFraming, ResponseError};
 use request_body::{BodyTimeout, ClientFault, FaultSlot, RequestBody};
 use rules::{Env, Origin, RequestRules, ResponseInfo};
 use upstream::MemberPool;
+pub use upstream::bind_worker;
 
 use crate::access_log::{self, AccessLog};
 use crate::balancer::{Balancer, ChooseError, Lease, RequestInfo};
@@ -527,23 +530,20 @@ impl Proxy {
         let member = &balancer.members[index].config;
         let pool = &self.pools[balancer_index][index];
 
-        let mut path_and_query = format!("{}{}", member.path, target_path);
-        if path_and_query.is_empty() {
-            path_and_query.push('/');
+        let mut target =
+            String::with_capacity(member.path.len() + target_path.len() + 1 + parts.uri.query().map_or(0, str::len));
+        target.push_str(&member.path);
+        target.push_str(target_path);
+        if target.is_empty() {
+            target.push('/');
         }
         if let Some(q) = parts.uri.query() {
-            path_and_query.push('?');
-            path_and_query.push_str(q);
+            target.push('?');
+            target.push_str(q);
         }
-        let Ok(uri) = path_and_query.parse::<Uri>() else { return Err(Failed::Answer(StatusCode::BAD_REQUEST)) };
-        let mut headers = parts.headers.clone();
-        headers::strip_hop_by_hop(&mut headers);
-        headers::add_forwarded(&mut headers, ex.client.ip(), ex.host, &vhost.server_name);
-        headers::frame_request(&mut headers, &body);
         let host = if vhost.preserve_host { ex.host.unwrap_or(&vhost.server_name) } else { member.authority.as_str() };
-        if let Ok(v) = HeaderValue::from_str(host) {
-            headers.insert(header::HOST, v);
-        }
+        let client_ip = ex.client.ip().to_string();
+        let framing = RequestFraming::for_body(&body, parts.headers.contains_key(header::CONTENT_LENGTH));
         let timeout = member.timeout.or(balancer.config.timeout).unwrap_or(self.proxy_timeout);
         // Safe to send again when the member fails before answering: an idempotent method
         // (RFC 9110 §9.2.2) and no body (a body, once read, is gone).
@@ -560,58 +560,31 @@ impl Proxy {
                     return Err(Failed::NotSent(body));
                 }
             };
-            let mut request = Request::new(body);
-            *request.method_mut() = parts.method.clone();
-            *request.uri_mut() = uri.clone();
-            *request.headers_mut() = headers.clone();
-            let sent = tokio::time::timeout(timeout, conn.send.try_send_request(request)).await;
-            match sent {
-                Ok(Ok(response)) => {
-                    let status = response.status();
-                    if balancer.config.failonstatus.contains(&status.as_u16()) {
-                        balancer.mark_error(index);
-                        tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "status {status} is in failonstatus: member in error state for {:?}", member.retry);
-                    }
-                    let (mut head, incoming) = response.into_parts();
-                    if let Err(why) = headers::frame_response(&mut head.headers, &parts.method, status, &incoming) {
-                        tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "member sent an invalid response: {why}");
-                        return Err(Failed::Answer(StatusCode::BAD_GATEWAY));
-                    }
-                    if error_page::drops_connection(status) {
-                        head.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    }
-                    let conn = if incoming.is_end_stream() {
-                        conn.release();
-                        None
-                    } else {
-                        Some(conn)
-                    };
-                    return Ok(Response::from_parts(
-                        head,
-                        ProxyBody::Upstream { body: incoming, lease: Some(lease), conn },
-                    ));
+            conn.head.clear();
+            member_http::write_request_head(
+                &mut conn.head,
+                &member_http::RequestHead {
+                    method: &parts.method,
+                    target: &target,
+                    headers: &parts.headers,
+                    host,
+                    forwarded_for: &client_ip,
+                    forwarded_host: ex.host,
+                    forwarded_server: &vhost.server_name,
+                    framing,
+                },
+            );
+            let exchange = async {
+                member_http::send_request(&mut conn, &mut body, framing).await?;
+                member_http::read_response_head(&mut conn, &parts.method).await
+            };
+            let error = match tokio::time::timeout(timeout, exchange).await {
+                Ok(Ok(head)) => {
+                    return self
+                        .relay(ex, &balancer, lease, conn, head, &parts.method, timeout)
+                        .map_err(Failed::Answer);
                 }
-                Ok(Err(mut e)) => {
-                    if let Some(fault) = ex.fault.get() {
-                        return Err(Failed::Client(*fault));
-                    }
-                    match e.take_message() {
-                        // Never written: the pooled connection was closed. Take a fresh one.
-                        Some(request) if conn.reused => body = request.into_body(),
-                        Some(request) => {
-                            tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "member failed: {}", e.error());
-                            return Err(Failed::NotSent(request.into_body()));
-                        }
-                        None if resendable && retry.error => {
-                            tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "member failed before answering: {}; the {} request is idempotent and has no body: trying another member", e.error(), parts.method);
-                            return Err(Failed::Retry(RequestBody::empty()));
-                        }
-                        None => {
-                            tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "member failed: {}", e.error());
-                            return Err(Failed::Answer(StatusCode::BAD_GATEWAY));
-                        }
-                    }
-                }
+                Ok(Err(e)) => e,
                 Err(_) => {
                     if balancer.config.failontimeout {
                         balancer.mark_error(index);
@@ -626,9 +599,69 @@ impl Proxy {
                     tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "no response within {timeout:?}");
                     return Err(Failed::Answer(StatusCode::BAD_GATEWAY));
                 }
+            };
+            if let Some(fault) = ex.fault.get() {
+                return Err(Failed::Client(*fault));
+            }
+            match error {
+                // No whole request reached the member, and the body is untouched: a pooled
+                // connection the member had closed takes a fresh one; a new one that fails
+                // gives the request to another member.
+                ExchangeError::Head(_) if conn.reused => continue,
+                ExchangeError::Head(e) => {
+                    tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "member failed: {e}");
+                    return Err(Failed::NotSent(body));
+                }
+                ExchangeError::Response(why @ ResponseError::Coding) => {
+                    tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "member sent an invalid response: {why}");
+                    return Err(Failed::Answer(StatusCode::BAD_GATEWAY));
+                }
+                e if resendable && retry.error => {
+                    tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "member failed before answering: {e}; the {} request is idempotent and has no body: trying another member", parts.method);
+                    return Err(Failed::Retry(RequestBody::empty()));
+                }
+                e => {
+                    tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "member failed: {e}");
+                    return Err(Failed::Answer(StatusCode::BAD_GATEWAY));
+                }
             }
         }
         Err(Failed::Answer(StatusCode::BAD_GATEWAY))
+    }
+
+    /// The member's response head has come: check and frame it, and relay it with a body that
+    /// reads the rest from the member's connection.
+    #[allow(clippy::too_many_arguments)]
+    fn relay(
+        &self,
+        ex: &Exchange<'_>,
+        balancer: &Arc<Balancer>,
+        lease: Lease,
+        conn: upstream::MemberConn,
+        head: member_http::ResponseHead,
+        method: &hyper::Method,
+        timeout: Duration,
+    ) -> Result<Response<ProxyBody>, StatusCode> {
+        let index = lease.index();
+        let member = &balancer.members[index].config;
+        let status = head.status;
+        if balancer.config.failonstatus.contains(&status.as_u16()) {
+            balancer.mark_error(index);
+            tracing::warn!(request = ex.id, balancer = %balancer.config.name, member = %member.url, "status {status} is in failonstatus: member in error state for {:?}", member.retry);
+        }
+        let body = MemberBody::new(conn, &head, lease, timeout);
+        let mut headers = head.headers;
+        if let Err(why) = headers::frame_response(&mut headers, method, status, &body) {
+            tracing::warn!(request = ex.id, balancer = %balancer.config.name, member = %member.url, "member sent an invalid response: {why}");
+            return Err(StatusCode::BAD_GATEWAY);
+        }
+        if error_page::drops_connection(status) {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let mut response = Response::new(ProxyBody::Member(body));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        Ok(response)
     }
 
     /// ProxyPassReverse: a Location or Content-Location naming a member becomes this server's URL

@@ -3,20 +3,39 @@
 //! Connecting first and handing the request over only on a live connection is what makes
 //! failover safe: when a member refuses the connection, the request (body included, still unread)
 //! goes to the next member; once a request's bytes may have reached a member it is never sent
-//! again. A pooled connection that turns out closed gives the request back unsent
-//! (`try_send_request`), and the request simply takes a fresh connection.
+//! again. A pooled connection is checked before use ([`MemberConn::is_alive`]: the member may have
+//! closed it while it was idle) and a stale one is dropped for another.
+//!
+//! Connections belong to the worker (runtime thread) that opened them: each worker drives its
+//! own sockets, so no request waits on another thread's event loop. The pool keeps each idle
+//! connection with its worker's number and hands it only to that worker.
 
+use std::cell::Cell;
+use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use bytes::BytesMut;
 use tokio::net::TcpStream;
-
-use super::request_body::RequestBody;
 
 /// Idle connections kept per member; more are closed when released.
 const MAX_IDLE: usize = 256;
+/// Read buffer of a new connection: room for a typical response head and a small body.
+const READ_BUFFER: usize = 8 * 1024;
+
+thread_local! {
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Tell this thread which worker it belongs to (the server does, as each runtime thread starts).
+pub fn bind_worker(worker: usize) {
+    WORKER.with(|w| w.set(worker));
+}
+
+fn worker() -> usize {
+    WORKER.with(Cell::get)
+}
 
 /// Keep-alive connections to one member.
 #[derive(Debug)]
@@ -24,7 +43,8 @@ pub struct MemberPool {
     /// `host:port` to connect to.
     address: String,
     connect_timeout: Option<Duration>,
-    idle: Mutex<Vec<SendRequest<RequestBody>>>,
+    /// Idle connections, each with the worker that owns it.
+    idle: Mutex<Vec<(usize, MemberConn)>>,
 }
 
 /// Why no connection could be made.
@@ -34,18 +54,20 @@ pub enum ConnectError {
     Timeout(String),
     #[error("connecting to {0}: {1}")]
     Io(String, std::io::Error),
-    #[error("HTTP handshake with {0}: {1}")]
-    Handshake(String, hyper::Error),
 }
 
-/// A connection checked out of a pool. [`Conn::release`] puts it back once its response is done;
-/// dropping it closes it.
+/// A connection to a member, checked out of its pool. [`MemberConn::release`] puts it back once
+/// its response has been read whole; dropping it closes it.
 #[derive(Debug)]
-pub struct Conn {
-    pub send: SendRequest<RequestBody>,
-    pool: Arc<MemberPool>,
+pub struct MemberConn {
+    pub stream: TcpStream,
+    /// Bytes read from the member and not used yet.
+    pub buf: BytesMut,
+    /// The request head being written (kept to reuse its allocation).
+    pub head: Vec<u8>,
     /// Came from the idle pool (so it may have been closed by the member meanwhile).
     pub reused: bool,
+    pool: Arc<MemberPool>,
 }
 
 impl MemberPool {
@@ -53,13 +75,20 @@ impl MemberPool {
         MemberPool { address, connect_timeout, idle: Mutex::new(Vec::new()) }
     }
 
-    /// An idle live connection, or a new one.
-    pub async fn checkout(self: &Arc<Self>) -> Result<Conn, ConnectError> {
+    /// One of this worker's idle live connections, or a new one.
+    pub async fn checkout(self: &Arc<Self>) -> Result<MemberConn, ConnectError> {
+        let me = worker();
         loop {
-            let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+            let idle = {
+                let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                idle.iter().rposition(|(w, _)| *w == me).map(|i| idle.swap_remove(i).1)
+            };
             match idle {
-                Some(send) if send.is_ready() => return Ok(Conn { send, pool: Arc::clone(self), reused: true }),
-                Some(_) => continue, // closed or still busy: drop it
+                Some(mut conn) if conn.is_alive() => {
+                    conn.reused = true;
+                    return Ok(conn);
+                }
+                Some(_) => continue, // closed by the member: drop it
                 None => break,
             }
         }
@@ -72,28 +101,37 @@ impl MemberPool {
         }
         .map_err(|e| ConnectError::Io(self.address.clone(), e))?;
         let _ = stream.set_nodelay(true);
-        let (send, connection) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ConnectError::Handshake(self.address.clone(), e))?;
-        let address = self.address.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("connection to {address} ended: {e}");
-            }
-        });
-        Ok(Conn { send, pool: Arc::clone(self), reused: false })
+        Ok(MemberConn {
+            stream,
+            buf: BytesMut::with_capacity(READ_BUFFER),
+            head: Vec::with_capacity(512),
+            reused: false,
+            pool: Arc::clone(self),
+        })
     }
 }
 
-impl Conn {
+impl MemberConn {
     /// Return the connection to its pool for the next request.
     pub fn release(self) {
-        if self.send.is_closed() {
-            return;
-        }
-        let mut idle = self.pool.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let pool = Arc::clone(&self.pool);
+        let mut idle = pool.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < MAX_IDLE {
-            idle.push(self.send);
+            idle.push((worker(), self));
+        }
+    }
+
+    /// Whether an idle connection can carry a request: the member has not closed it (nor sent
+    /// anything unasked). Costs no system call unless the socket has become readable.
+    fn is_alive(&self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
         }
     }
 }
