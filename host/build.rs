@@ -3,9 +3,14 @@
 //! `cargo run` and `cargo test` need nothing else: this script installs the `wasm32-unknown-unknown`
 //! target with rustup when it is missing, runs a nested `cargo build` of `plugins/` (with its own
 //! target dir: sharing ours would deadlock on cargo's build lock), turns each core module into a
-//! component with `wit-component`, and writes `builtin_plugins.rs` for `include!`.
+//! component with `wit-component`, precompiles each embedded one with the plugin engine's settings
+//! (`src/plugin/engine_config.rs`: so that a first start needs no compiling), and writes
+//! `builtin_plugins.rs` for `include!`.
 
 use std::path::{Path, PathBuf};
+
+#[path = "src/plugin/engine_config.rs"]
+mod engine_config;
 use std::process::Command;
 use std::{env, fs};
 
@@ -90,13 +95,23 @@ fn run() -> Result<(), String> {
     fs::create_dir_all(&apart_dir).map_err(|e| format!("{}: {e}", apart_dir.display()))?;
 
     let mut table = String::from(
-        "/// The default plugins compiled into this binary: (name, component bytes).\n\
-         pub const BUILTIN_PLUGINS: &[(&str, &[u8])] = &[\n",
+        "/// The default plugins compiled into this binary: (name, component bytes, the component\n\
+         /// precompiled for the engine of this build).\n\
+         pub const BUILTIN_PLUGINS: &[(&str, &[u8], &[u8])] = &[\n",
     );
+    let engine = wasmtime::Engine::new(&engine_config::config()).map_err(|e| format!("wasmtime engine: {e:#}"))?;
     for name in EMBEDDED {
         let dest = out_dir.join(format!("{name}.wasm"));
         componentize(&built.join(format!("{}.wasm", name.replace('-', "_"))), &dest)?;
-        table.push_str(&format!("    ({name:?}, include_bytes!({:?})),\n", dest.display().to_string()));
+        let precompiled = out_dir.join(format!("{name}.cwasm"));
+        let bytes = fs::read(&dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+        let code = engine.precompile_component(&bytes).map_err(|e| format!("precompiling {name}: {e:#}"))?;
+        fs::write(&precompiled, code).map_err(|e| format!("{}: {e}", precompiled.display()))?;
+        table.push_str(&format!(
+            "    ({name:?}, include_bytes!({:?}), include_bytes!({:?})),\n",
+            dest.display().to_string(),
+            precompiled.display().to_string()
+        ));
     }
     table.push_str("];\n");
     for name in TEST_ONLY {

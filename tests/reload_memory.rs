@@ -28,7 +28,7 @@ fn a_thousand_reloads_keep_rss_flat() {
 fn thousand_reloads(how: &str, cache_dir: &str) {
     let plugins = tempfile::tempdir().unwrap();
     let a = std::fs::read(Path::new(TEST_PLUGIN_DIR).join("fault-test.wasm")).unwrap();
-    let b = BUILTIN_PLUGINS.iter().find(|(n, _)| *n == "byrequests").unwrap().1.to_vec();
+    let b = BUILTIN_PLUGINS.iter().find(|(n, ..)| *n == "byrequests").unwrap().1.to_vec();
     let file = plugins.path().join("picker.wasm");
     std::fs::write(&file, &a).unwrap();
     let config = format!(

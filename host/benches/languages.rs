@@ -106,7 +106,7 @@ fn bench(c: &mut Criterion) {
         let dir = work.path().join(name);
         std::fs::create_dir_all(&dir).expect("dir");
         let (size, plugin_dir) = match example {
-            None => (BUILTIN_PLUGINS.iter().find(|(n, _)| *n == name).map_or(0, |(_, b)| b.len()), None),
+            None => (BUILTIN_PLUGINS.iter().find(|(n, ..)| *n == name).map_or(0, |(_, b, _)| b.len()), None),
             Some(example) => match build(example, name, &dir) {
                 Ok(file) => (std::fs::metadata(&file).map_or(0, |m| m.len() as usize), Some(dir.clone())),
                 Err(why) => {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use fulcrum::plugin::builtin::TEST_PLUGIN_DIR;
+use fulcrum::plugin::builtin::{TEST_PLUGIN_DIR, TEST_PLUGINS_APART_DIR};
 
 use crate::support::*;
 
@@ -61,12 +61,21 @@ async fn compiled_once_then_loaded_and_a_damaged_file_is_recompiled() {
 async fn the_cache_is_kept_under_its_bound_least_recently_used_first() {
     let (web1, web2) = two_backends().await;
     let cache = tempfile::tempdir().unwrap();
-    let config = |lbmethod: &str| {
+    // The second start's folder: the first one's plugins, and one more to compile and store.
+    let more = tempfile::tempdir().unwrap();
+    for file in std::fs::read_dir(TEST_PLUGIN_DIR).unwrap() {
+        let file = file.unwrap().path();
+        std::fs::copy(&file, more.path().join(file.file_name().unwrap())).unwrap();
+    }
+    let extra = Path::new(TEST_PLUGINS_APART_DIR).join("rules-fault-test.wasm");
+    std::fs::copy(&extra, more.path().join("rules-fault-test.wasm")).unwrap();
+    let config = |dir: &Path| {
         balancer_config(
             &[(&web1.url(), "web1", 1), (&web2.url(), "web2", 1)],
-            &format!("lbmethod = \"{lbmethod}\""),
+            "lbmethod = \"fault-test\"",
             &format!(
-                "plugins_dir = {TEST_PLUGIN_DIR:?}\nplugin_cache_dir = {:?}\nplugin_cache_max_mib = 2",
+                "plugins_dir = {:?}\nplugin_cache_dir = {:?}\nplugin_cache_max_mib = 2",
+                dir.display().to_string(),
                 cache.path().display().to_string()
             ),
         )
@@ -78,7 +87,7 @@ async fn the_cache_is_kept_under_its_bound_least_recently_used_first() {
     };
 
     // First start: the test plugins of the folder are compiled and stored.
-    let fulcrum = Fulcrum::start(&config("fault-test"));
+    let fulcrum = Fulcrum::start(&config(Path::new(TEST_PLUGIN_DIR)));
     assert_eq!(get(&client(), &fulcrum.url("/"), &[]).await.status, 200);
     drop(fulcrum);
     let first = cache_files(cache.path());
@@ -93,14 +102,15 @@ async fn the_cache_is_kept_under_its_bound_least_recently_used_first() {
         age(&other(tag), days * day);
     }
 
-    // Second start: the folder's plugins load from the cache (and are marked used); bytraffic is
-    // compiled and stored, which brings the folder over 2 MiB: the files used 30 and 20 days ago go.
-    let fulcrum = Fulcrum::start_with_log(&config("bytraffic"), "fulcrum=debug");
+    // Second start: the first folder's plugins load from the cache (and are marked used);
+    // rules-fault-test is compiled and stored, which brings the folder over 2 MiB: the files used
+    // 30 and 20 days ago go.
+    let fulcrum = Fulcrum::start_with_log(&config(more.path()), "fulcrum=debug");
     assert_eq!(get(&client(), &fulcrum.url("/"), &[]).await.status, 200);
     let now = cache_files(cache.path());
     assert!(!now.contains(&other('a')) && !now.contains(&other('b')), "{now:?}");
     assert!(now.contains(&other('c')), "{now:?}");
-    assert_eq!(now.len(), first.len() + 2, "the first start's files, one of the others, bytraffic: {now:?}");
+    assert_eq!(now.len(), first.len() + 2, "the first start's files, one of the others, rules-fault-test: {now:?}");
     for path in &first {
         let modified = std::fs::metadata(path).unwrap().modified().unwrap();
         assert!(modified.elapsed().unwrap() < day, "{} was loaded but not marked used", path.display());

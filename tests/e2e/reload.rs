@@ -10,7 +10,7 @@ use fulcrum::plugin::builtin::{BUILTIN_PLUGINS, TEST_PLUGIN_DIR};
 use crate::support::*;
 
 fn builtin(name: &str) -> &'static [u8] {
-    BUILTIN_PLUGINS.iter().find(|(n, _)| *n == name).map(|(_, bytes)| *bytes).unwrap()
+    BUILTIN_PLUGINS.iter().find(|(n, ..)| *n == name).map(|(_, bytes, _)| *bytes).unwrap()
 }
 
 fn fault_test() -> Vec<u8> {

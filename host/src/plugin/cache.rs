@@ -34,12 +34,14 @@ pub enum Loaded {
     Compiled(Duration),
     /// Loaded from the cache in this long.
     Cached(Duration),
+    /// An embedded plugin's code, compiled by the build, loaded in this long.
+    Precompiled(Duration),
 }
 
 impl Loaded {
     pub fn time(self) -> Duration {
         match self {
-            Loaded::Compiled(t) | Loaded::Cached(t) => t,
+            Loaded::Compiled(t) | Loaded::Cached(t) | Loaded::Precompiled(t) => t,
         }
     }
 }

@@ -13,6 +13,7 @@ mod bindings;
 pub mod cache;
 mod call;
 mod engine;
+mod engine_config;
 mod registry;
 mod rules;
 mod selector;

@@ -64,8 +64,15 @@ pub struct CompiledPlugin {
     pub rules: Option<RulesPluginPre<StoreState>>,
 }
 
+/// A plugin embedded in the binary: the component, and its code precompiled by the build.
+#[derive(Clone, Copy)]
+struct Builtin {
+    component: &'static [u8],
+    precompiled: &'static [u8],
+}
+
 enum Source {
-    Builtin(&'static [u8]),
+    Builtin(Builtin),
     File(PathBuf),
 }
 
@@ -73,7 +80,7 @@ struct Entry {
     source: Source,
     /// The built-in this file shadows (`[plugins.NAME] shadow_builtin = true`), restored when the
     /// file goes away.
-    shadows: Option<&'static [u8]>,
+    shadows: Option<Builtin>,
     compiled: Option<Arc<CompiledPlugin>>,
     /// A file's modification time and size when it was compiled, to notice replacements.
     stamp: Option<(SystemTime, u64)>,
@@ -153,10 +160,15 @@ impl PluginRegistry {
     ) -> Result<(PluginRegistry, Vec<FailedFile>), Error> {
         let RegistryOptions { limits, overrides, shadow, cache } = options;
         let mut entries = BTreeMap::new();
-        for (name, bytes) in builtin::BUILTIN_PLUGINS {
+        for (name, bytes, precompiled) in builtin::BUILTIN_PLUGINS {
             entries.insert(
                 name.to_string(),
-                Entry { source: Source::Builtin(bytes), shadows: None, compiled: None, stamp: None },
+                Entry {
+                    source: Source::Builtin(Builtin { component: bytes, precompiled }),
+                    shadows: None,
+                    compiled: None,
+                    stamp: None,
+                },
             );
         }
         let registry = PluginRegistry {
@@ -215,7 +227,7 @@ impl PluginRegistry {
             let builtin = {
                 let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
                 entries.get(&name).and_then(|e| match e.source {
-                    Source::Builtin(bytes) => Some(bytes),
+                    Source::Builtin(builtin) => Some(builtin),
                     Source::File(_) => e.shadows,
                 })
             };
@@ -229,7 +241,7 @@ impl PluginRegistry {
             let compiled = std::fs::read(&path)
                 .map_err(|e| Error::msg(format!("plugin file {}: {e}", path.display())))
                 .and_then(|bytes| {
-                    compile(&name, &path.display().to_string(), &bytes, self.limits(&name), self.cache.as_ref())
+                    compile(&name, &path.display().to_string(), &bytes, None, self.limits(&name), self.cache.as_ref())
                 });
             match compiled {
                 Ok(compiled) => {
@@ -256,9 +268,9 @@ impl PluginRegistry {
             if !present.contains(name) {
                 // A shadowing file that goes away gives the built-in back.
                 match entries.remove(name).and_then(|e| e.shadows) {
-                    Some(bytes) => {
+                    Some(builtin) => {
                         let builtin =
-                            Entry { source: Source::Builtin(bytes), shadows: None, compiled: None, stamp: None };
+                            Entry { source: Source::Builtin(builtin), shadows: None, compiled: None, stamp: None };
                         entries.insert(name.clone(), builtin);
                         rescan.changed.push(name.clone());
                     }
@@ -280,8 +292,8 @@ impl PluginRegistry {
             let stamp = file_stamp(&path);
             let mut shadows = None;
             let clash = match entries.get(&name).map(|e| &e.source) {
-                Some(Source::Builtin(bytes)) if self.shadow.contains(&name) => {
-                    shadows = Some(*bytes);
+                Some(Source::Builtin(builtin)) if self.shadow.contains(&name) => {
+                    shadows = Some(*builtin);
                     None
                 }
                 Some(Source::Builtin(_)) => Some(builtin_clash(&path, &name)),
@@ -297,7 +309,14 @@ impl PluginRegistry {
                 None => std::fs::read(&path)
                     .map_err(|e| Error::msg(format!("plugin file {}: {e}", path.display())))
                     .and_then(|bytes| {
-                        compile(&name, &path.display().to_string(), &bytes, self.limits(&name), self.cache.as_ref())
+                        compile(
+                            &name,
+                            &path.display().to_string(),
+                            &bytes,
+                            None,
+                            self.limits(&name),
+                            self.cache.as_ref(),
+                        )
                     }),
             };
             match compiled {
@@ -337,11 +356,13 @@ impl PluginRegistry {
             return Ok(Arc::clone(compiled));
         }
         let compiled = match &entry.source {
-            Source::Builtin(bytes) => Arc::new(compile(name, "built-in", bytes, limits, self.cache.as_ref())?),
+            Source::Builtin(b) => {
+                Arc::new(compile(name, "built-in", b.component, Some(b.precompiled), limits, self.cache.as_ref())?)
+            }
             Source::File(path) => {
                 let bytes =
                     std::fs::read(path).map_err(|e| Error::msg(format!("plugin file {}: {e}", path.display())))?;
-                Arc::new(compile(name, &path.display().to_string(), &bytes, limits, self.cache.as_ref())?)
+                Arc::new(compile(name, &path.display().to_string(), &bytes, None, limits, self.cache.as_ref())?)
             }
         };
         entry.compiled = Some(Arc::clone(&compiled));
@@ -352,7 +373,7 @@ impl PluginRegistry {
     pub fn inspect(path: &Path) -> Result<PluginInfo, Error> {
         let bytes = std::fs::read(path).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        Ok(compile(&name, &path.display().to_string(), &bytes, PluginLimits::default(), None)?.info)
+        Ok(compile(&name, &path.display().to_string(), &bytes, None, PluginLimits::default(), None)?.info)
     }
 }
 
@@ -374,12 +395,14 @@ impl RulesFactory for PluginRegistry {
     }
 }
 
-/// Compile `bytes`, find the worlds it implements, and type-check it against them, linking the
-/// WASI capabilities `limits` grants.
+/// Compile `bytes` (or load `precompiled`, the build's compiled code of an embedded plugin, when
+/// this engine accepts it), find the worlds it implements, and type-check it against them, linking
+/// the WASI capabilities `limits` grants.
 fn compile(
     name: &str,
     origin: &str,
     bytes: &[u8],
+    precompiled: Option<&[u8]>,
     limits: PluginLimits,
     cache: Option<&ArtifactCache>,
 ) -> Result<CompiledPlugin, Error> {
@@ -392,13 +415,34 @@ fn compile(
         )));
     }
     let engine = engine::engine();
-    let (component, loaded) = match cache {
-        Some(cache) => cache.load(engine, bytes),
-        None => cache::compile(engine, bytes),
+    let embedded = precompiled.and_then(|code| {
+        let started = std::time::Instant::now();
+        // SAFETY: the code was compiled by this binary's own build (host/build.rs) and is part of
+        // the binary, as trusted as the binary itself; wasmtime checks that it was compiled with
+        // this engine's version and settings (a build on another CPU fails that and compiles).
+        match unsafe { wasmtime::component::Component::deserialize(engine, code) } {
+            Ok(component) => Some((component, Loaded::Precompiled(started.elapsed()))),
+            Err(e) => {
+                tracing::debug!(plugin = name, "the code built with the binary does not fit this machine ({e})");
+                None
+            }
+        }
+    });
+    let (component, loaded) = match (embedded, cache) {
+        (Some(ready), _) => Ok(ready),
+        (None, Some(cache)) => cache.load(engine, bytes),
+        (None, None) => cache::compile(engine, bytes),
     }
     .map_err(|e| fail(format!("not a valid WebAssembly component: {e}")))?;
     match loaded {
         Loaded::Compiled(t) => tracing::debug!(plugin = name, "compiled {origin} in {:.1} ms", t.as_secs_f64() * 1e3),
+        Loaded::Precompiled(t) => {
+            tracing::debug!(
+                plugin = name,
+                "loaded {origin} (code built with the binary) in {:.1} ms",
+                t.as_secs_f64() * 1e3
+            )
+        }
         Loaded::Cached(t) => {
             tracing::debug!(plugin = name, "loaded {origin} from the plugin cache in {:.1} ms", t.as_secs_f64() * 1e3)
         }

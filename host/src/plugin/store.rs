@@ -94,6 +94,7 @@ pub fn start_call(store: &mut wasmtime::Store<StoreState>, deadline: Duration) {
     store.data_mut().clock = CallClock { started: Instant::now(), deadline };
     // The epoch callback runs at every tick while the call lasts.
     store.set_epoch_deadline(1);
+    super::engine::note_call();
 }
 
 /// A call's time budget, checked at each epoch tick that passes while the call runs (calls that
@@ -106,6 +107,7 @@ struct CallClock {
 
 impl CallClock {
     fn on_tick(&self) -> UpdateDeadline {
+        super::engine::note_call();
         let ran = self.started.elapsed();
         if ran >= self.deadline {
             return UpdateDeadline::Interrupt;
