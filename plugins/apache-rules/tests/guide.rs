@@ -4,8 +4,7 @@
 mod common;
 
 use common::*;
-use fulcrum_sdk::Rules;
-use fulcrum_sdk::rules::*;
+use apache_rules::testing::*;
 
 /// The guide's rules, as `examples/apache-guide.toml` carries them (one source for every test).
 fn guide() -> &'static str {

@@ -3,8 +3,7 @@
 mod common;
 
 use common::*;
-use fulcrum_sdk::Rules;
-use fulcrum_sdk::rules::*;
+use apache_rules::testing::*;
 
 /// A POST with a query, two Accept lines and an empty header, from 10.0.0.7.
 fn post() -> RequestView {
