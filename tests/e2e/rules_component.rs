@@ -287,7 +287,7 @@ fn odd_requests_never_fault_the_guide_rules() {
         }
         let outcome = r.on_request(&request.info(), &Env::default(), CLOCK).expect("on-request must not fault");
         let mut env = Env::default();
-        env.apply(&outcome.env);
+        env.apply(outcome.env);
         env.set("BALANCER_WORKER_ROUTE", "web1");
         let response_headers = HeaderMap::new();
         let view = ResponseInfo { status: 200, origin: Origin::Proxied, headers: &response_headers };
