@@ -109,13 +109,8 @@ impl Needs {
 }
 
 /// The request fields in slot order (`wit/rules.wit`): only the declared ones take a slot.
-const FIELD_ORDER: [RequestFields; 5] = [
-    RequestFields::METHOD,
-    RequestFields::PATH,
-    RequestFields::QUERY,
-    RequestFields::CLIENT_ADDR,
-    RequestFields::HOST,
-];
+const FIELD_ORDER: [RequestFields; 5] =
+    [RequestFields::METHOD, RequestFields::PATH, RequestFields::QUERY, RequestFields::CLIENT_ADDR, RequestFields::HOST];
 
 /// Where each declared name's value is in a call's inputs.
 #[derive(Debug, Clone)]
@@ -192,7 +187,8 @@ impl Layout {
             }
         }
         let joined = |lines: &[(S, S)], name: &str| {
-            let mut values = lines.iter().filter(|(n, _)| n.as_ref().eq_ignore_ascii_case(name)).map(|(_, v)| v.as_ref());
+            let mut values =
+                lines.iter().filter(|(n, _)| n.as_ref().eq_ignore_ascii_case(name)).map(|(_, v)| v.as_ref());
             let first = values.next()?.to_string();
             Some(values.fold(first, |mut acc, v| {
                 acc.push('\n');

@@ -115,13 +115,7 @@ fn request_phase_table() {
         (r#"SetEnvIf Request_Method "GET" !CACHEABLE_NOT"#, "/", &[], vec![("CACHEABLE_NOT", None)], vec![]),
         ("RequestHeader set X-A \"one\"", "/", &[], vec![], vec![set("X-A", "one")]),
         ("RequestHeader add X-A two", "/", &[], vec![], vec![add("X-A", "two")]),
-        (
-            "RequestHeader unset Cookie",
-            "/",
-            &[("cookie", "a=1")],
-            vec![],
-            vec![action(HeaderOp::Unset, "Cookie", "")],
-        ),
+        ("RequestHeader unset Cookie", "/", &[("cookie", "a=1")], vec![], vec![action(HeaderOp::Unset, "Cookie", "")]),
         ("RequestHeader set X-Client %{REMOTE_ADDR}s", "/", &[], vec![], vec![set("X-Client", "10.0.0.7")]),
         (
             "RequestHeader set X-UA \"ua=%{User-Agent}i\"",

@@ -106,17 +106,20 @@ impl WasmRules {
         let pre = self.plugin.rules.as_ref().ok_or_else(|| setup("not a rules plugin".into()))?;
         let mut store = store::new_store(name, &self.limits);
         let instantiation_failed = |e: wasmtime::Error| setup(format!("plugin `{name}`: instantiation failed: {e:#}"));
-        let trapped = |e: wasmtime::Error| setup(format!("plugin `{name}`: configure trapped: {}", super::trap_detail(name, &e)));
+        let trapped =
+            |e: wasmtime::Error| setup(format!("plugin `{name}`: configure trapped: {}", super::trap_detail(name, &e)));
         let answered = |why: String| setup(format!("plugin `{name}`: configure answered {why}"));
         let (bindings, answer) = match pre {
             RulesPre::V2(pre) => {
                 let bindings = pre.instantiate(&mut store).map_err(instantiation_failed)?;
-                let answer = bindings.fulcrum_plugin_rules().call_configure(&mut store, &self.config).map_err(trapped)?;
+                let answer =
+                    bindings.fulcrum_plugin_rules().call_configure(&mut store, &self.config).map_err(trapped)?;
                 (Bindings::V2(bindings), answer.map(Declared::V2))
             }
             RulesPre::V1(pre) => {
                 let bindings = pre.instantiate(&mut store).map_err(instantiation_failed)?;
-                let answer = bindings.fulcrum_plugin_rules().call_configure(&mut store, &self.config).map_err(trapped)?;
+                let answer =
+                    bindings.fulcrum_plugin_rules().call_configure(&mut store, &self.config).map_err(trapped)?;
                 (Bindings::V1(bindings), answer.map(Declared::V1))
             }
         };
@@ -423,11 +426,7 @@ fn convert_outcome_v1(outcome: wit1::Outcome) -> RulesOutcome {
 
 fn convert_needs(needs: wit::Needs) -> Result<(RulesNeeds, Slots), String> {
     let env: Vec<Arc<str>> = needs.env.into_iter().map(Arc::from).collect();
-    let targets = needs
-        .targets
-        .into_iter()
-        .map(|t| HeaderName::from_bytes(t.as_bytes()).map_err(|_| t))
-        .collect();
+    let targets = needs.targets.into_iter().map(|t| HeaderName::from_bytes(t.as_bytes()).map_err(|_| t)).collect();
     let needs = RulesNeeds {
         fields: super::convert_fields(needs.fields),
         // Not deduplicated: each name is a slot, in the plugin's order.

@@ -52,7 +52,8 @@ impl SelectorPre {
     /// A new instance, its functions type-checked.
     fn instantiate(&self, store: &mut Store<StoreState>) -> wasmtime::Result<SelectorPlugin> {
         let instance = self.pre.instantiate(&mut *store)?;
-        let configure = *instance.get_typed_func::<(&wit::BalancerInfo,), ConfigureSig>(&mut *store, self.configure)?.func();
+        let configure =
+            *instance.get_typed_func::<(&wit::BalancerInfo,), ConfigureSig>(&mut *store, self.configure)?.func();
         let select = *instance
             .get_typed_func::<(&types::RequestView, &wit::State), (wit::Decision,)>(&mut *store, self.select)?
             .func();
@@ -86,11 +87,17 @@ impl SelectorPlugin {
         state: &wit::State,
     ) -> wasmtime::Result<wit::Decision> {
         // SAFETY: checked in [`SelectorPre::instantiate`].
-        let f = unsafe { TypedFunc::<(&types::RequestView, &wit::State), (wit::Decision,)>::new_unchecked(self.select) };
+        let f =
+            unsafe { TypedFunc::<(&types::RequestView, &wit::State), (wit::Decision,)>::new_unchecked(self.select) };
         Ok(f.call(store, (request, state))?.0)
     }
 
-    fn call_sticky(&self, store: &mut Store<StoreState>, member: u32, state: &wit::State) -> wasmtime::Result<Vec<i64>> {
+    fn call_sticky(
+        &self,
+        store: &mut Store<StoreState>,
+        member: u32,
+        state: &wit::State,
+    ) -> wasmtime::Result<Vec<i64>> {
         // SAFETY: checked in [`SelectorPre::instantiate`].
         let f = unsafe { TypedFunc::<(u32, &wit::State), (Vec<i64>,)>::new_unchecked(self.sticky) };
         Ok(f.call(store, (member, state))?.0)

@@ -229,7 +229,11 @@ mod tests {
     use super::*;
 
     fn action(op: HeaderOp, name: &str, value: &str) -> HeaderAction {
-        HeaderAction { op, name: HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).unwrap(), value: value.into() }
+        HeaderAction {
+            op,
+            name: HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).unwrap(),
+            value: value.into(),
+        }
     }
 
     /// Headers before, one action, headers after (values in order, repeated lines separate).

@@ -595,7 +595,13 @@ mod tests {
         // env('FORWARD_IP'), %{X}e and env=X.
         assert_eq!(
             needs.env_vars(),
-            ["X-Forwarded-For", "FORWARD_IP", "BALANCER_ROUTE_CHANGED", "BALANCER_WORKER_ROUTE", "BALANCER_SESSION_ROUTE"]
+            [
+                "X-Forwarded-For",
+                "FORWARD_IP",
+                "BALANCER_ROUTE_CHANGED",
+                "BALANCER_WORKER_ROUTE",
+                "BALANCER_SESSION_ROUTE"
+            ]
         );
         assert_eq!(needs.targets(), ["X-Forwarded-For", "Set-Cookie", "X-Balance"]);
     }

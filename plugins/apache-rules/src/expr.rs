@@ -796,12 +796,8 @@ mod tests {
         let request_headers = HeaderTable::new(&request_lines);
         let response_lines = [("set-cookie".into(), "a=1".into()), ("set-cookie".into(), "b=2".into())];
         let response_headers = HeaderTable::new(&response_lines);
-        let ctx = Ctx {
-            request,
-            env: &env,
-            request_headers: &request_headers,
-            response_headers: Some(&response_headers),
-        };
+        let ctx =
+            Ctx { request, env: &env, request_headers: &request_headers, response_headers: Some(&response_headers) };
         parse(source).unwrap_or_else(|e| panic!("{source}: {e}")).eval(&ctx)
     }
 

@@ -226,12 +226,8 @@ mod tests {
         let request_headers = HeaderTable::new(&request_lines);
         let response_lines = [("set-cookie".into(), "c=1".into())];
         let response_headers = HeaderTable::new(&response_lines);
-        let ctx = Ctx {
-            request,
-            env: &env,
-            request_headers: &request_headers,
-            response_headers: Some(&response_headers),
-        };
+        let ctx =
+            Ctx { request, env: &env, request_headers: &request_headers, response_headers: Some(&response_headers) };
         Format::parse(format, Phase::Response).unwrap_or_else(|e| panic!("{format}: {e}")).render(&ctx)
     }
 

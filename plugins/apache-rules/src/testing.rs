@@ -9,8 +9,8 @@
 //! answer the actions with the names their indices stand for.
 
 use fulcrum_sdk::Rules;
-pub use fulcrum_sdk::rules::{HeaderOp, PluginConfig, PluginError, RequestFields, ResponseOrigin};
 use fulcrum_sdk::rules::{Call, Clock, Fields};
+pub use fulcrum_sdk::rules::{HeaderOp, PluginConfig, PluginError, RequestFields, ResponseOrigin};
 
 use crate::ApacheRules;
 use crate::context::{NOW_US, REQUEST_START_US};
@@ -98,9 +98,8 @@ impl ApacheRules {
             host: &request.host,
         };
         let inputs = self.layout.inputs(&fields, &request.headers, response.map(|r| r.headers.as_slice()), env);
-        let micros = |name: &str| {
-            env.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.trim().parse().ok()).unwrap_or(0)
-        };
+        let micros =
+            |name: &str| env.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.trim().parse().ok()).unwrap_or(0);
         let clock = Clock { request_start_us: micros(REQUEST_START_US), now_us: micros(NOW_US) };
         let layout = self.layout.clone();
         let mut spans = Vec::new();

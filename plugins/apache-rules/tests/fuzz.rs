@@ -6,8 +6,8 @@
 //! plugins/Cargo.toml --test fuzz` runs a longer campaign, and `PROPTEST_RNG_SEED=N` repeats one.
 
 use apache_rules::context::{Ctx, Env, HeaderTable, Request};
-use apache_rules::{directive, expr, format, parse, pattern};
 use apache_rules::testing::*;
+use apache_rules::{directive, expr, format, parse, pattern};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 

@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::*;
 use apache_rules::testing::*;
+use common::*;
 
 /// The guide's rules, as `examples/apache-guide.toml` carries them (one source for every test).
 fn guide() -> &'static str {

@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::*;
 use apache_rules::testing::*;
+use common::*;
 
 /// A POST with a query, two Accept lines and an empty header, from 10.0.0.7.
 fn post() -> RequestView {
