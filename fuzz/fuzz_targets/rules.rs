@@ -2,15 +2,21 @@
 //! regexes) never panics and errors name a line of the text; what compiles runs on a request.
 #![no_main]
 
-use apache_rules::directive;
-use fulcrum_sdk::rules::RequestView;
+use apache_rules::testing::{PluginConfig, RequestView};
+use apache_rules::{ApacheRules, DIRECTIVES, directive};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     match directive::compile(text) {
         Err(e) => assert!(e.line >= 1 && e.line <= text.split('\n').count(), "line {} out of range", e.line),
-        Ok((engine, _needs)) => {
+        Ok(_) => {
+            let config = PluginConfig {
+                name: "apache-rules".into(),
+                options: vec![(DIRECTIVES.into(), text.into())],
+                toml: String::new(),
+            };
+            let Ok((mut rules, _)) = ApacheRules::configure(&config) else { panic!("compiled, then refused") };
             let request = RequestView {
                 method: "GET".into(),
                 path: "/app/x".into(),
@@ -23,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
                     ("cookie".into(), "BALANCEID=balancer.web1".into()),
                 ],
             };
-            let _ = engine.on_request(&request, &[("BALANCER_ROUTE_CHANGED".into(), "1".into())]);
+            let _ = rules.on_request(&request, &[("BALANCER_ROUTE_CHANGED".into(), "1".into())]);
         }
     }
 });

@@ -8,7 +8,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use fulcrum::balancer::RequestInfo;
 use fulcrum::plugin::{PluginLimits, PluginRegistry};
-use fulcrum::proxy::rules::{Env, Origin, ResponseInfo, RulesFactory, apply_headers};
+use fulcrum::proxy::rules::{Clock, Env, Origin, ResponseInfo, RulesFactory, apply_headers};
 use hyper::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
 fn guide_directives() -> String {
@@ -58,15 +58,16 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut env = Env::default();
             let mut upstream = headers.clone();
-            let outcome = rules.on_request(black_box(&request), &env).expect("on-request");
-            env.apply(&outcome.env);
-            apply_headers(&mut upstream, &outcome.headers);
+            let clock = Clock { request_start_us: 1_700_000_000_000_000, now_us: 1_700_000_000_000_100 };
+            let outcome = rules.on_request(black_box(&request), &env, clock).expect("on-request");
+            env.apply(outcome.env);
+            apply_headers(&mut upstream, outcome.headers);
             env.set("BALANCER_WORKER_ROUTE", "web1");
             env.set("BALANCER_ROUTE_CHANGED", "1");
             let mut out = response_headers.clone();
             let view = ResponseInfo { status: 200, origin: Origin::Proxied, headers: &out.clone() };
-            let outcome = rules.on_response(&request, &view, &env).expect("on-response");
-            apply_headers(&mut out, &outcome.headers);
+            let outcome = rules.on_response(&request, &view, &env, clock).expect("on-response");
+            apply_headers(&mut out, outcome.headers);
             black_box(out)
         })
     });

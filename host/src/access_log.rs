@@ -164,6 +164,11 @@ impl AccessLog {
         Ok(AccessLog { format, queue, dropped: AtomicU64::new(0) })
     }
 
+    /// Does the format print env variable `name` (`%{NAME}e`)?
+    pub fn reads_env(&self, name: &str) -> bool {
+        self.format.0.iter().any(|p| matches!(p, Piece::Env(n) if n == name))
+    }
+
     pub fn log(&self, entry: &Entry<'_>) {
         let line = self.format.render(entry);
         if let Err(TrySendError::Full(_)) = self.queue.try_send(line) {

@@ -294,7 +294,7 @@ fn inspect(file: &Path) -> Result<(), fulcrum::Error> {
     let info = PluginRegistry::inspect(file)?;
     println!("name: {}", info.name);
     println!("worlds: {}", info.worlds);
-    println!("wit: fulcrum:plugin@0.1.0");
+    println!("wit: fulcrum:plugin@{}", info.wit_version);
     println!("imports: {}", if info.imports.is_empty() { "none".into() } else { info.imports.join(", ") });
     println!("size: {} bytes", info.size);
     println!("compile time: {:.1} ms", info.loaded.time().as_secs_f64() * 1000.0);

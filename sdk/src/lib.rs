@@ -100,22 +100,15 @@ impl Default for selector::Needs {
 #[cfg(feature = "rules")]
 pub mod rules {
     pub use crate::rules_bindings::exports::fulcrum::plugin::rules::{
-        EnvAction, HeaderAction, HeaderOp, Needs, Outcome, ResponseOrigin, ResponseView,
+        Clock, EnvAction, HeaderAction, HeaderOp, Outcome, ResponseOrigin,
     };
-    pub use crate::rules_bindings::fulcrum::plugin::types::{PluginConfig, PluginError, RequestFields, RequestView};
+    pub use crate::rules_bindings::fulcrum::plugin::types::{PluginConfig, PluginError, RequestFields};
+    pub use crate::rules_call::{Call, EnvVar, Fields, Inputs, Layout, Needs, RequestCall, ResponseCall, Target};
     pub use crate::{Level, Rules, log};
 }
 
 #[cfg(feature = "rules")]
-impl Default for rules::Needs {
-    fn default() -> Self {
-        rules::Needs {
-            fields: rules::RequestFields::empty(),
-            request_headers: Vec::new(),
-            response_headers: Vec::new(),
-        }
-    }
-}
+pub mod rules_call;
 
 #[cfg(feature = "rules")]
 #[allow(clippy::derivable_impls)] // a generated type: it cannot take a derive
@@ -125,27 +118,49 @@ impl Default for rules::Outcome {
     }
 }
 
-/// Header and environment rules (what Apache's mod_setenvif and mod_headers do).
+#[cfg(feature = "rules")]
+impl rules::Outcome {
+    /// Set variable `var` (declared with [`rules::Needs::env`], or named: [`rules::Call::env_var`]).
+    pub fn set_env(&mut self, var: rules::EnvVar, value: impl Into<String>) {
+        self.env.push(rules::EnvAction { var: var.0, value: Some(value.into()) });
+    }
+
+    /// Unset variable `var`.
+    pub fn unset_env(&mut self, var: rules::EnvVar) {
+        self.env.push(rules::EnvAction { var: var.0, value: None });
+    }
+
+    /// Change header `target` (declared with [`rules::Needs::target`], or named:
+    /// [`rules::Call::target`]).
+    pub fn header(&mut self, op: rules::HeaderOp, target: rules::Target, value: impl Into<String>) {
+        self.headers.push(rules::HeaderAction { op, target: target.0, value: value.into() });
+    }
+}
+
+/// Header and environment rules (what Apache's mod_setenvif and mod_headers do), for
+/// `fulcrum:plugin@0.2.0`.
 ///
 /// One value of your type lives per rule set: Fulcrum calls [`Rules::configure`] once with your
-/// configuration, then [`Rules::on_request`] when a request has been read and
-/// [`Rules::on_response`] before the response is sent. Answer with actions; Fulcrum applies them.
+/// configuration, where you declare by name what you read and what you change (the [`rules::Needs`]
+/// builder hands back cheap handles, [`rules::EnvVar`] and [`rules::Target`]); then
+/// [`Rules::on_request`] when a request has been read and [`Rules::on_response`] before the
+/// response is sent. A [`rules::Call`] borrows the values straight from what Fulcrum passed
+/// (nothing is copied); answer with actions in an [`rules::Outcome`], and Fulcrum applies them.
+///
+/// Only declared names exist for a call: reading an undeclared header or variable by name, or
+/// naming an undeclared target, logs what is missing and traps (a fault of that request).
 #[cfg(feature = "rules")]
 pub trait Rules: Sized + 'static {
-    /// Parse and check the configuration (regexes compiled here, once); say which request fields
-    /// and headers the rules read. An `Err` is reported at load time, naming the plugin.
-    fn configure(config: &rules::PluginConfig) -> Result<(Self, rules::Needs), rules::PluginError>;
+    /// Parse and check the configuration (regexes compiled here, once); declare in `needs` the
+    /// request fields, headers and env variables the rules read, and the variables and headers
+    /// they change. An `Err` is reported at load time, naming the plugin.
+    fn configure(config: &rules::PluginConfig, needs: &mut rules::Needs) -> Result<Self, rules::PluginError>;
 
     /// Env and request-header actions for a request (before a member is chosen).
-    fn on_request(&mut self, request: &rules::RequestView, env: &[(String, String)]) -> rules::Outcome;
+    fn on_request(&mut self, call: &rules::RequestCall<'_>) -> rules::Outcome;
 
-    /// Env and response-header actions for a response (`env` now holds the BALANCER_* variables).
-    fn on_response(
-        &mut self,
-        request: &rules::RequestView,
-        response: &rules::ResponseView,
-        env: &[(String, String)],
-    ) -> rules::Outcome;
+    /// Env and response-header actions for a response (the env now holds the BALANCER_* variables).
+    fn on_response(&mut self, call: &rules::ResponseCall<'_>) -> rules::Outcome;
 }
 
 /// Export a [`Rules`] implementation as the plugin's `rules` interface.
@@ -160,17 +175,32 @@ macro_rules! export_rules {
             use $crate::rules_bindings::exports::fulcrum::plugin::rules as __wit;
             use $crate::rules_bindings::fulcrum::plugin::types as __types;
 
+            struct __State {
+                rules: $ty,
+                layout: $crate::rules::Layout,
+                spans: ::std::vec::Vec<(u32, i32)>,
+            }
+
             ::std::thread_local! {
-                static __FULCRUM_RULES: ::std::cell::RefCell<::std::option::Option<$ty>> =
+                static __FULCRUM_RULES: ::std::cell::RefCell<::std::option::Option<__State>> =
                     const { ::std::cell::RefCell::new(::std::option::Option::None) };
             }
 
-            fn __with<R>(f: impl FnOnce(&mut $ty) -> R) -> R {
+            fn __call(
+                inputs: &__wit::Inputs,
+                clock: __wit::Clock,
+                response: ::std::option::Option<(u16, __wit::ResponseOrigin)>,
+            ) -> __wit::Outcome {
                 __FULCRUM_RULES.with(|cell| {
                     let mut slot = cell.borrow_mut();
-                    match slot.as_mut() {
-                        ::std::option::Option::Some(rules) => f(rules),
-                        ::std::option::Option::None => ::core::panic!("rules called before configure"),
+                    let ::std::option::Option::Some(state) = slot.as_mut() else {
+                        ::core::panic!("rules called before configure")
+                    };
+                    let __State { rules, layout, spans } = state;
+                    let call = $crate::rules::Call::new(layout, inputs, clock, response, spans);
+                    match response {
+                        ::std::option::Option::None => <$ty as $crate::Rules>::on_request(rules, &call),
+                        ::std::option::Option::Some(_) => <$ty as $crate::Rules>::on_response(rules, &call),
                     }
                 })
             }
@@ -181,22 +211,24 @@ macro_rules! export_rules {
                 fn configure(
                     config: __types::PluginConfig,
                 ) -> ::std::result::Result<__wit::Needs, __types::PluginError> {
-                    let (rules, needs) = <$ty as $crate::Rules>::configure(&config)?;
-                    __FULCRUM_RULES.with(|cell| *cell.borrow_mut() = ::std::option::Option::Some(rules));
-                    ::std::result::Result::Ok(needs)
+                    let mut needs = $crate::rules::Needs::default();
+                    let rules = <$ty as $crate::Rules>::configure(&config, &mut needs)?;
+                    let layout = $crate::rules::Layout::new(needs);
+                    let declared = layout.wit_needs();
+                    let state = __State { rules, layout, spans: ::std::vec::Vec::new() };
+                    __FULCRUM_RULES.with(|cell| *cell.borrow_mut() = ::std::option::Option::Some(state));
+                    ::std::result::Result::Ok(declared)
                 }
-                fn on_request(
-                    request: __types::RequestView,
-                    env: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
-                ) -> __wit::Outcome {
-                    __with(|r| <$ty as $crate::Rules>::on_request(r, &request, &env))
+                fn on_request(inputs: __wit::Inputs, clock: __wit::Clock) -> __wit::Outcome {
+                    __call(&inputs, clock, ::std::option::Option::None)
                 }
                 fn on_response(
-                    request: __types::RequestView,
-                    response: __wit::ResponseView,
-                    env: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+                    status: u16,
+                    origin: __wit::ResponseOrigin,
+                    inputs: __wit::Inputs,
+                    clock: __wit::Clock,
                 ) -> __wit::Outcome {
-                    __with(|r| <$ty as $crate::Rules>::on_response(r, &request, &response, &env))
+                    __call(&inputs, clock, ::std::option::Option::Some((status, origin)))
                 }
             }
 

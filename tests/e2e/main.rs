@@ -7,6 +7,7 @@ mod apache_diff;
 mod balancing;
 mod cache;
 mod check;
+mod compat;
 mod conformance;
 mod failures;
 mod fault_injection;

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use fulcrum::balancer::RequestInfo;
 use fulcrum::plugin::{PluginLimits, PluginRegistry};
-use fulcrum::proxy::rules::{Env, HeaderAction, HeaderOp, Origin, RequestRules, ResponseInfo, RulesFactory};
+use fulcrum::proxy::rules::{Clock, Env, HeaderAction, HeaderOp, Origin, RequestRules, ResponseInfo, RulesFactory};
 use hyper::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
 fn rules(directives: &str) -> Box<dyn RequestRules> {
@@ -34,13 +34,19 @@ fn env(list: &[(&str, &str)]) -> Env {
     e
 }
 
+fn action(op: HeaderOp, name: &str, value: &str) -> HeaderAction {
+    HeaderAction { op, name: HeaderName::from_bytes(name.as_bytes()).unwrap(), value: value.into() }
+}
+
 fn set(name: &str, value: &str) -> HeaderAction {
-    HeaderAction { op: HeaderOp::Set, name: name.into(), value: value.into() }
+    action(HeaderOp::Set, name, value)
 }
 
 fn add(name: &str, value: &str) -> HeaderAction {
-    HeaderAction { op: HeaderOp::Add, name: name.into(), value: value.into() }
+    action(HeaderOp::Add, name, value)
 }
+
+const CLOCK: Clock = Clock { request_start_us: 1_700_000_000_000_000, now_us: 1_700_000_000_000_100 };
 
 struct Request {
     method: Method,
@@ -109,13 +115,7 @@ fn request_phase_table() {
         (r#"SetEnvIf Request_Method "GET" !CACHEABLE_NOT"#, "/", &[], vec![("CACHEABLE_NOT", None)], vec![]),
         ("RequestHeader set X-A \"one\"", "/", &[], vec![], vec![set("X-A", "one")]),
         ("RequestHeader add X-A two", "/", &[], vec![], vec![add("X-A", "two")]),
-        (
-            "RequestHeader unset Cookie",
-            "/",
-            &[("cookie", "a=1")],
-            vec![],
-            vec![HeaderAction { op: HeaderOp::Unset, name: "Cookie".into(), value: String::new() }],
-        ),
+        ("RequestHeader unset Cookie", "/", &[("cookie", "a=1")], vec![], vec![action(HeaderOp::Unset, "Cookie", "")]),
         ("RequestHeader set X-Client %{REMOTE_ADDR}s", "/", &[], vec![], vec![set("X-Client", "10.0.0.7")]),
         (
             "RequestHeader set X-UA \"ua=%{User-Agent}i\"",
@@ -167,8 +167,8 @@ fn request_phase_table() {
     for (directives, uri, request_headers, env_out, headers_out) in cases {
         let r = rules(directives);
         let request = Request::new(uri, request_headers);
-        let outcome = r.on_request(&request.info(), &Env::default()).unwrap();
-        let env_got: Vec<(&str, Option<&str>)> = outcome.env.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+        let outcome = r.on_request(&request.info(), &Env::default(), CLOCK).unwrap();
+        let env_got: Vec<(&str, Option<&str>)> = outcome.env.iter().map(|(k, v)| (&**k, v.as_deref())).collect();
         assert_eq!(env_got, env_out, "env for:\n{directives}");
         assert_eq!(outcome.headers, headers_out, "headers for:\n{directives}");
     }
@@ -188,7 +188,7 @@ Header edit* X-List , ;"#;
     let response_headers = headers(&[("content-type", "text/plain"), ("x-list", "a,b,c")]);
 
     let proxied = ResponseInfo { status: 404, origin: Origin::Proxied, headers: &response_headers };
-    let outcome = r.on_response(&request.info(), &proxied, &changed).unwrap();
+    let outcome = r.on_response(&request.info(), &proxied, &changed, CLOCK).unwrap();
     assert_eq!(
         outcome.headers,
         vec![
@@ -201,11 +201,11 @@ Header edit* X-List , ;"#;
     );
 
     let generated = ResponseInfo { status: 503, origin: Origin::Generated, headers: &response_headers };
-    let outcome = r.on_response(&request.info(), &generated, &changed).unwrap();
+    let outcome = r.on_response(&request.info(), &generated, &changed, CLOCK).unwrap();
     assert_eq!(outcome.headers, vec![set("X-Always", "yes")], "only `always` rules apply to Fulcrum's own pages");
 
     let sticky = env(&[("BALANCER_WORKER_ROUTE", "web2")]);
-    let outcome = r.on_response(&request.info(), &proxied, &sticky).unwrap();
+    let outcome = r.on_response(&request.info(), &proxied, &sticky, CLOCK).unwrap();
     assert_eq!(outcome.headers[0], add("X-Balance", "BALANCER_WORKER_ROUTE=web2"), "no cookie without ROUTE_CHANGED");
 }
 
@@ -279,12 +279,12 @@ fn odd_requests_never_fault_the_guide_rules() {
                 request.headers.append("x-forwarded-for", v);
             }
         }
-        let outcome = r.on_request(&request.info(), &Env::default()).expect("on-request must not fault");
+        let outcome = r.on_request(&request.info(), &Env::default(), CLOCK).expect("on-request must not fault");
         let mut env = Env::default();
-        env.apply(&outcome.env);
+        env.apply(outcome.env);
         env.set("BALANCER_WORKER_ROUTE", "web1");
         let response_headers = HeaderMap::new();
         let view = ResponseInfo { status: 200, origin: Origin::Proxied, headers: &response_headers };
-        r.on_response(&request.info(), &view, &env).expect("on-response must not fault");
+        r.on_response(&request.info(), &view, &env, CLOCK).expect("on-response must not fault");
     }
 }

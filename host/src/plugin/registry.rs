@@ -12,8 +12,7 @@ use std::time::SystemTime;
 
 use wasmtime::component::types::ComponentItem;
 
-use super::bindings::rules_world::RulesPluginPre;
-use super::bindings::selector_world::SelectorPluginPre;
+use super::bindings::{rules_world, v0_1};
 use super::cache::{self, ArtifactCache, Loaded};
 use super::store::{self, StoreState};
 use super::{PluginLimits, builtin, engine};
@@ -21,9 +20,12 @@ use crate::Error;
 use crate::balancer::{BalancerSpec, MemberSelector, SelectorFactory};
 use crate::proxy::rules::{RequestRules, RulesFactory, RulesSetupError};
 
-/// The WIT package version this host implements. Plugins must export interfaces of this version.
+/// The WIT package version this host implements (`wit/`), and the versions it still loads
+/// plugins of (`wit-0.1.0/`): a component exports and imports `fulcrum:plugin` interfaces of one
+/// of these, all of the same one.
 pub const WIT_PACKAGE: &str = "fulcrum:plugin";
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
+pub const WIT_VERSIONS: &[&str] = &["0.2.0", "0.1.0"];
 
 /// Which worlds a plugin implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,6 +52,8 @@ pub struct PluginInfo {
     /// `built-in`, or the file it came from.
     pub origin: String,
     pub worlds: Worlds,
+    /// The `fulcrum:plugin` version the component was built against (`0.2.0`, `0.1.0`).
+    pub wit_version: &'static str,
     pub imports: Vec<String>,
     pub size: usize,
     /// Compiled now, or loaded compiled from the cache, and how long that took.
@@ -60,8 +64,15 @@ pub struct PluginInfo {
 pub struct CompiledPlugin {
     pub info: PluginInfo,
     pub name: Arc<str>,
-    pub selector: Option<SelectorPluginPre<StoreState>>,
-    pub rules: Option<RulesPluginPre<StoreState>>,
+    pub selector: Option<super::selector::SelectorPre>,
+    pub rules: Option<RulesPre>,
+}
+
+/// A rules component ready to instantiate, by the interface version it was built for.
+pub enum RulesPre {
+    V2(rules_world::RulesPluginPre<StoreState>),
+    /// `fulcrum:plugin@0.1.0`: called through [`super::rules`]'s adapter.
+    V1(v0_1::RulesPluginPre<StoreState>),
 }
 
 /// A plugin embedded in the binary: the component, and its code precompiled by the build.
@@ -450,16 +461,23 @@ fn compile(
     let ty = component.component_type();
 
     let mut worlds = Worlds::default();
+    let mut wit_version: Option<&'static str> = None;
     for (export, item) in ty.exports(engine) {
         let Some((package, interface, version)) = split_interface(export) else { continue };
         if package != WIT_PACKAGE || !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
             continue;
         }
-        if version != WIT_VERSION {
+        let Some(known) = WIT_VERSIONS.iter().copied().find(|v| *v == version) else {
             return Err(fail(format!(
-                "exports `{export}`, built against {WIT_PACKAGE}@{version}; this Fulcrum implements @{WIT_VERSION}"
+                "exports `{export}`, built against {WIT_PACKAGE}@{version}; this Fulcrum implements @{WIT_VERSION} \
+                 (and still loads @{})",
+                WIT_VERSIONS[1..].join(", @")
             )));
+        };
+        if let Some(other) = wit_version.filter(|v| *v != known) {
+            return Err(fail(format!("exports `{export}` and interfaces of {WIT_PACKAGE}@{other}: one version only")));
         }
+        wit_version = Some(known);
         match interface {
             "selector" => worlds.selector = true,
             "rules" => worlds.rules = true,
@@ -471,15 +489,20 @@ fn compile(
             "exports neither {WIT_PACKAGE}/selector@{WIT_VERSION} nor {WIT_PACKAGE}/rules@{WIT_VERSION}"
         )));
     }
+    let wit_version = wit_version.unwrap_or(WIT_VERSION);
 
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
     let with_wasi = imports.iter().any(|i| i.starts_with("wasi:"));
     for import in &imports {
         if let Some((package, _, version)) = split_interface(import)
             && package == WIT_PACKAGE
-            && version != WIT_VERSION
+            && version != wit_version
         {
-            return Err(fail(format!("imports `{import}`; this Fulcrum implements {WIT_PACKAGE}@{WIT_VERSION}")));
+            return Err(fail(format!(
+                "imports `{import}` but exports {WIT_PACKAGE}@{wit_version} interfaces; this Fulcrum implements \
+                 {WIT_PACKAGE}@{WIT_VERSION} (and still loads @{})",
+                WIT_VERSIONS[1..].join(", @")
+            )));
         }
     }
     if let Some(other) = imports.iter().find(|i| !i.starts_with("wasi:") && !i.starts_with(&format!("{WIT_PACKAGE}/")))
@@ -492,14 +515,18 @@ fn compile(
         .map_err(|e| fail(format!("imports something Fulcrum does not provide: {e:#}")))?;
     let selector = if worlds.selector {
         Some(
-            SelectorPluginPre::new(pre.clone())
+            super::selector::SelectorPre::new(pre.clone(), wit_version)
                 .map_err(|e| fail(format!("its selector interface does not match: {e:#}")))?,
         )
     } else {
         None
     };
     let rules = if worlds.rules {
-        Some(RulesPluginPre::new(pre).map_err(|e| fail(format!("its rules interface does not match: {e:#}")))?)
+        let mismatch = |e: wasmtime::Error| fail(format!("its rules interface does not match: {e:#}"));
+        Some(match wit_version {
+            "0.1.0" => RulesPre::V1(v0_1::RulesPluginPre::new(pre).map_err(mismatch)?),
+            _ => RulesPre::V2(rules_world::RulesPluginPre::new(pre).map_err(mismatch)?),
+        })
     } else {
         None
     };
@@ -509,6 +536,7 @@ fn compile(
             name: name.to_string(),
             origin: origin.to_string(),
             worlds,
+            wit_version,
             imports,
             size: bytes.len(),
             loaded,

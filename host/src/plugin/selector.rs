@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use wasmtime::Store;
+use wasmtime::component::{ComponentExportIndex, Func, InstancePre, TypedFunc};
 
 use super::PluginLimits;
-use super::bindings::selector_world::SelectorPlugin;
 use super::bindings::selector_world::exports::fulcrum::plugin::selector as wit;
 use super::bindings::types;
 use super::registry::CompiledPlugin;
@@ -18,6 +18,91 @@ use crate::balancer::{
 
 /// One warm instance: its store and its typed exports.
 type Live = super::call::Instance<SelectorPlugin>;
+
+/// A selector component ready to instantiate: its `selector` export, found at the version the
+/// component was built for (`0.1.0` and `0.2.0` have the same shapes, so the same Rust types and
+/// typed functions serve both; the component model checks types by structure).
+#[derive(Clone)]
+pub struct SelectorPre {
+    pre: InstancePre<StoreState>,
+    configure: ComponentExportIndex,
+    select: ComponentExportIndex,
+    sticky: ComponentExportIndex,
+}
+
+type ConfigureSig = (Result<wit::Needs, types::PluginError>,);
+
+impl SelectorPre {
+    /// Find `fulcrum:plugin/selector@{version}` and its functions, and check their types.
+    pub fn new(pre: InstancePre<StoreState>, version: &str) -> wasmtime::Result<SelectorPre> {
+        let interface = format!("{}/selector@{version}", super::registry::WIT_PACKAGE);
+        let component = pre.component();
+        let instance = component
+            .get_export_index(None, &interface)
+            .ok_or_else(|| wasmtime::format_err!("no exported instance named `{interface}`"))?;
+        let lookup = |name: &str| {
+            component
+                .get_export_index(Some(&instance), name)
+                .ok_or_else(|| wasmtime::format_err!("`{interface}` does not export `{name}`"))
+        };
+        let (configure, select, sticky) = (lookup("configure")?, lookup("select")?, lookup("sticky")?);
+        Ok(SelectorPre { pre, configure, select, sticky })
+    }
+
+    /// A new instance, its functions type-checked.
+    fn instantiate(&self, store: &mut Store<StoreState>) -> wasmtime::Result<SelectorPlugin> {
+        let instance = self.pre.instantiate(&mut *store)?;
+        let configure =
+            *instance.get_typed_func::<(&wit::BalancerInfo,), ConfigureSig>(&mut *store, self.configure)?.func();
+        let select = *instance
+            .get_typed_func::<(&types::RequestView, &wit::State), (wit::Decision,)>(&mut *store, self.select)?
+            .func();
+        let sticky = *instance.get_typed_func::<(u32, &wit::State), (Vec<i64>,)>(&mut *store, self.sticky)?.func();
+        Ok(SelectorPlugin { configure, select, sticky })
+    }
+}
+
+/// An instance's typed `selector` functions.
+pub struct SelectorPlugin {
+    configure: Func,
+    select: Func,
+    sticky: Func,
+}
+
+impl SelectorPlugin {
+    fn call_configure(
+        &self,
+        store: &mut Store<StoreState>,
+        info: &wit::BalancerInfo,
+    ) -> wasmtime::Result<Result<wit::Needs, types::PluginError>> {
+        // SAFETY: the signature was checked when the instance was made ([`SelectorPre::instantiate`]).
+        let f = unsafe { TypedFunc::<(&wit::BalancerInfo,), ConfigureSig>::new_unchecked(self.configure) };
+        Ok(f.call(store, (info,))?.0)
+    }
+
+    fn call_select(
+        &self,
+        store: &mut Store<StoreState>,
+        request: &types::RequestView,
+        state: &wit::State,
+    ) -> wasmtime::Result<wit::Decision> {
+        // SAFETY: checked in [`SelectorPre::instantiate`].
+        let f =
+            unsafe { TypedFunc::<(&types::RequestView, &wit::State), (wit::Decision,)>::new_unchecked(self.select) };
+        Ok(f.call(store, (request, state))?.0)
+    }
+
+    fn call_sticky(
+        &self,
+        store: &mut Store<StoreState>,
+        member: u32,
+        state: &wit::State,
+    ) -> wasmtime::Result<Vec<i64>> {
+        // SAFETY: checked in [`SelectorPre::instantiate`].
+        let f = unsafe { TypedFunc::<(u32, &wit::State), (Vec<i64>,)>::new_unchecked(self.sticky) };
+        Ok(f.call(store, (member, state))?.0)
+    }
+}
 
 /// A selector plugin configured for one balancer.
 pub struct WasmSelector {
@@ -79,7 +164,6 @@ impl WasmSelector {
         let bindings =
             pre.instantiate(&mut store).map_err(|e| setup(format!("plugin `{name}`: instantiation failed: {e:#}")))?;
         let answer = bindings
-            .fulcrum_plugin_selector()
             .call_configure(&mut store, &self.info)
             .map_err(|e| setup(format!("plugin `{name}`: configure trapped: {}", super::trap_detail(name, &e))))?;
         let needs = match answer {
@@ -145,7 +229,7 @@ impl MemberSelector for WasmSelector {
     fn select(&mut self, request: &RequestInfo<'_>, state: &SelectState<'_>) -> Result<Selection, SelectorFault> {
         let view = self.request_view(request);
         self.load_state(state);
-        let decision = self.call(request.id, |store, b, s| b.fulcrum_plugin_selector().call_select(store, &view, s))?;
+        let decision = self.call(request.id, |store, b, s| b.call_select(store, &view, s))?;
         Ok(Selection { member: decision.member, lbstatus: decision.lbstatus })
     }
 
@@ -156,7 +240,7 @@ impl MemberSelector for WasmSelector {
         state: &SelectState<'_>,
     ) -> Result<Vec<i64>, SelectorFault> {
         self.load_state(state);
-        self.call(request.id, |store, b, s| b.fulcrum_plugin_selector().call_sticky(store, member, s))
+        self.call(request.id, |store, b, s| b.call_sticky(store, member, s))
     }
 }
 

@@ -12,6 +12,7 @@ use wasmtime::{ResourceLimiter, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::selector_world::fulcrum::plugin::{host, types};
+use super::bindings::v0_1::fulcrum::plugin::host as host_v0_1;
 use super::wasi_io::{HasOffWorker, OffWorker};
 use crate::config::WasiGrants;
 
@@ -79,6 +80,13 @@ impl host::Host for StoreState {
     }
 }
 
+/// `fulcrum:plugin/host@0.1.0`, for plugins built against the previous interface: the same.
+impl host_v0_1::Host for StoreState {
+    fn log(&mut self, level: types::LogLevel, message: String) {
+        host::Host::log(self, level, message)
+    }
+}
+
 /// A fresh store for one instance of `plugin`: its memory cap on, the `configure` deadline set.
 pub fn new_store(plugin: &Arc<str>, limits: &super::PluginLimits) -> wasmtime::Store<StoreState> {
     let mut store =
@@ -136,7 +144,9 @@ pub fn linker(
     use wasmtime_wasi::random::WasiRandom;
 
     let mut linker = Linker::new(engine);
+    // Both versions of the `host` interface: a component imports the one it was built against.
     host::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)?;
+    host_v0_1::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)?;
     if !with_wasi {
         return Ok(linker);
     }

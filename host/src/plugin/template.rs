@@ -10,6 +10,7 @@ use crate::Error;
 const SDK_FILES: &[(&str, &str)] = &[
     ("src/lib.rs", include_str!("../../../sdk/src/lib.rs")),
     ("src/testing.rs", include_str!("../../../sdk/src/testing.rs")),
+    ("src/rules_call.rs", include_str!("../../../sdk/src/rules_call.rs")),
 ];
 
 /// The wit-bindgen the SDK is built with (the workspace's; a unit test keeps the two equal).

@@ -36,7 +36,7 @@ pub use body::ProxyBody;
 pub use error_page::error_page;
 use member_http::{ExchangeError, MemberBody, RequestFraming, ResponseError};
 use request_body::{BodyTimeout, ClientFault, FaultSlot, RequestBody};
-use rules::{Env, Origin, RequestRules, ResponseInfo};
+use rules::{Clock, Env, Origin, RequestRules, ResponseInfo};
 use upstream::MemberPool;
 pub use upstream::bind_worker;
 
@@ -136,11 +136,8 @@ impl Decision {
     }
 }
 
-/// Reserved env entries for the rules' `%t` and `%D`: microseconds since the Unix epoch when the
-/// request arrived, and now.
-pub const REQUEST_START_VAR: &str = "FULCRUM_REQUEST_START_US";
-pub const NOW_VAR: &str = "FULCRUM_NOW_US";
-/// Apache mod_unique_id's env variable, set for every request that runs rules.
+/// Apache mod_unique_id's env variable, set for every request that runs rules that read it (or
+/// whose access log prints it).
 pub const UNIQUE_ID_VAR: &str = "UNIQUE_ID";
 
 fn unix_micros() -> u64 {
@@ -283,7 +280,10 @@ impl Proxy {
         let rules = &self.rules[vhost_index];
         let mut env = Env::default();
         let started_us = if rules.is_empty() { 0 } else { unix_micros() };
-        if !rules.is_empty() {
+        if !rules.is_empty()
+            && (self.access_log.as_ref().is_some_and(|log| log.reads_env(UNIQUE_ID_VAR))
+                || rules.iter().any(|r| r.load().needs().reads_env(UNIQUE_ID_VAR)))
+        {
             // mod_unique_id's variable: 24 hex digits, unique across requests, processes and restarts.
             env.set(UNIQUE_ID_VAR, format!("{}{:010x}", self.unique_prefix, id & 0xff_ffff_ffff));
         }
@@ -292,13 +292,15 @@ impl Proxy {
         // fixups): env changes, and header changes to what the member will receive.
         for r in rules {
             let r = r.load();
-            env.set(REQUEST_START_VAR, started_us.to_string());
-            env.set(NOW_VAR, unix_micros().to_string());
+            let clock = Clock { request_start_us: started_us, now_us: unix_micros() };
             let info = request_info(id, &parts, client, host_header.as_deref());
-            match r.on_request(&info, &env) {
+            match r.on_request(&info, &env, clock) {
                 Ok(outcome) => {
-                    env.apply(&outcome.env);
-                    for why in rules::apply_headers(&mut parts.headers, &outcome.headers) {
+                    for why in outcome.refused {
+                        tracing::warn!(request = id, plugin = r.name(), "request action refused: {why}");
+                    }
+                    env.apply(outcome.env);
+                    for why in rules::apply_headers(&mut parts.headers, outcome.headers) {
                         tracing::warn!(request = id, plugin = r.name(), "request header action refused: {why}");
                     }
                 }
@@ -319,13 +321,16 @@ impl Proxy {
         // status, "always" also for Fulcrum's own error pages).
         for r in rules {
             let r = r.load();
-            env.set(NOW_VAR, unix_micros().to_string());
+            let clock = Clock { request_start_us: started_us, now_us: unix_micros() };
             let info = request_info(id, &parts, client, host_header.as_deref());
             let view = ResponseInfo { status: response.status().as_u16(), origin, headers: response.headers() };
-            match r.on_response(&info, &view, &env) {
+            match r.on_response(&info, &view, &env, clock) {
                 Ok(outcome) => {
-                    env.apply(&outcome.env);
-                    for why in rules::apply_headers(response.headers_mut(), &outcome.headers) {
+                    for why in outcome.refused {
+                        tracing::warn!(request = id, plugin = r.name(), "response action refused: {why}");
+                    }
+                    env.apply(outcome.env);
+                    for why in rules::apply_headers(response.headers_mut(), outcome.headers) {
                         tracing::warn!(request = id, plugin = r.name(), "response header action refused: {why}");
                     }
                 }

@@ -6,6 +6,7 @@
 //! implements [`RequestRules`] with WebAssembly components.
 
 use std::fmt;
+use std::sync::Arc;
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 
@@ -17,6 +18,25 @@ pub struct RulesNeeds {
     pub fields: RequestFields,
     pub request_headers: Vec<HeaderName>,
     pub response_headers: Vec<HeaderName>,
+    /// The environment variables the rules read or set (any case), or `None` when they see the
+    /// whole environment (plugins built against `fulcrum:plugin@0.1.0`).
+    pub env: Option<Vec<Arc<str>>>,
+}
+
+impl RulesNeeds {
+    /// Do the rules read (or set) variable `name`? Without regard to ASCII case, as they look it up.
+    pub fn reads_env(&self, name: &str) -> bool {
+        self.env.as_ref().is_none_or(|vars| vars.iter().any(|v| v.eq_ignore_ascii_case(name)))
+    }
+}
+
+/// Times a rules call gets for Apache's `%t` and `%D`: microseconds since the Unix epoch.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    /// When the request was received.
+    pub request_start_us: u64,
+    /// When the call is made.
+    pub now_us: u64,
 }
 
 /// How a header action changes a header (see `wit/rules.wit`).
@@ -30,18 +50,21 @@ pub enum HeaderOp {
     SetIfEmpty,
 }
 
+/// One header change; the name was checked (and parsed, once) by the plugin module.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderAction {
     pub op: HeaderOp,
-    pub name: String,
+    pub name: HeaderName,
     pub value: String,
 }
 
-/// A rules call's answer: env changes (`None` unsets), then header actions, in order.
+/// A rules call's answer: env changes (`None` unsets), then header actions, in order, and the
+/// actions the plugin module refused (an unknown index, an invalid header name), in words.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RulesOutcome {
-    pub env: Vec<(String, Option<String>)>,
+    pub env: Vec<(Arc<str>, Option<String>)>,
     pub headers: Vec<HeaderAction>,
+    pub refused: Vec<String>,
 }
 
 /// Who produced a response.
@@ -78,12 +101,13 @@ impl fmt::Display for RulesFault {
 pub trait RequestRules: Send + Sync {
     fn name(&self) -> &str;
     fn needs(&self) -> &RulesNeeds;
-    fn on_request(&self, request: &RequestInfo<'_>, env: &Env) -> Result<RulesOutcome, RulesFault>;
+    fn on_request(&self, request: &RequestInfo<'_>, env: &Env, clock: Clock) -> Result<RulesOutcome, RulesFault>;
     fn on_response(
         &self,
         request: &RequestInfo<'_>,
         response: &ResponseInfo<'_>,
         env: &Env,
+        clock: Clock,
     ) -> Result<RulesOutcome, RulesFault>;
 }
 
@@ -129,48 +153,55 @@ impl Env {
         &self.vars
     }
 
+    /// The first variable named `name` without regard to ASCII case (how rules look names up,
+    /// as Apache's tables do).
+    pub fn get_ignore_case(&self, name: &str) -> Option<&str> {
+        self.vars.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
     /// Apply a rules outcome's env actions in order.
-    pub fn apply(&mut self, actions: &[(String, Option<String>)]) {
+    pub fn apply(&mut self, actions: Vec<(Arc<str>, Option<String>)>) {
         for (name, value) in actions {
             match value {
-                Some(v) => self.set(name, v.as_str()),
-                None => self.unset(name),
+                Some(v) => self.set(&name, v),
+                None => self.unset(&name),
             }
         }
     }
 }
 
-/// Apply header actions in order. An action with an invalid header name or value is skipped and
-/// reported (the rest still apply): a plugin cannot produce a malformed message.
-pub fn apply_headers(headers: &mut HeaderMap, actions: &[HeaderAction]) -> Vec<String> {
+/// Apply header actions in order. An action with an invalid header value is skipped and reported
+/// (the rest still apply): a plugin cannot produce a malformed message.
+pub fn apply_headers(headers: &mut HeaderMap, actions: Vec<HeaderAction>) -> Vec<String> {
     let mut rejected = Vec::new();
     for action in actions {
-        let Ok(name) = HeaderName::from_bytes(action.name.as_bytes()) else {
-            rejected.push(format!("`{}` is not a header name", action.name));
-            continue;
-        };
+        let name = action.name;
         if action.op == HeaderOp::Unset {
             headers.remove(&name);
             continue;
         }
-        let current = joined(headers, &name);
+        let current = match action.op {
+            HeaderOp::Set | HeaderOp::Add => None,
+            _ => joined(headers, &name),
+        };
         let value = match action.op {
-            HeaderOp::Set | HeaderOp::Add => action.value.clone(),
+            HeaderOp::Set | HeaderOp::Add => action.value,
             HeaderOp::SetIfEmpty if current.as_deref().is_some_and(|c| !c.is_empty()) => continue,
-            HeaderOp::SetIfEmpty => action.value.clone(),
+            HeaderOp::SetIfEmpty => action.value,
             HeaderOp::Append => match current {
                 Some(c) if !c.is_empty() => format!("{c}, {}", action.value),
-                _ => action.value.clone(),
+                _ => action.value,
             },
             HeaderOp::Merge => match current {
                 Some(c) if c.split(',').any(|t| t.trim() == action.value.trim()) => continue,
                 Some(c) if !c.is_empty() => format!("{c}, {}", action.value),
-                _ => action.value.clone(),
+                _ => action.value,
             },
             HeaderOp::Unset => unreachable!("handled above"),
         };
-        let Ok(value) = HeaderValue::from_str(&value) else {
-            rejected.push(format!("the value for `{}` is not a valid header value", action.name));
+        // From the String without copying it (the value is checked, not copied).
+        let Ok(value) = HeaderValue::try_from(value) else {
+            rejected.push(format!("the value for `{name}` is not a valid header value"));
             continue;
         };
         if action.op == HeaderOp::Add {
@@ -198,7 +229,11 @@ mod tests {
     use super::*;
 
     fn action(op: HeaderOp, name: &str, value: &str) -> HeaderAction {
-        HeaderAction { op, name: name.into(), value: value.into() }
+        HeaderAction {
+            op,
+            name: HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).unwrap(),
+            value: value.into(),
+        }
     }
 
     /// Headers before, one action, headers after (values in order, repeated lines separate).
@@ -224,7 +259,7 @@ mod tests {
             for (k, v) in *before {
                 h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
             }
-            assert!(apply_headers(&mut h, std::slice::from_ref(action)).is_empty());
+            assert!(apply_headers(&mut h, vec![action.clone()]).is_empty());
             let got: Vec<_> = h.get_all("x-a").iter().map(|v| v.to_str().unwrap()).collect();
             assert_eq!(got, *after, "{before:?} + {action:?}");
         }
@@ -234,7 +269,7 @@ mod tests {
     fn malformed_actions_are_refused_not_applied() {
         let mut h = HeaderMap::new();
         let rejected =
-            apply_headers(&mut h, &[action(HeaderOp::Set, "bad name", "1"), action(HeaderOp::Set, "x-ok", "a\r\nb")]);
+            apply_headers(&mut h, vec![action(HeaderOp::Set, "x-ok", "a\r\nb"), action(HeaderOp::Add, "x-ok", "\0")]);
         assert_eq!(rejected.len(), 2);
         assert!(h.is_empty());
     }
@@ -242,7 +277,7 @@ mod tests {
     #[test]
     fn env_set_unset_exists_when_empty() {
         let mut env = Env::default();
-        env.apply(&[("A".into(), Some("".into())), ("B".into(), Some("2".into())), ("B".into(), None)]);
+        env.apply(vec![("A".into(), Some("".into())), ("B".into(), Some("2".into())), ("B".into(), None)]);
         assert_eq!(env.get("A"), Some(""));
         assert_eq!(env.get("B"), None);
     }

@@ -10,27 +10,52 @@
 //!
 //! Names are compared without regard to ASCII case everywhere, as httpd's tables do (environment
 //! variable names included: `env('forward_ip')` finds `FORWARD_IP`).
+//!
+//! Everything borrows from the call's inputs block (`fulcrum_sdk::rules::Call`) where it can:
+//! only what the rules change is copied.
 
-use fulcrum_sdk::rules::{HeaderOp, RequestView};
+use std::borrow::Cow;
 
-/// Reserved environment entries the host passes: microseconds since the Unix epoch.
+use fulcrum_sdk::rules::HeaderOp;
+
+/// The environment entries the 0.1.0 host passed the clock in (microseconds since the Unix
+/// epoch); [`crate::testing`] still reads them from a test's env list.
 pub const REQUEST_START_US: &str = "FULCRUM_REQUEST_START_US";
 pub const NOW_US: &str = "FULCRUM_NOW_US";
 
-/// The per-request environment (httpd's `r->subprocess_env`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Env {
-    vars: Vec<(String, String)>,
+/// The request fields and the clock, borrowed from the call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub client_addr: &'a str,
+    pub host: &'a str,
+    /// When the request was received, microseconds since the Unix epoch (`%t`).
+    pub start_us: u64,
+    /// Now, likewise (`%D` is the difference).
+    pub now_us: u64,
 }
 
-impl Env {
-    pub fn new(vars: &[(String, String)]) -> Self {
-        Env { vars: vars.to_vec() }
+/// The per-request environment (httpd's `r->subprocess_env`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Env<'a> {
+    vars: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+}
+
+impl<'a> Env<'a> {
+    pub fn new(vars: &'a [(String, String)]) -> Self {
+        Env { vars: vars.iter().map(|(n, v)| (Cow::Borrowed(n.as_str()), Cow::Borrowed(v.as_str()))).collect() }
+    }
+
+    /// From borrowed (name, value) pairs, without copying them.
+    pub fn from_pairs(vars: impl Iterator<Item = (&'a str, &'a str)>) -> Self {
+        Env { vars: vars.map(|(n, v)| (Cow::Borrowed(n), Cow::Borrowed(v))).collect() }
     }
 
     /// The first variable of that name (`apr_table_get`).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.vars.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.vars.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| &**v)
     }
 
     /// `apr_table_set`: replace the first entry's value and drop the others, or append.
@@ -44,11 +69,11 @@ impl Env {
                 return false;
             }
             found = true;
-            *v = value.to_string();
+            *v = Cow::Owned(value.to_string());
             true
         });
         if !found {
-            self.vars.push((name.to_string(), value.to_string()));
+            self.vars.push((Cow::Owned(name.to_string()), Cow::Owned(value.to_string())));
         }
     }
 
@@ -56,7 +81,7 @@ impl Env {
         self.vars.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
     }
 
-    /// A reserved microsecond timestamp; 0 when the host did not pass a number.
+    /// A microsecond timestamp kept as a variable; 0 when it is not a number.
     pub fn micros(&self, name: &str) -> u64 {
         self.get(name).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
     }
@@ -64,18 +89,46 @@ impl Env {
 
 /// Header lines in order, names in lower case (a header sent twice is two entries).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HeaderTable {
-    entries: Vec<(String, String)>,
+pub struct HeaderTable<'a> {
+    entries: Vec<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
-impl HeaderTable {
-    pub fn new(headers: &[(String, String)]) -> Self {
-        HeaderTable { entries: headers.iter().map(|(n, v)| (n.to_ascii_lowercase(), v.clone())).collect() }
+impl<'a> HeaderTable<'a> {
+    pub fn new(headers: &'a [(String, String)]) -> Self {
+        HeaderTable {
+            entries: headers
+                .iter()
+                .map(|(n, v)| {
+                    let name = if n.bytes().any(|b| b.is_ascii_uppercase()) {
+                        Cow::Owned(n.to_ascii_lowercase())
+                    } else {
+                        Cow::Borrowed(n.as_str())
+                    };
+                    (name, Cow::Borrowed(v.as_str()))
+                })
+                .collect(),
+        }
+    }
+
+    /// From borrowed lines whose names are already in lower case, without copying them.
+    pub fn from_lines(lines: impl Iterator<Item = (&'a str, &'a str)>) -> Self {
+        HeaderTable { entries: lines.map(|(n, v)| (Cow::Borrowed(n), Cow::Borrowed(v))).collect() }
+    }
+
+    /// The same table, owning its text.
+    pub fn into_owned(self) -> HeaderTable<'static> {
+        HeaderTable {
+            entries: self
+                .entries
+                .into_iter()
+                .map(|(n, v)| (Cow::Owned(n.into_owned()), Cow::Owned(v.into_owned())))
+                .collect(),
+        }
     }
 
     /// Every value of `name`, in order.
-    pub fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> {
-        self.entries.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    pub fn values<'s>(&'s self, name: &str) -> impl Iterator<Item = &'s str> {
+        self.entries.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| &**v)
     }
 
     /// The first value (`apr_table_get`).
@@ -103,8 +156,8 @@ impl HeaderTable {
                 self.set(&name, value)
             }
             (HeaderOp::SetIfEmpty, Some(_)) => {}
-            (HeaderOp::Add, _) => self.entries.push((name, value.to_string())),
-            (HeaderOp::Unset, _) => self.entries.retain(|(n, _)| *n != name),
+            (HeaderOp::Add, _) => self.entries.push((Cow::Owned(name), Cow::Owned(value.to_string()))),
+            (HeaderOp::Unset, _) => self.entries.retain(|(n, _)| **n != *name),
             (HeaderOp::Merge, Some(current)) if has_token(&current, value) => {}
             (HeaderOp::Append | HeaderOp::Merge, Some(current)) => self.set(&name, &format!("{current}, {value}")),
         }
@@ -113,18 +166,18 @@ impl HeaderTable {
     fn set(&mut self, name: &str, value: &str) {
         let mut found = false;
         self.entries.retain_mut(|(n, v)| {
-            if n != name {
+            if **n != *name {
                 return true;
             }
             if found {
                 return false;
             }
             found = true;
-            *v = value.to_string();
+            *v = Cow::Owned(value.to_string());
             true
         });
         if !found {
-            self.entries.push((name.to_string(), value.to_string()));
+            self.entries.push((Cow::Owned(name.to_string()), Cow::Owned(value.to_string())));
         }
     }
 }
@@ -138,21 +191,21 @@ pub fn has_token(value: &str, token: &str) -> bool {
 
 /// Everything an expression or a format string may read.
 pub struct Ctx<'a> {
-    pub request: &'a RequestView,
-    pub env: &'a Env,
+    pub request: Request<'a>,
+    pub env: &'a Env<'a>,
     /// The request headers: live during the request phase, as received during the response phase.
-    pub request_headers: &'a HeaderTable,
+    pub request_headers: &'a HeaderTable<'a>,
     /// The response headers, live; `None` during the request phase (`resp()` is empty then).
-    pub response_headers: Option<&'a HeaderTable>,
+    pub response_headers: Option<&'a HeaderTable<'a>>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn table(lines: &[(&str, &str)]) -> HeaderTable {
+    fn table(lines: &[(&str, &str)]) -> HeaderTable<'static> {
         let owned: Vec<(String, String)> = lines.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
-        HeaderTable::new(&owned)
+        HeaderTable::new(&owned).into_owned()
     }
 
     #[test]
@@ -199,13 +252,16 @@ mod tests {
 
     #[test]
     fn env_names_ignore_case_like_apr_tables() {
-        let mut env = Env::new(&[("Forward_IP".into(), "1".into()), ("other".into(), "2".into())]);
+        let start = [("Forward_IP".into(), "1".into()), ("other".into(), "2".into())];
+        let mut env = Env::new(&start);
         assert_eq!(env.get("FORWARD_IP"), Some("1"));
         env.set("forward_ip", "3");
-        assert_eq!(env, Env::new(&[("Forward_IP".into(), "3".into()), ("other".into(), "2".into())]));
+        let after = [("Forward_IP".into(), "3".into()), ("other".into(), "2".into())];
+        assert_eq!(env, Env::new(&after));
         env.set("new", "4");
         env.unset("OTHER");
-        assert_eq!(env, Env::new(&[("Forward_IP".into(), "3".into()), ("new".into(), "4".into())]));
+        let last = [("Forward_IP".into(), "3".into()), ("new".into(), "4".into())];
+        assert_eq!(env, Env::new(&last));
         assert_eq!(env.micros("new"), 4);
         assert_eq!(env.micros("missing"), 0);
     }

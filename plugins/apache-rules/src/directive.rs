@@ -388,8 +388,17 @@ fn setenvif_rule(directive: &str, args: &str, reads: &mut Reads) -> Result<SetEn
         Attribute::RemoteHost | Attribute::RemoteAddr => reads.field(RequestFields::CLIENT_ADDR),
         Attribute::RequestMethod => reads.field(RequestFields::METHOD),
         Attribute::RequestUri => reads.field(RequestFields::PATH),
-        Attribute::Header(name) => reads.request_header(name),
+        Attribute::Header(name) => {
+            // Without such a header, httpd tests an environment variable of that name.
+            reads.request_header(name);
+            reads.env(name);
+        }
         Attribute::ServerAddr | Attribute::RequestProtocol => {}
+    }
+    for assignment in &assignments {
+        match assignment {
+            Assignment::Set { name, .. } | Assignment::Unset(name) => reads.env(name),
+        }
     }
     let matcher = match non_regex_pattern(&regex).filter(|_| !icase) {
         Some(plain) => Matcher::Substring(plain),
@@ -501,6 +510,7 @@ fn header_rule(mut table: Table, args: &str, line: usize, reads: &mut Reads) -> 
         return Err(format!("bad header name `{header}`"));
     }
     let phase = table.phase();
+    reads.target(name);
     let condition = condition(clause.as_deref(), reads)?;
     let action = match kind {
         Kind::Op(op) => {
@@ -540,6 +550,7 @@ fn condition(clause: Option<&str>, reads: &mut Reads) -> Result<Condition, Strin
         if name.is_empty() {
             return Err(format!("`{clause}` names no variable: write env=VAR or env=!VAR"));
         }
+        reads.env(name);
         Ok(Condition::Env { name: name.to_string(), set })
     } else if let Some(source) = prefix("expr=") {
         let expr = expr::parse(source).map_err(|e| format!("bad expression `{source}`: {e}"))?;
@@ -577,9 +588,37 @@ mod tests {
         let from = example.find("directives = '''").expect("the example has directives") + "directives = '''".len();
         let guide = &example[from..from + example[from..].find("'''").expect("closed")];
         let needs = needs(guide);
-        assert_eq!(needs.fields, RequestFields::CLIENT_ADDR);
-        assert_eq!(needs.request_headers, ["x-forwarded-for"]);
-        assert!(needs.response_headers.is_empty());
+        assert_eq!(needs.fields(), RequestFields::CLIENT_ADDR);
+        assert_eq!(needs.request_headers(), ["x-forwarded-for"]);
+        assert!(needs.response_headers().is_empty());
+        // Read or set: SetEnvIf's attribute (a variable when the header is absent) and assignment,
+        // env('FORWARD_IP'), %{X}e and env=X.
+        assert_eq!(
+            needs.env_vars(),
+            [
+                "X-Forwarded-For",
+                "FORWARD_IP",
+                "BALANCER_ROUTE_CHANGED",
+                "BALANCER_WORKER_ROUTE",
+                "BALANCER_SESSION_ROUTE"
+            ]
+        );
+        assert_eq!(needs.targets(), ["X-Forwarded-For", "Set-Cookie", "X-Balance"]);
+    }
+
+    #[test]
+    fn env_names_are_declared_wherever_they_are_read_or_set() {
+        let cases: &[(&str, &[&str])] = &[
+            ("SetEnvIf X-A ^1 B=1 !C", &["X-A", "B", "C"]),
+            ("Header set X-A %{V}e", &["V"]),
+            ("Header set X-A 1 env=!W", &["W"]),
+            ("Header set X-A 1 \"expr=-n env('E')\"", &["E"]),
+            ("<If \"%{env:F} == 'x'\">\nHeader set X-A 1\n</If>", &["F"]),
+            ("Header set X-A \"%t %D\"", &[]),
+        ];
+        for (text, env) in cases {
+            assert_eq!(needs(text).env_vars(), *env, "{text}");
+        }
     }
 
     #[test]
@@ -609,9 +648,9 @@ mod tests {
         ];
         for (text, fields, request_headers, response_headers) in cases {
             let needs = needs(text);
-            assert_eq!(needs.fields, *fields, "{text}");
-            assert_eq!(needs.request_headers, *request_headers, "{text}");
-            assert_eq!(needs.response_headers, *response_headers, "{text}");
+            assert_eq!(needs.fields(), *fields, "{text}");
+            assert_eq!(needs.request_headers(), *request_headers, "{text}");
+            assert_eq!(needs.response_headers(), *response_headers, "{text}");
         }
     }
 

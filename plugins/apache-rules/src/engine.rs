@@ -28,10 +28,10 @@
 
 use std::borrow::Cow;
 
-use fulcrum_sdk::rules::{EnvAction, HeaderAction, HeaderOp, Outcome, RequestView, ResponseOrigin, ResponseView};
+use fulcrum_sdk::rules::{Call, EnvAction, HeaderAction, HeaderOp, Outcome, ResponseOrigin};
 use regex::bytes::Regex;
 
-use crate::context::{Ctx, Env, HeaderTable};
+use crate::context::{Ctx, Env, HeaderTable, Request};
 use crate::directive::{Action, Assignment, Attribute, Condition, HeaderRule, Item, Matcher, SetEnvIf, Table};
 use crate::format::Phase;
 use crate::pattern;
@@ -51,12 +51,15 @@ impl Engine {
         Engine { setenvif, items }
     }
 
-    pub fn on_request(&self, request: &RequestView, env: &[(String, String)]) -> Outcome {
-        let mut env = Env::new(env);
+    /// The request phase. Everything is read from `call` (borrowed, not copied); actions name
+    /// headers and variables by the handles declared at configure.
+    pub fn on_request(&self, call: &Call<'_>) -> Outcome {
+        let request = request_of(call);
+        let mut env = Env::from_pairs(call.env_vars());
         let mut outcome = Outcome::default();
-        let received = HeaderTable::new(&request.headers);
+        let received = HeaderTable::from_lines(call.request_header_lines());
         for rule in &self.setenvif {
-            apply_setenvif(rule, request, &received, &mut env, &mut outcome.env);
+            apply_setenvif(rule, &request, &received, &mut env, call, &mut outcome.env);
         }
         let rules = {
             let ctx = Ctx { request, env: &env, request_headers: &received, response_headers: None };
@@ -70,17 +73,19 @@ impl Engine {
                 let ctx = Ctx { request, env: &env, request_headers: &live, response_headers: None };
                 evaluate(rule, &ctx, &live)
             };
-            emit(rule, ops, &mut live, &mut outcome.headers);
+            emit(rule, ops, &mut live, call, &mut outcome.headers);
         }
         outcome
     }
 
-    pub fn on_response(&self, request: &RequestView, response: &ResponseView, env: &[(String, String)]) -> Outcome {
-        let env = Env::new(env);
+    /// The response phase.
+    pub fn on_response(&self, call: &Call<'_>) -> Outcome {
+        let request = request_of(call);
+        let env = Env::from_pairs(call.env_vars());
         let mut outcome = Outcome::default();
-        let request_headers = HeaderTable::new(&request.headers);
-        let mut live = HeaderTable::new(&response.headers);
-        let proxied = matches!(response.origin, ResponseOrigin::Proxied);
+        let request_headers = HeaderTable::from_lines(call.request_header_lines());
+        let mut live = HeaderTable::from_lines(call.response_header_lines());
+        let proxied = matches!(call.origin(), Some(ResponseOrigin::Proxied));
         let rules = {
             let ctx = Ctx { request, env: &env, request_headers: &request_headers, response_headers: Some(&live) };
             let mut rules = Vec::new();
@@ -95,9 +100,22 @@ impl Engine {
                 let ctx = Ctx { request, env: &env, request_headers: &request_headers, response_headers: Some(&live) };
                 evaluate(rule, &ctx, &live)
             };
-            emit(rule, ops, &mut live, &mut outcome.headers);
+            emit(rule, ops, &mut live, call, &mut outcome.headers);
         }
         outcome
+    }
+}
+
+/// The request fields and the clock of a call.
+fn request_of<'a>(call: &Call<'a>) -> Request<'a> {
+    Request {
+        method: call.method(),
+        path: call.path(),
+        query: call.query(),
+        client_addr: call.client_addr(),
+        host: call.host(),
+        start_us: call.request_start_us(),
+        now_us: call.now_us(),
     }
 }
 
@@ -122,18 +140,19 @@ fn select<'r>(items: &'r [Item], phase: Phase, ctx: &Ctx<'_>, out: &mut Vec<&'r 
 /// mod_setenvif's `match_headers` for one rule.
 fn apply_setenvif(
     rule: &SetEnvIf,
-    request: &RequestView,
-    received: &HeaderTable,
-    env: &mut Env,
+    request: &Request<'_>,
+    received: &HeaderTable<'_>,
+    env: &mut Env<'_>,
+    call: &Call<'_>,
     actions: &mut Vec<EnvAction>,
 ) {
     let subject: Option<Cow<'_, str>> = match &rule.attribute {
-        Attribute::RemoteHost | Attribute::RemoteAddr => Some(Cow::Borrowed(&request.client_addr)),
+        Attribute::RemoteHost | Attribute::RemoteAddr => Some(Cow::Borrowed(request.client_addr)),
         // Fulcrum does not tell rules the local address: httpd's lookup found nothing either.
         Attribute::ServerAddr => None,
-        Attribute::RequestMethod => Some(Cow::Borrowed(&request.method)),
+        Attribute::RequestMethod => Some(Cow::Borrowed(request.method)),
         Attribute::RequestProtocol => Some(Cow::Borrowed(PROTOCOL)),
-        Attribute::RequestUri => Some(Cow::Borrowed(&request.path)),
+        Attribute::RequestUri => Some(Cow::Borrowed(request.path)),
         Attribute::Header(name) => received.joined(name).or_else(|| env.get(name).map(str::to_string)).map(Cow::Owned),
     };
     let Some(subject) = subject else { return };
@@ -149,7 +168,7 @@ fn apply_setenvif(
         match assignment {
             Assignment::Unset(name) => {
                 env.unset(name);
-                actions.push(EnvAction { name: name.clone(), value: None });
+                actions.push(EnvAction { var: call.env_var(name).0, value: None });
             }
             Assignment::Set { name, value } => {
                 let value = match &captures {
@@ -157,14 +176,14 @@ fn apply_setenvif(
                     None => value.clone(),
                 };
                 env.set(name, &value);
-                actions.push(EnvAction { name: name.clone(), value: Some(value) });
+                actions.push(EnvAction { var: call.env_var(name).0, value: Some(value) });
             }
         }
     }
 }
 
 /// The actions one rule takes, given the live header table it applies to.
-fn evaluate(rule: &HeaderRule, ctx: &Ctx<'_>, live: &HeaderTable) -> Vec<(HeaderOp, String)> {
+fn evaluate(rule: &HeaderRule, ctx: &Ctx<'_>, live: &HeaderTable<'_>) -> Vec<(HeaderOp, String)> {
     let applies = match &rule.condition {
         Condition::Always => true,
         Condition::Env { name, set } => ctx.env.get(name).is_some() == *set,
@@ -221,10 +240,20 @@ fn edit(regex: &Regex, template: &str, value: &str, all: bool) -> String {
 }
 
 /// Record the actions in the outcome and apply them to the live table.
-fn emit(rule: &HeaderRule, ops: Vec<(HeaderOp, String)>, live: &mut HeaderTable, out: &mut Vec<HeaderAction>) {
+fn emit(
+    rule: &HeaderRule,
+    ops: Vec<(HeaderOp, String)>,
+    live: &mut HeaderTable<'_>,
+    call: &Call<'_>,
+    out: &mut Vec<HeaderAction>,
+) {
+    if ops.is_empty() {
+        return;
+    }
+    let target = call.target(&rule.name).0;
     for (op, value) in ops {
         live.apply(op, &rule.name, &value);
-        out.push(HeaderAction { op, name: rule.name.clone(), value });
+        out.push(HeaderAction { op, target, value });
     }
 }
 

@@ -152,11 +152,11 @@ impl Word {
             match part {
                 Part::Text(text) => out.push_str(text),
                 Part::Var(var) => out.push_str(match var {
-                    Var::RemoteAddr => &ctx.request.client_addr,
-                    Var::RequestMethod => &ctx.request.method,
-                    Var::RequestUri => &ctx.request.path,
-                    Var::HttpHost => &ctx.request.host,
-                    Var::QueryString => &ctx.request.query,
+                    Var::RemoteAddr => ctx.request.client_addr,
+                    Var::RequestMethod => ctx.request.method,
+                    Var::RequestUri => ctx.request.path,
+                    Var::HttpHost => ctx.request.host,
+                    Var::QueryString => ctx.request.query,
                 }),
                 Part::Env(name) => out.push_str(ctx.env.get(name).unwrap_or_default()),
                 Part::RequestHeader(name) => out.push_str(&ctx.request_headers.joined(name).unwrap_or_default()),
@@ -171,7 +171,8 @@ impl Word {
     fn reads(&self, reads: &mut Reads) {
         for part in &self.0 {
             match part {
-                Part::Text(_) | Part::Env(_) => {}
+                Part::Text(_) => {}
+                Part::Env(name) => reads.env(name),
                 Part::Var(var) => reads.field(match var {
                     Var::RemoteAddr => RequestFields::CLIENT_ADDR,
                     Var::RequestMethod => RequestFields::METHOD,
@@ -774,36 +775,29 @@ fn partial_network(text: &str) -> Option<Subnet> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::{Env, HeaderTable};
-    use fulcrum_sdk::rules::RequestView;
-
-    fn request() -> RequestView {
-        RequestView {
-            method: "GET".into(),
-            path: "/a/b".into(),
-            query: "x=1".into(),
-            client_addr: "10.1.2.3".into(),
-            host: "www.example.com".into(),
-            headers: vec![
-                ("x-forwarded-for".into(), "1.2.3.4".into()),
-                ("accept".into(), "a".into()),
-                ("accept".into(), "b".into()),
-            ],
-        }
-    }
+    use crate::context::{Env, HeaderTable, Request};
 
     fn eval(source: &str) -> bool {
-        let request = request();
-        let env = Env::new(&[("FORWARD_IP".into(), "1.2.3.4".into()), ("EMPTY".into(), String::new())]);
-        let request_headers = HeaderTable::new(&request.headers);
-        let response_headers =
-            HeaderTable::new(&[("set-cookie".into(), "a=1".into()), ("set-cookie".into(), "b=2".into())]);
-        let ctx = Ctx {
-            request: &request,
-            env: &env,
-            request_headers: &request_headers,
-            response_headers: Some(&response_headers),
+        let request = Request {
+            method: "GET",
+            path: "/a/b",
+            query: "x=1",
+            client_addr: "10.1.2.3",
+            host: "www.example.com",
+            ..Request::default()
         };
+        let request_lines = [
+            ("x-forwarded-for".into(), "1.2.3.4".into()),
+            ("accept".into(), "a".into()),
+            ("accept".into(), "b".into()),
+        ];
+        let vars = [("FORWARD_IP".into(), "1.2.3.4".into()), ("EMPTY".into(), String::new())];
+        let env = Env::new(&vars);
+        let request_headers = HeaderTable::new(&request_lines);
+        let response_lines = [("set-cookie".into(), "a=1".into()), ("set-cookie".into(), "b=2".into())];
+        let response_headers = HeaderTable::new(&response_lines);
+        let ctx =
+            Ctx { request, env: &env, request_headers: &request_headers, response_headers: Some(&response_headers) };
         parse(source).unwrap_or_else(|e| panic!("{source}: {e}")).eval(&ctx)
     }
 
@@ -953,10 +947,11 @@ mod tests {
             .unwrap()
             .reads(&mut reads);
         let needs = reads.into_needs();
-        assert_eq!(needs.request_headers, ["x-a", "x-c"]);
-        assert_eq!(needs.response_headers, ["x-b"]);
+        assert_eq!(needs.request_headers(), ["x-a", "x-c"]);
+        assert_eq!(needs.response_headers(), ["x-b"]);
+        assert_eq!(needs.env_vars(), ["E"]);
         assert_eq!(
-            needs.fields,
+            needs.fields(),
             RequestFields::CLIENT_ADDR
                 | RequestFields::QUERY
                 | RequestFields::HOST

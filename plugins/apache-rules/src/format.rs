@@ -22,7 +22,7 @@
 
 use fulcrum_sdk::rules::RequestFields;
 
-use crate::context::{Ctx, NOW_US, REQUEST_START_US};
+use crate::context::Ctx;
 use crate::needs::Reads;
 
 /// What `%{VAR}e` gives for an unset variable. httpd's `header_request_env_var` returns `(null)`;
@@ -137,7 +137,7 @@ impl Format {
                 Piece::Text(text) => out.push_str(text),
                 Piece::Env(name) => push_unwrapped(&mut out, ctx.env.get(name).unwrap_or(UNSET_ENV)),
                 Piece::ClientAddr if !ctx.request.client_addr.is_empty() => {
-                    push_unwrapped(&mut out, &ctx.request.client_addr)
+                    push_unwrapped(&mut out, ctx.request.client_addr)
                 }
                 Piece::ClientAddr | Piece::Null => out.push_str(NULL),
                 Piece::RequestHeader(name) => {
@@ -147,10 +147,13 @@ impl Format {
                     let value = ctx.response_headers.and_then(|t| t.joined(name)).unwrap_or_default();
                     push_unwrapped(&mut out, &value)
                 }
-                Piece::Time => out.push_str(&format!("t={}", ctx.env.micros(REQUEST_START_US))),
+                Piece::Time => {
+                    use std::fmt::Write as _;
+                    let _ = write!(out, "t={}", ctx.request.start_us);
+                }
                 Piece::Duration => {
-                    let elapsed = ctx.env.micros(NOW_US).saturating_sub(ctx.env.micros(REQUEST_START_US));
-                    out.push_str(&format!("D={elapsed}"));
+                    use std::fmt::Write as _;
+                    let _ = write!(out, "D={}", ctx.request.now_us.saturating_sub(ctx.request.start_us));
                 }
             }
         }
@@ -164,7 +167,8 @@ impl Format {
                 Piece::ClientAddr => reads.field(RequestFields::CLIENT_ADDR),
                 Piece::RequestHeader(name) => reads.request_header(name),
                 Piece::ResponseHeader(name) => reads.response_header(name),
-                Piece::Text(_) | Piece::Env(_) | Piece::Null | Piece::Time | Piece::Duration => {}
+                Piece::Env(name) => reads.env(name),
+                Piece::Text(_) | Piece::Null | Piece::Time | Piece::Duration => {}
             }
         }
     }
@@ -205,32 +209,25 @@ fn push_unwrapped(out: &mut String, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::{Env, HeaderTable};
-    use fulcrum_sdk::rules::RequestView;
+    use crate::context::{Env, HeaderTable, Request};
 
     fn render(format: &str, client_addr: &str) -> String {
-        let request = RequestView {
-            method: "GET".into(),
-            path: "/".into(),
-            query: String::new(),
-            client_addr: client_addr.into(),
-            host: String::new(),
-            headers: vec![("x-a".into(), "1".into()), ("x-a".into(), "2".into())],
+        let request = Request {
+            method: "GET",
+            path: "/",
+            client_addr,
+            start_us: 1700000000000000,
+            now_us: 1700000000001234,
+            ..Request::default()
         };
-        let env = Env::new(&[
-            ("FORWARD_IP".into(), "1.2.3.4".into()),
-            ("MULTI".into(), "a\r\nb".into()),
-            (REQUEST_START_US.into(), "1700000000000000".into()),
-            (NOW_US.into(), "1700000000001234".into()),
-        ]);
-        let request_headers = HeaderTable::new(&request.headers);
-        let response_headers = HeaderTable::new(&[("set-cookie".into(), "c=1".into())]);
-        let ctx = Ctx {
-            request: &request,
-            env: &env,
-            request_headers: &request_headers,
-            response_headers: Some(&response_headers),
-        };
+        let request_lines = [("x-a".into(), "1".into()), ("x-a".into(), "2".into())];
+        let vars = [("FORWARD_IP".into(), "1.2.3.4".into()), ("MULTI".into(), "a\r\nb".into())];
+        let env = Env::new(&vars);
+        let request_headers = HeaderTable::new(&request_lines);
+        let response_lines = [("set-cookie".into(), "c=1".into())];
+        let response_headers = HeaderTable::new(&response_lines);
+        let ctx =
+            Ctx { request, env: &env, request_headers: &request_headers, response_headers: Some(&response_headers) };
         Format::parse(format, Phase::Response).unwrap_or_else(|e| panic!("{format}: {e}")).render(&ctx)
     }
 
@@ -282,8 +279,9 @@ mod tests {
         let mut reads = Reads::default();
         Format::parse("%{REMOTE_ADDR}s %{X-A}i %{B}o %{E}e %{OTHER}s", Phase::Response).unwrap().reads(&mut reads);
         let needs = reads.into_needs();
-        assert_eq!(needs.fields, RequestFields::CLIENT_ADDR);
-        assert_eq!(needs.request_headers, ["x-a"]);
-        assert_eq!(needs.response_headers, ["b"]);
+        assert_eq!(needs.fields(), RequestFields::CLIENT_ADDR);
+        assert_eq!(needs.env_vars(), ["E"]);
+        assert_eq!(needs.request_headers(), ["x-a"]);
+        assert_eq!(needs.response_headers(), ["b"]);
     }
 }

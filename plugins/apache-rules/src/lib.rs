@@ -24,9 +24,10 @@
 //! - [`expr`]: the ap_expr subset of `<If>` and `expr=`;
 //! - [`format`](mod@format): mod_headers' `%{VAR}e`-style value formats;
 //! - [`pattern`]: regexes with PCRE's byte semantics, and `$1` substitution;
-//! - [`needs`]: which request fields and headers the rules read;
+//! - [`needs`]: which request fields, headers and variables the rules read, and what they change;
 //! - [`context`]: the environment and header tables rules read at run time;
-//! - [`engine`]: the two phases, `on_request` and `on_response`.
+//! - [`engine`]: the two phases, `on_request` and `on_response`;
+//! - [`testing`]: the plugin driven natively with owned requests and named actions (tests, fuzzing).
 
 pub mod context;
 pub mod directive;
@@ -36,6 +37,7 @@ pub mod format;
 pub mod needs;
 pub mod parse;
 pub mod pattern;
+pub mod testing;
 
 use fulcrum_sdk::rules::*;
 
@@ -44,10 +46,12 @@ pub const DIRECTIVES: &str = "directives";
 
 pub struct ApacheRules {
     engine: engine::Engine,
+    /// What configure declared, for [`testing`] to build inputs as the host does.
+    layout: Layout,
 }
 
 impl Rules for ApacheRules {
-    fn configure(config: &PluginConfig) -> Result<(Self, Needs), PluginError> {
+    fn configure(config: &PluginConfig, needs: &mut Needs) -> Result<Self, PluginError> {
         let mut text = "";
         for (key, value) in &config.options {
             if key == DIRECTIVES {
@@ -59,17 +63,18 @@ impl Rules for ApacheRules {
                 )));
             }
         }
-        let (engine, needs) = directive::compile(text)
+        let (engine, declared) = directive::compile(text)
             .map_err(|e| PluginError::InvalidOption((DIRECTIVES.to_string(), e.to_string())))?;
-        Ok((ApacheRules { engine }, needs))
+        *needs = declared;
+        Ok(ApacheRules { engine, layout: Layout::new(needs.clone()) })
     }
 
-    fn on_request(&mut self, request: &RequestView, env: &[(String, String)]) -> Outcome {
-        self.engine.on_request(request, env)
+    fn on_request(&mut self, call: &RequestCall<'_>) -> Outcome {
+        self.engine.on_request(call)
     }
 
-    fn on_response(&mut self, request: &RequestView, response: &ResponseView, env: &[(String, String)]) -> Outcome {
-        self.engine.on_response(request, response, env)
+    fn on_response(&mut self, call: &ResponseCall<'_>) -> Outcome {
+        self.engine.on_response(call)
     }
 }
 

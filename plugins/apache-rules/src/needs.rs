@@ -1,43 +1,39 @@
-//! What the configured rules read, collected while they are parsed, so that `configure` declares
-//! exactly that: the host then sends only those request fields and headers across the boundary.
+//! What the configured rules read and change, collected while they are parsed, so that
+//! `configure` declares exactly that: the host then sends only those request fields, headers and
+//! variables across the boundary, and the actions name only declared headers and variables.
 
 use fulcrum_sdk::rules::{Needs, RequestFields};
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Reads {
-    fields: RequestFields,
-    request_headers: Vec<String>,
-    response_headers: Vec<String>,
-}
-
-impl Default for Reads {
-    fn default() -> Self {
-        Reads { fields: RequestFields::empty(), request_headers: Vec::new(), response_headers: Vec::new() }
-    }
+    needs: Needs,
 }
 
 impl Reads {
     pub fn field(&mut self, field: RequestFields) {
-        self.fields |= field;
+        self.needs.field(field);
     }
 
     pub fn request_header(&mut self, name: &str) {
-        add(&mut self.request_headers, name);
+        self.needs.request_header(name);
     }
 
     pub fn response_header(&mut self, name: &str) {
-        add(&mut self.response_headers, name);
+        self.needs.response_header(name);
+    }
+
+    /// An environment variable read (`%{X}e`, `env=X`, `env('X')`, a SetEnvIf attribute that
+    /// falls back to the environment) or set (a SetEnvIf assignment).
+    pub fn env(&mut self, name: &str) {
+        self.needs.env(name);
+    }
+
+    /// A header the rules change.
+    pub fn target(&mut self, name: &str) {
+        self.needs.target(name);
     }
 
     pub fn into_needs(self) -> Needs {
-        Needs { fields: self.fields, request_headers: self.request_headers, response_headers: self.response_headers }
-    }
-}
-
-/// Lower-cased, first occurrence only.
-fn add(names: &mut Vec<String>, name: &str) {
-    let name = name.to_ascii_lowercase();
-    if !names.contains(&name) {
-        names.push(name);
+        self.needs
     }
 }

@@ -5,10 +5,9 @@
 //! Each test runs a few hundred cases by default; `PROPTEST_CASES=100000 cargo test --manifest-path
 //! plugins/Cargo.toml --test fuzz` runs a longer campaign, and `PROPTEST_RNG_SEED=N` repeats one.
 
-use apache_rules::context::{Ctx, Env, HeaderTable};
+use apache_rules::context::{Ctx, Env, HeaderTable, Request};
+use apache_rules::testing::*;
 use apache_rules::{directive, expr, format, parse, pattern};
-use fulcrum_sdk::Rules;
-use fulcrum_sdk::rules::*;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
@@ -550,9 +549,9 @@ proptest! {
             if let Ok(expr) = expr::parse(&source) {
                 let env = Env::new(&env);
                 let headers = HeaderTable::new(&req.headers);
-                let ctx = Ctx { request: &req, env: &env, request_headers: &headers, response_headers: None };
+                let ctx = Ctx { request: view(&req), env: &env, request_headers: &headers, response_headers: None };
                 let _ = expr.eval(&ctx);
-                let ctx = Ctx { request: &req, env: &env, request_headers: &headers, response_headers: Some(&headers) };
+                let ctx = Ctx { request: view(&req), env: &env, request_headers: &headers, response_headers: Some(&headers) };
                 let _ = expr.eval(&ctx);
                 let mut reads = apache_rules::needs::Reads::default();
                 expr.reads(&mut reads);
@@ -581,7 +580,7 @@ proptest! {
                 if let Ok(f) = format::Format::parse(&text, phase) {
                     let env = Env::new(&env);
                     let headers = HeaderTable::new(&req.headers);
-                    let ctx = Ctx { request: &req, env: &env, request_headers: &headers, response_headers: Some(&headers) };
+                    let ctx = Ctx { request: view(&req), env: &env, request_headers: &headers, response_headers: Some(&headers) };
                     let out = f.render(&ctx);
                     prop_assert!(!bad_header_value(&out), "{text:?} rendered {out:?}");
                     let mut reads = apache_rules::needs::Reads::default();
@@ -632,4 +631,17 @@ fn a_control_character_in_a_value_is_a_configuration_error() {
     }
     // A tab is fine, as in httpd.
     assert!(directive::compile("Header set X \"a\tb\"").is_ok());
+}
+
+/// The request fields of a view, as the engine reads them.
+fn view(req: &RequestView) -> Request<'_> {
+    Request {
+        method: &req.method,
+        path: &req.path,
+        query: &req.query,
+        client_addr: &req.client_addr,
+        host: &req.host,
+        start_us: 0,
+        now_us: 0,
+    }
 }

@@ -3,9 +3,8 @@
 
 mod common;
 
+use apache_rules::testing::*;
 use common::*;
-use fulcrum_sdk::Rules;
-use fulcrum_sdk::rules::*;
 
 /// The guide's rules, as `examples/apache-guide.toml` carries them (one source for every test).
 fn guide() -> &'static str {

@@ -2,9 +2,8 @@
 
 mod common;
 
+use apache_rules::testing::*;
 use common::*;
-use fulcrum_sdk::Rules;
-use fulcrum_sdk::rules::*;
 
 /// A POST with a query, two Accept lines and an empty header, from 10.0.0.7.
 fn post() -> RequestView {

@@ -9,15 +9,18 @@
 
 use fulcrum_sdk::rules::*;
 
-pub struct RulesFaultTest;
+pub struct RulesFaultTest {
+    x_rules: Target,
+}
 
 impl Rules for RulesFaultTest {
-    fn configure(_config: &PluginConfig) -> Result<(Self, Needs), PluginError> {
-        Ok((RulesFaultTest, Needs { request_headers: vec!["x-rules-fault".into()], ..Needs::default() }))
+    fn configure(_config: &PluginConfig, needs: &mut Needs) -> Result<Self, PluginError> {
+        needs.request_header("x-rules-fault");
+        Ok(RulesFaultTest { x_rules: needs.target("X-Rules") })
     }
 
-    fn on_request(&mut self, request: &RequestView, _env: &[(String, String)]) -> Outcome {
-        match request.headers.first().map(|(_, v)| v.as_str()).unwrap_or("") {
+    fn on_request(&mut self, call: &RequestCall<'_>) -> Outcome {
+        match call.header("x-rules-fault").unwrap_or("") {
             "trap" => panic!("rules-fault-test: trap requested"),
             "spin" => {
                 let mut n: u64 = 0;
@@ -37,9 +40,10 @@ impl Rules for RulesFaultTest {
         }
     }
 
-    fn on_response(&mut self, _request: &RequestView, _response: &ResponseView, _env: &[(String, String)]) -> Outcome {
-        let set = HeaderAction { op: HeaderOp::Set, name: "X-Rules".into(), value: "ok".into() };
-        Outcome { env: Vec::new(), headers: vec![set] }
+    fn on_response(&mut self, _call: &ResponseCall<'_>) -> Outcome {
+        let mut outcome = Outcome::default();
+        outcome.header(HeaderOp::Set, self.x_rules, "ok");
+        outcome
     }
 }
 

@@ -9,22 +9,20 @@
 use fulcrum_sdk::rules::*;
 
 pub struct RequestId {
+    /// The header, as a target of actions (declared at configure: actions name it by index).
+    target: Target,
     header: String,
+    unique_id: EnvVar,
+    request_id: EnvVar,
 }
-
-const ENV: &str = "REQUEST_ID";
 
 fn looks_like_an_id(value: &str) -> bool {
     (1..=64).contains(&value.len())
         && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-fn env<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    env.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-}
-
 impl Rules for RequestId {
-    fn configure(config: &PluginConfig) -> Result<(Self, Needs), PluginError> {
+    fn configure(config: &PluginConfig, needs: &mut Needs) -> Result<Self, PluginError> {
         let mut header = "X-Request-Id".to_string();
         for (key, value) in &config.options {
             match key.as_str() {
@@ -35,29 +33,32 @@ impl Rules for RequestId {
                 }
             }
         }
-        let needs = Needs { request_headers: vec![header.clone()], ..Needs::default() };
-        Ok((RequestId { header }, needs))
+        needs.request_header(&header);
+        Ok(RequestId {
+            target: needs.target(&header),
+            header,
+            // Declaring UNIQUE_ID is what makes Fulcrum generate it for these requests.
+            unique_id: needs.env("UNIQUE_ID"),
+            request_id: needs.env("REQUEST_ID"),
+        })
     }
 
-    fn on_request(&mut self, request: &RequestView, env_now: &[(String, String)]) -> Outcome {
-        let sent = request.headers.iter().map(|(_, v)| v.as_str()).find(|v| looks_like_an_id(v));
-        let id = sent.or_else(|| env(env_now, "UNIQUE_ID")).unwrap_or("-").to_string();
-        Outcome {
-            env: vec![EnvAction { name: ENV.into(), value: Some(id.clone()) }],
-            headers: vec![HeaderAction { op: HeaderOp::Set, name: self.header.clone(), value: id }],
+    fn on_request(&mut self, call: &RequestCall<'_>) -> Outcome {
+        // A header sent on several lines arrives joined by `\n`: the first line that is an id wins.
+        let sent = call.header(&self.header).and_then(|v| v.split('\n').find(|v| looks_like_an_id(v)));
+        let id = sent.or_else(|| call.env_at(self.unique_id)).unwrap_or("-").to_string();
+        let mut outcome = Outcome::default();
+        outcome.set_env(self.request_id, id.clone());
+        outcome.header(HeaderOp::Set, self.target, id);
+        outcome
+    }
+
+    fn on_response(&mut self, call: &ResponseCall<'_>) -> Outcome {
+        let mut outcome = Outcome::default();
+        if let Some(id) = call.env_at(self.request_id) {
+            outcome.header(HeaderOp::Set, self.target, id);
         }
-    }
-
-    fn on_response(
-        &mut self,
-        _request: &RequestView,
-        _response: &ResponseView,
-        env_now: &[(String, String)],
-    ) -> Outcome {
-        let headers = env(env_now, ENV)
-            .map(|id| vec![HeaderAction { op: HeaderOp::Set, name: self.header.clone(), value: id.to_string() }])
-            .unwrap_or_default();
-        Outcome { env: Vec::new(), headers }
+        outcome
     }
 }
 

@@ -3,8 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own part
 
 use apache_rules::ApacheRules;
-use fulcrum_sdk::Rules;
-use fulcrum_sdk::rules::*;
+use apache_rules::testing::*;
 
 pub fn plugin(directives: &str) -> (ApacheRules, Needs) {
     let config = PluginConfig {

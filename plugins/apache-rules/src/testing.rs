@@ -1,0 +1,126 @@
+//! The plugin driven natively, the way the host drives the component, with owned requests and
+//! actions by name: for the plugin's own tests, the property tests and the fuzz target.
+//!
+//! [`ApacheRules::configure`], [`ApacheRules::on_request`] and [`ApacheRules::on_response`] here
+//! build the inputs block from a [`RequestView`] and an env list exactly as the host does (only
+//! the declared slots; header lines joined by `\n`; variables looked up without regard to case;
+//! the clock from the `FULCRUM_REQUEST_START_US`/`FULCRUM_NOW_US` entries when present), run the
+//! real [`fulcrum_sdk::Rules`] implementation on a [`fulcrum_sdk::rules::Call`] over it, and
+//! answer the actions with the names their indices stand for.
+
+use fulcrum_sdk::Rules;
+use fulcrum_sdk::rules::{Call, Clock, Fields};
+pub use fulcrum_sdk::rules::{HeaderOp, PluginConfig, PluginError, RequestFields, ResponseOrigin};
+
+use crate::ApacheRules;
+use crate::context::{NOW_US, REQUEST_START_US};
+
+/// A request, as the 0.1.0 interface carried it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RequestView {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub client_addr: String,
+    pub host: String,
+    /// Header lines in order (names any case).
+    pub headers: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseView {
+    pub status: u16,
+    pub origin: ResponseOrigin,
+    pub headers: Vec<(String, String)>,
+}
+
+/// What configure declared, by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Needs {
+    pub fields: RequestFields,
+    pub request_headers: Vec<String>,
+    pub response_headers: Vec<String>,
+    pub env: Vec<String>,
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvAction {
+    pub name: String,
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderAction {
+    pub op: HeaderOp,
+    pub name: String,
+    pub value: String,
+}
+
+/// A call's actions, with names.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Outcome {
+    pub env: Vec<EnvAction>,
+    pub headers: Vec<HeaderAction>,
+}
+
+impl ApacheRules {
+    /// Configure as the host does, answering the declaration by name.
+    pub fn configure(config: &PluginConfig) -> Result<(ApacheRules, Needs), PluginError> {
+        let mut needs = fulcrum_sdk::rules::Needs::default();
+        let rules = <ApacheRules as Rules>::configure(config, &mut needs)?;
+        let needs = Needs {
+            fields: needs.fields(),
+            request_headers: needs.request_headers().to_vec(),
+            response_headers: needs.response_headers().to_vec(),
+            env: needs.env_vars().to_vec(),
+            targets: needs.targets().to_vec(),
+        };
+        Ok((rules, needs))
+    }
+
+    /// `on-request` for `request` with environment `env`.
+    pub fn on_request(&mut self, request: &RequestView, env: &[(String, String)]) -> Outcome {
+        self.run(request, None, env)
+    }
+
+    /// `on-response` for `request` and `response` with environment `env`.
+    pub fn on_response(&mut self, request: &RequestView, response: &ResponseView, env: &[(String, String)]) -> Outcome {
+        self.run(request, Some(response), env)
+    }
+
+    fn run(&mut self, request: &RequestView, response: Option<&ResponseView>, env: &[(String, String)]) -> Outcome {
+        let fields = Fields {
+            method: &request.method,
+            path: &request.path,
+            query: &request.query,
+            client_addr: &request.client_addr,
+            host: &request.host,
+        };
+        let inputs = self.layout.inputs(&fields, &request.headers, response.map(|r| r.headers.as_slice()), env);
+        let micros =
+            |name: &str| env.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.trim().parse().ok()).unwrap_or(0);
+        let clock = Clock { request_start_us: micros(REQUEST_START_US), now_us: micros(NOW_US) };
+        let layout = self.layout.clone();
+        let mut spans = Vec::new();
+        let call = Call::new(&layout, &inputs, clock, response.map(|r| (r.status, r.origin)), &mut spans);
+        let outcome = match response {
+            None => <ApacheRules as Rules>::on_request(self, &call),
+            Some(_) => <ApacheRules as Rules>::on_response(self, &call),
+        };
+        let needs = layout.needs();
+        let name = |list: &[String], i: u32| list.get(i as usize).cloned().unwrap_or_else(|| format!("#{i}"));
+        Outcome {
+            env: outcome
+                .env
+                .into_iter()
+                .map(|a| EnvAction { name: name(needs.env_vars(), a.var), value: a.value })
+                .collect(),
+            headers: outcome
+                .headers
+                .into_iter()
+                .map(|a| HeaderAction { op: a.op, name: name(needs.targets(), a.target), value: a.value })
+                .collect(),
+        }
+    }
+}
