@@ -1,5 +1,5 @@
 //! Host bindings generated from the WIT, the one definition of the plugin interface: `wit/` (the
-//! current version, `fulcrum:plugin@0.2.0`) and `wit-0.1.0/` (the previous one, frozen, for
+//! current version, `fulcrum:plugin@0.2.0`) and `host/wit-0.1.0/` (the previous one, frozen, for
 //! plugins built against it).
 //!
 //! Both versions share their `types` (identical shapes; the component model checks types by
@@ -28,7 +28,7 @@ pub mod rules_world {
 /// `fulcrum:plugin@0.1.0`'s rules world, with its own `host` import (linked under its version).
 pub mod v0_1 {
     wasmtime::component::bindgen!({
-        path: "../wit-0.1.0",
+        path: "wit-0.1.0",
         world: "fulcrum:plugin/rules-plugin",
         with: {
             "fulcrum:plugin/types": crate::plugin::bindings::selector_world::fulcrum::plugin::types,

@@ -21,7 +21,7 @@ use crate::balancer::{BalancerSpec, MemberSelector, SelectorFactory};
 use crate::proxy::rules::{RequestRules, RulesFactory, RulesSetupError};
 
 /// The WIT package version this host implements (`wit/`), and the versions it still loads
-/// plugins of (`wit-0.1.0/`): a component exports and imports `fulcrum:plugin` interfaces of one
+/// plugins of (`host/wit-0.1.0/`): a component exports and imports `fulcrum:plugin` interfaces of one
 /// of these, all of the same one.
 pub const WIT_PACKAGE: &str = "fulcrum:plugin";
 pub const WIT_VERSION: &str = "0.2.0";

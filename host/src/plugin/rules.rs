@@ -7,7 +7,7 @@
 //! declared once, at configure (header names parsed here, then), and per call only the values
 //! cross, end to end in one string plus a list of lengths built into a reused buffer; the answers
 //! name headers and variables by index, checked here. `fulcrum:plugin@0.1.0`
-//! (`wit-0.1.0/rules.wit`), for plugins built before it: the request view and the whole env as
+//! (`host/wit-0.1.0/rules.wit`), for plugins built before it: the request view and the whole env as
 //! strings, the clock as two env entries, actions by name, as that version did.
 
 use std::cell::RefCell;
