@@ -95,7 +95,7 @@ fn bench(c: &mut Criterion) {
         headers.insert(k, HeaderValue::from_static(v));
     }
     let request =
-        RequestInfo { id: 1, method: &method, uri: &uri, headers: &headers, client: [10, 1, 2, 3].into(), host: "b" };
+        RequestInfo { id: 1, method: &method, uri: &uri, headers: &headers, client: &[10, 1, 2, 3].into(), host: "b" };
     let candidates = [0u32, 1, 2];
     let lbstatus = [0i64; 3];
 

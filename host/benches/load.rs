@@ -60,6 +60,13 @@ fn main() {
     }
     let machine = Machine::now();
     println!("load benchmark: {}\n{}\n", plan.describe(), machine.describe());
+    let startup = if balancers.iter().any(|b| b.name() == Fulcrum { rules: true }.name()) {
+        let startup = startup::measure().unwrap_or_else(|why| panic!("start-up measurement: {why}"));
+        println!("{}", startup.markdown());
+        Some(startup)
+    } else {
+        None
+    };
 
     let mut samples: Vec<Sample> = Vec::new();
     for round in 0..plan.rounds {
@@ -84,7 +91,10 @@ fn main() {
         }
     }
     let machine_after = Machine::now();
-    let report = report::markdown(&plan, &machine, &machine_after, &balancers, &samples);
+    let mut report = report::markdown(&plan, &machine, &machine_after, &balancers, &samples);
+    if let Some(startup) = &startup {
+        report.push_str(&startup.markdown());
+    }
     println!("\n{report}");
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/load");
     std::fs::create_dir_all(&dir).unwrap();
@@ -724,6 +734,77 @@ fn logs(dir: &Path) -> String {
         .filter_map(|f| std::fs::read_to_string(dir.join(f)).ok())
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Start-up and idle memory: Fulcrum with the guide's config, from process start to the first
+/// proxied response, with an empty plugin cache and then a warm one, and its RSS once idle.
+mod startup {
+    use super::*;
+
+    pub struct Startup {
+        /// (label, milliseconds to the first proxied response, idle RSS in MiB)
+        pub runs: Vec<(&'static str, f64, f64)>,
+    }
+
+    impl Startup {
+        pub fn markdown(&self) -> String {
+            let mut out = String::from(
+                "\n#### Start-up: `fulcrum run` with the guide's config, process start to the first proxied response\n\n\
+                 | plugin cache | to first response | RSS idle after it |\n|---|---:|---:|\n",
+            );
+            for (label, ms, rss) in &self.runs {
+                writeln!(out, "| {label} | {ms:.0} ms | {rss:.1} MiB |").unwrap();
+            }
+            out
+        }
+    }
+
+    pub fn measure() -> Result<Startup, String> {
+        let backends = backend::Backends::start(Setup::Defaults)?;
+        let cache = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let port = free_port();
+        let path = dir.path().join("fulcrum.toml");
+        std::fs::write(&path, Fulcrum { rules: true }.config(port, backends.addrs)).map_err(|e| e.to_string())?;
+        let mut runs = Vec::new();
+        for label in ["empty", "warm", "warm"] {
+            let started = Instant::now();
+            let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+                .arg("run")
+                .arg("--config")
+                .arg(&path)
+                .env("FULCRUM_LOG", "warn")
+                .env("XDG_CACHE_HOME", cache.path())
+                .stdout(Stdio::null())
+                .spawn()
+                .map_err(|e| e.to_string())?;
+            let answered = loop {
+                if started.elapsed() > Duration::from_secs(30) {
+                    break None;
+                }
+                if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+                    let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n\r\n");
+                    let mut head = [0u8; 12];
+                    if stream.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 200" {
+                        break Some(started.elapsed());
+                    }
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            };
+            std::thread::sleep(Duration::from_millis(500));
+            let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+            let rss_kib: f64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(f64::NAN);
+            let _ = child.kill();
+            let _ = child.wait();
+            let took = answered.ok_or("no proxied response within 30 s")?;
+            runs.push((label, took.as_secs_f64() * 1e3, rss_kib / 1024.0));
+        }
+        Ok(Startup { runs })
+    }
 }
 
 fn free_port() -> u16 {

@@ -46,7 +46,7 @@ fn bench(c: &mut Criterion) {
         method: &method,
         uri: &uri,
         headers: &headers,
-        client: [127, 0, 0, 1].into(),
+        client: &[127, 0, 0, 1].into(),
         host: "www.example.com",
     };
     let mut response_headers = HeaderMap::new();

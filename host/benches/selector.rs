@@ -33,7 +33,7 @@ fn bench(c: &mut Criterion) {
     let registry = PluginRegistry::load(None, PluginLimits::default()).expect("built-in plugins");
     let (method, uri, headers) = (Method::GET, Uri::from_static("/"), HeaderMap::new());
     let request =
-        RequestInfo { id: 1, method: &method, uri: &uri, headers: &headers, client: [127, 0, 0, 1].into(), host: "b" };
+        RequestInfo { id: 1, method: &method, uri: &uri, headers: &headers, client: &[127, 0, 0, 1].into(), host: "b" };
 
     let mut group = c.benchmark_group("byrequests select (Wasm call)");
     group.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));

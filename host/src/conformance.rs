@@ -79,7 +79,7 @@ fn run_case(case: &Case, factory: &dyn SelectorFactory, lbmethod: &str) -> Resul
         method: &method,
         uri: &uri,
         headers: &headers,
-        client: [127, 0, 0, 1].into(),
+        client: &[127, 0, 0, 1].into(),
         host: "kit",
     };
     let all: Vec<u32> = (0..n as u32).collect();

@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 
 use crate::Error;
 use crate::access_log::{AccessLog, LogTarget};
-use crate::balancer::{Balancer, BalancerSpec, SelectorFactory, SingleMember};
+use crate::balancer::{Balancer, BalancerSpec, ClientAddr, SelectorFactory, SingleMember};
 use crate::config::{BalancerConfig, Config, OnFault, PluginSettings, Problem, os_reason};
 use crate::plugin::cache::ArtifactCache;
 use crate::plugin::{PluginLimits, PluginRegistry, RegistryOptions, Rescan};
@@ -458,7 +458,8 @@ async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>, permits: Arc<Sema
         let http = http.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let service = service_fn(move |request| Arc::clone(&proxy).handle(request, peer, local));
+            let client = Arc::new(ClientAddr::new(peer.ip()));
+            let service = service_fn(move |request| Arc::clone(&proxy).handle(request, Arc::clone(&client), local));
             let served = http.serve_connection(TokioIo::new(stream), service).await;
             if let Err(e) = served {
                 tracing::debug!(client = %peer, "connection ended: {e}");

@@ -1,9 +1,7 @@
 //! The built-in `apache-rules` plugin driven through the real Wasm component (in-process, via the
 //! plugin registry): directives and request in, env and header actions out.
 
-use std::net::IpAddr;
-
-use fulcrum::balancer::RequestInfo;
+use fulcrum::balancer::{ClientAddr, RequestInfo};
 use fulcrum::plugin::{PluginLimits, PluginRegistry};
 use fulcrum::proxy::rules::{Clock, Env, HeaderAction, HeaderOp, Origin, RequestRules, ResponseInfo, RulesFactory};
 use hyper::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
@@ -52,7 +50,7 @@ struct Request {
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    client: IpAddr,
+    client: ClientAddr,
 }
 
 impl Request {
@@ -71,7 +69,7 @@ impl Request {
             method: &self.method,
             uri: &self.uri,
             headers: &self.headers,
-            client: self.client,
+            client: &self.client,
             host: "www.example.com",
         }
     }

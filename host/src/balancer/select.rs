@@ -34,6 +34,35 @@ pub struct SelectorNeeds {
     pub columns: StateColumns,
 }
 
+/// A client's address, with its text made once per connection: the rules, the selector views and
+/// the `X-Forwarded-For` of every request on the connection use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAddr {
+    ip: IpAddr,
+    text: Box<str>,
+}
+
+impl ClientAddr {
+    pub fn new(ip: IpAddr) -> ClientAddr {
+        ClientAddr { ip, text: ip.to_string().into_boxed_str() }
+    }
+
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    /// `127.0.0.1`, `::1`.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl<T: Into<IpAddr>> From<T> for ClientAddr {
+    fn from(ip: T) -> ClientAddr {
+        ClientAddr::new(ip.into())
+    }
+}
+
 /// The request, as far as a selector may see it.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestInfo<'a> {
@@ -42,7 +71,7 @@ pub struct RequestInfo<'a> {
     pub method: &'a Method,
     pub uri: &'a Uri,
     pub headers: &'a HeaderMap,
-    pub client: IpAddr,
+    pub client: &'a ClientAddr,
     pub host: &'a str,
 }
 

@@ -105,7 +105,7 @@ fn request_view(fields: RequestFields, header_names: &[HeaderName], request: &Re
         method: text(fields.method, request.method.as_str()),
         path: text(fields.path, request.uri.path()),
         query: text(fields.query, request.uri.query().unwrap_or("")),
-        client_addr: if fields.client_addr { request.client.to_string() } else { String::new() },
+        client_addr: if fields.client_addr { request.client.as_str().to_string() } else { String::new() },
         host: text(fields.host, request.host),
         headers,
     }

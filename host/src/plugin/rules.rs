@@ -11,7 +11,6 @@
 //! strings, the clock as two env entries, actions by name, as that version did.
 
 use std::cell::RefCell;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use hyper::header::{HeaderMap, HeaderName};
@@ -182,9 +181,7 @@ impl WasmRules {
             push(inputs, Some(request.uri.query().unwrap_or("")));
         }
         if f.client_addr {
-            let start = inputs.text.len();
-            let _ = write!(inputs.text, "{}", request.client);
-            inputs.lengths.push(length(inputs.text.len() - start));
+            push(inputs, Some(request.client.as_str()));
         }
         if f.host {
             push(inputs, Some(request.host));

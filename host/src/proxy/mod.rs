@@ -20,7 +20,7 @@ pub mod rules;
 mod upstream;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -41,7 +41,7 @@ use upstream::MemberPool;
 pub use upstream::bind_worker;
 
 use crate::access_log::{self, AccessLog};
-use crate::balancer::{Balancer, ChooseError, Lease, RequestInfo};
+use crate::balancer::{Balancer, ChooseError, ClientAddr, Lease, RequestInfo};
 use crate::config::{Config, Limits, OnFault, PluginSettings, RouteTarget, VirtualHost};
 
 /// The `Server` string of Fulcrum's own responses.
@@ -144,13 +144,13 @@ fn unix_micros() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
-fn request_info<'a>(id: u64, parts: &'a Parts, client: SocketAddr, host: Option<&'a str>) -> RequestInfo<'a> {
+fn request_info<'a>(id: u64, parts: &'a Parts, client: &'a ClientAddr, host: Option<&'a str>) -> RequestInfo<'a> {
     RequestInfo {
         id,
         method: &parts.method,
         uri: &parts.uri,
         headers: &parts.headers,
-        client: client.ip(),
+        client,
         host: host.unwrap_or(""),
     }
 }
@@ -225,9 +225,10 @@ impl Proxy {
     pub async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
-        client: SocketAddr,
+        client: Arc<ClientAddr>,
         local: SocketAddr,
     ) -> Result<Response<ProxyBody>, Infallible> {
+        let client = &*client;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (received, started) = (std::time::SystemTime::now(), std::time::Instant::now());
         let (mut parts, body) = request.into_parts();
@@ -267,7 +268,7 @@ impl Proxy {
                     };
                 // Closes the connection after 400, 413, 414 and 501, as Apache does (§7.5).
                 let response = error_page(refusal.status, page_host, local.port());
-                self.log_access(client, received, started, &parts, &response, &Env::default(), vhost);
+                self.log_access(client.ip(), received, started, &parts, &response, &Env::default(), vhost);
                 return Ok(response);
             }
         };
@@ -337,14 +338,14 @@ impl Proxy {
                 Err(fault) => tracing::error!(request = id, "{fault}"),
             }
         }
-        self.log_access(client, received, started, &parts, &response, &env, vhost);
+        self.log_access(client.ip(), received, started, &parts, &response, &env, vhost);
         Ok(response)
     }
 
     #[allow(clippy::too_many_arguments)]
     fn log_access(
         &self,
-        client: SocketAddr,
+        client: IpAddr,
         received: std::time::SystemTime,
         started: std::time::Instant,
         parts: &Parts,
@@ -354,7 +355,7 @@ impl Proxy {
     ) {
         if let Some(log) = &self.access_log {
             log.log(&access_log::Entry {
-                client: client.ip(),
+                client,
                 received,
                 elapsed: started.elapsed(),
                 request: parts,
@@ -547,7 +548,6 @@ impl Proxy {
             target.push_str(q);
         }
         let host = if vhost.preserve_host { ex.host.unwrap_or(&vhost.server_name) } else { member.authority.as_str() };
-        let client_ip = ex.client.ip().to_string();
         let framing = RequestFraming::for_body(&body, parts.headers.contains_key(header::CONTENT_LENGTH));
         let timeout = member.timeout.or(balancer.config.timeout).unwrap_or(self.proxy_timeout);
         // Safe to send again when the member fails before answering: an idempotent method
@@ -573,7 +573,7 @@ impl Proxy {
                     target: &target,
                     headers: &parts.headers,
                     host,
-                    forwarded_for: &client_ip,
+                    forwarded_for: ex.client.as_str(),
                     forwarded_host: ex.host,
                     forwarded_server: &vhost.server_name,
                     framing,
@@ -702,7 +702,7 @@ impl Proxy {
 struct Exchange<'a> {
     id: u64,
     vhost_index: usize,
-    client: SocketAddr,
+    client: &'a ClientAddr,
     /// The host the request is for (see [`host::request_host`]).
     host: Option<&'a str>,
     /// The canonical path ([`path::canonical`]): routing and the member see this one.
