@@ -32,10 +32,12 @@ pub struct Member {
     error_until_ms: AtomicU64,
     /// [`MemberStatus`] bits.
     status: AtomicU8,
+    /// The balancer's count of changes to its members' usability (shared by all its members).
+    changes: Arc<AtomicU64>,
 }
 
 impl Member {
-    fn new(config: MemberConfig) -> Member {
+    fn new(config: MemberConfig, changes: Arc<AtomicU64>) -> Member {
         let status = config.status.bits();
         Member {
             config,
@@ -44,6 +46,7 @@ impl Member {
             elected: AtomicU64::new(0),
             error_until_ms: AtomicU64::new(0),
             status: AtomicU8::new(status),
+            changes,
         }
     }
 
@@ -65,6 +68,12 @@ impl Member {
 
     pub fn set_status(&self, status: MemberStatus) {
         self.status.store(status.bits(), Ordering::Relaxed);
+        self.changes.fetch_add(1, Ordering::Release);
+    }
+
+    fn set_error_until(&self, until_ms: u64) {
+        self.error_until_ms.store(until_ms, Ordering::Relaxed);
+        self.changes.fetch_add(1, Ordering::Release);
     }
 
     pub fn add_traffic(&self, bytes: u64) {
@@ -92,6 +101,10 @@ struct Core {
     needs: SelectorNeeds,
     // Scratch buffers reused by every selection, so the hot path does not allocate.
     candidates: Vec<u32>,
+    /// What `candidates` was computed from: the balancer's change count then, and the time
+    /// (balancer milliseconds) until which it holds (the first error state to end); `None` after
+    /// a computation that excluded members, which no later request shares.
+    candidates_for: Option<(u64, u64)>,
     busy: Vec<u64>,
     traffic: Vec<u64>,
 }
@@ -150,9 +163,10 @@ impl Balancer {
     pub fn new(config: &BalancerConfig, selector: Box<dyn MemberSelector>) -> Balancer {
         let n = config.members.len();
         let needs = selector.needs().clone();
+        let changes = Arc::new(AtomicU64::new(0));
         Balancer {
             config: config.clone(),
-            members: config.members.iter().cloned().map(Member::new).collect(),
+            members: config.members.iter().cloned().map(|m| Member::new(m, Arc::clone(&changes))).collect(),
             epoch: Instant::now(),
             core: Mutex::new(Core {
                 lbstatus: vec![0; n],
@@ -160,6 +174,7 @@ impl Balancer {
                 on_fault: None,
                 needs,
                 candidates: Vec::with_capacity(n),
+                candidates_for: None,
                 busy: Vec::with_capacity(n),
                 traffic: Vec::with_capacity(n),
             }),
@@ -251,7 +266,7 @@ impl Balancer {
             return;
         }
         let until = self.now_ms() + self.members[i].config.retry.as_millis() as u64;
-        self.members[i].error_until_ms.store(until.max(1), Ordering::Relaxed);
+        self.members[i].set_error_until(until.max(1));
     }
 
     /// Choose a member for a request with no usable sticky route, skipping `exclude` (members
@@ -259,7 +274,7 @@ impl Balancer {
     pub fn choose(self: &Arc<Self>, request: &RequestInfo<'_>, exclude: &[usize]) -> Result<Lease, ChooseError> {
         let mut guard = self.lock();
         let core = &mut *guard;
-        self.fill_candidates(&mut core.candidates, exclude);
+        self.fill_candidates(core, exclude);
         if core.candidates.is_empty() {
             return Err(ChooseError::NoMember { balancer: self.config.name.clone() });
         }
@@ -317,7 +332,7 @@ impl Balancer {
         if !self.is_usable(index) {
             return Ok(None);
         }
-        self.fill_candidates(&mut core.candidates, &[]);
+        self.fill_candidates(core, &[]);
         let state = SelectState {
             candidates: &core.candidates,
             lbstatus: if core.needs.columns.lbstatus { &core.lbstatus } else { &[] },
@@ -375,34 +390,138 @@ impl Balancer {
     /// holds members already tried for this request. When every member is in error and
     /// `forcerecovery` is on, they are all made usable again first (Apache's force_recovery: try
     /// them now rather than answer 503 until `retry` ends).
-    fn fill_candidates(&self, out: &mut Vec<u32>, exclude: &[usize]) {
-        out.clear();
+    ///
+    /// The list is kept between requests and computed again only when it may have changed: a
+    /// member's status or error state changed (the balancer's change count moved), an error
+    /// state ended, or this request excludes members. Selection over many members then costs
+    /// the selector's work, not a walk over every member's state per request.
+    fn fill_candidates(&self, core: &mut Core, exclude: &[usize]) {
         let now = self.now_ms();
+        let changes = self.changes();
+        if exclude.is_empty()
+            && let Some((counted, valid_until)) = core.candidates_for
+            && counted == changes
+            && now < valid_until
+        {
+            return;
+        }
+        let out = &mut core.candidates;
+        out.clear();
         if self.config.forcerecovery && (0..self.members.len()).all(|i| self.in_error_at(i, now)) {
             tracing::warn!(balancer = %self.config.name, "every member is in error state: forcing recovery");
             for m in &self.members {
-                m.error_until_ms.store(0, Ordering::Relaxed);
+                m.set_error_until(0);
             }
         }
-        let n = self.members.len();
-        let usable = |i: usize| {
-            self.usable_at(i, now)
-                && !exclude.contains(&i)
-                && !self.members[i].status().contains(MemberStatus::DRAINING)
-        };
-        let standby = |i: usize| {
-            let s = self.members[i].status();
-            s.contains(MemberStatus::HOT_STANDBY) || s.contains(MemberStatus::SPARE)
-        };
-        // The lowest tier with a usable member always has a candidate (plain or standby), so only
-        // that tier is looked at; no allocation on this per-request path.
-        let Some(tier) = (0..n).filter(|&i| usable(i)).map(|i| self.members[i].config.lbset).min() else {
-            return;
-        };
-        let in_tier = |i: usize| self.members[i].config.lbset == tier && usable(i);
-        out.extend((0..n).filter(|&i| in_tier(i) && !standby(i)).map(|i| i as u32));
-        if out.is_empty() {
-            out.extend((0..n).filter(|&i| in_tier(i) && standby(i)).map(|i| i as u32));
+        let changes = self.changes();
+        // One pass: the usable members' tier and kind, and when the first error state ends.
+        let mut valid_until = u64::MAX;
+        let mut tier = u32::MAX;
+        let mut plain_in_tier = false;
+        for (i, m) in self.members.iter().enumerate() {
+            let until = m.error_until_ms.load(Ordering::Relaxed);
+            if until != 0 && now < until {
+                valid_until = valid_until.min(until);
+                continue;
+            }
+            let status = m.status();
+            if status.contains(MemberStatus::DISABLED)
+                || status.contains(MemberStatus::STOPPED)
+                || status.contains(MemberStatus::DRAINING)
+                || exclude.contains(&i)
+            {
+                continue;
+            }
+            let standby = status.contains(MemberStatus::HOT_STANDBY) || status.contains(MemberStatus::SPARE);
+            let lbset = m.config.lbset;
+            if lbset < tier {
+                tier = lbset;
+                plain_in_tier = false;
+                out.clear();
+            }
+            if lbset == tier {
+                // Plain members of the tier, or (while it has none) its standbys.
+                match (standby, plain_in_tier) {
+                    (false, false) => {
+                        out.clear();
+                        plain_in_tier = true;
+                        out.push(i as u32);
+                    }
+                    (false, true) | (true, false) => out.push(i as u32),
+                    (true, true) => {}
+                }
+            }
         }
+        core.candidates_for = exclude.is_empty().then_some((changes, valid_until));
+    }
+
+    /// The count of changes to the members' usability so far.
+    fn changes(&self) -> u64 {
+        self.members.first().map_or(0, |m| m.changes.load(Ordering::Acquire))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Config;
+
+    /// A balancer over `statuses.len()` members (lbset 0 unless given) with the native
+    /// first-candidate selector.
+    fn balancer(members: &[(u32, &str)]) -> Arc<Balancer> {
+        let mut text = String::from(
+            "listen = [\"127.0.0.1:0\"]\n[[vhost]]\nserver_name = \"b\"\n\
+             proxy_pass = [{ path = \"/\", to = \"balancer://b/\" }]\n[balancer.b]\nforcerecovery = false\n",
+        );
+        for (i, (lbset, status)) in members.iter().enumerate() {
+            text.push_str(&format!(
+                "[[balancer.b.member]]\nurl = \"http://10.0.0.{}:80\"\nlbset = {lbset}\nretry = 1\n{}\n",
+                i + 1,
+                if status.is_empty() { String::new() } else { format!("status = \"{status}\"") }
+            ));
+        }
+        let config = Config::parse(&text, std::path::Path::new("t.toml")).expect("test config").balancers.remove(0);
+        Arc::new(Balancer::new(&config, Box::new(SingleMember::default())))
+    }
+
+    fn candidates(b: &Balancer, exclude: &[usize]) -> Vec<u32> {
+        let mut core = b.lock();
+        b.fill_candidates(&mut core, exclude);
+        core.candidates.clone()
+    }
+
+    /// Members' state → candidates, in Apache's `get_best_worker` order.
+    #[test]
+    fn candidates_are_the_lowest_usable_tier_standbys_last() {
+        let cases: &[(&[(u32, &str)], &[usize], &[u32])] = &[
+            (&[(0, ""), (0, "")], &[], &[0, 1]),
+            (&[(1, ""), (0, ""), (0, "+H")], &[], &[1]),
+            (&[(0, "+H"), (0, "+H"), (1, "")], &[], &[0, 1]),
+            (&[(0, "+D"), (1, "+H"), (1, "")], &[], &[2]),
+            (&[(0, ""), (0, "")], &[0], &[1]),
+            (&[(0, "+D"), (0, "+S")], &[], &[]),
+        ];
+        for (members, exclude, expected) in cases {
+            assert_eq!(candidates(&balancer(members), exclude), *expected, "{members:?} excluding {exclude:?}");
+        }
+    }
+
+    /// The list is kept between requests, yet an error state, its end, a status change and an
+    /// excluded member are all seen by the very next request.
+    #[test]
+    fn kept_candidates_follow_every_change() {
+        let b = balancer(&[(0, ""), (0, ""), (0, "")]);
+        assert_eq!(candidates(&b, &[]), [0, 1, 2]);
+        b.mark_error(1);
+        assert_eq!(candidates(&b, &[]), [0, 2]);
+        assert_eq!(candidates(&b, &[0]), [2]);
+        assert_eq!(candidates(&b, &[]), [0, 2], "an exclusion is for one request only");
+        b.members[2].set_status(MemberStatus::DISABLED);
+        assert_eq!(candidates(&b, &[]), [0]);
+        b.members[2].set_status(MemberStatus::default());
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(candidates(&b, &[]), [0, 1, 2], "member 1's retry of 1 s has ended");
     }
 }
