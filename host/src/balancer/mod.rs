@@ -468,8 +468,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    /// A balancer over `statuses.len()` members (lbset 0 unless given) with the native
-    /// first-candidate selector.
+    /// A balancer over `members` (lbset, status) with the native first-candidate selector.
     fn balancer(members: &[(u32, &str)]) -> Arc<Balancer> {
         let mut text = String::from(
             "listen = [\"127.0.0.1:0\"]\n[[vhost]]\nserver_name = \"b\"\n\
@@ -495,7 +494,9 @@ mod tests {
     /// Members' state → candidates, in Apache's `get_best_worker` order.
     #[test]
     fn candidates_are_the_lowest_usable_tier_standbys_last() {
-        let cases: &[(&[(u32, &str)], &[usize], &[u32])] = &[
+        /// Members (lbset, status), members excluded, candidates.
+        type Case<'a> = (&'a [(u32, &'a str)], &'a [usize], &'a [u32]);
+        let cases: &[Case] = &[
             (&[(0, ""), (0, "")], &[], &[0, 1]),
             (&[(1, ""), (0, ""), (0, "+H")], &[], &[1]),
             (&[(0, "+H"), (0, "+H"), (1, "")], &[], &[0, 1]),
