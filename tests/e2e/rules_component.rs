@@ -27,7 +27,7 @@ fn headers(list: &[(&str, &str)]) -> HeaderMap {
 fn env(list: &[(&str, &str)]) -> Env {
     let mut e = Env::default();
     for (k, v) in list {
-        e.set(k, *v);
+        e.set(k.to_string(), v.to_string());
     }
     e
 }

@@ -34,12 +34,17 @@ pub struct Member {
     status: AtomicU8,
     /// The balancer's count of changes to its members' usability (shared by all its members).
     changes: Arc<AtomicU64>,
+    /// Its URL and route as shared text, for the BALANCER_WORKER_* variables of every request.
+    pub url_text: Arc<str>,
+    pub route_text: Arc<str>,
 }
 
 impl Member {
     fn new(config: MemberConfig, changes: Arc<AtomicU64>) -> Member {
         let status = config.status.bits();
         Member {
+            url_text: Arc::from(config.url.as_str()),
+            route_text: Arc::from(config.route.as_str()),
             config,
             busy: AtomicU64::new(0),
             traffic: AtomicU64::new(0),
@@ -119,6 +124,10 @@ pub struct Balancer {
     pub config: BalancerConfig,
     /// The members with their live counters, in configuration order.
     pub members: Vec<Member>,
+    /// `balancer://NAME` and the sticky-session name as shared text, for the BALANCER_*
+    /// variables of every request.
+    pub url_text: Arc<str>,
+    pub sticky_text: Option<Arc<str>>,
     epoch: Instant,
     core: Mutex<Core>,
 }
@@ -165,6 +174,8 @@ impl Balancer {
         let needs = selector.needs().clone();
         let changes = Arc::new(AtomicU64::new(0));
         Balancer {
+            url_text: Arc::from(format!("balancer://{}", config.name)),
+            sticky_text: config.sticky.as_ref().map(|s| Arc::from(s.cookie.as_str())),
             config: config.clone(),
             members: config.members.iter().cloned().map(|m| Member::new(m, Arc::clone(&changes))).collect(),
             epoch: Instant::now(),

@@ -270,8 +270,7 @@ impl WasmRules {
         ) -> wasmtime::Result<wit1::Outcome>,
     ) -> Result<RulesOutcome, RulesFault> {
         let view = request_view(self.needs.fields, &self.needs.request_headers, request);
-        let mut vars = Vec::with_capacity(env.vars().len() + 2);
-        vars.extend_from_slice(env.vars());
+        let mut vars: Vec<(String, String)> = env.vars().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         vars.push((V1_REQUEST_START_VAR.to_string(), clock.request_start_us.to_string()));
         vars.push((V1_NOW_VAR.to_string(), clock.now_us.to_string()));
         let outcome = self.call(request.id, |store, b| match b {

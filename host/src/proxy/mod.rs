@@ -114,19 +114,19 @@ impl Refusal {
 impl Decision {
     /// The BALANCER_* variables for the member chosen (docs/apache-behaviour.md §4.1–4.2).
     fn set_env(&self, env: &mut Env, balancer: &Balancer, member: usize) {
-        let m = &balancer.members[member].config;
-        env.set("BALANCER_NAME", format!("balancer://{}", balancer.config.name));
-        env.set("BALANCER_WORKER_NAME", m.url.as_str());
-        if m.route.is_empty() {
+        let m = &balancer.members[member];
+        env.set("BALANCER_NAME", &balancer.url_text);
+        env.set("BALANCER_WORKER_NAME", &m.url_text);
+        if m.route_text.is_empty() {
             env.unset("BALANCER_WORKER_ROUTE");
         } else {
-            env.set("BALANCER_WORKER_ROUTE", m.route.as_str());
+            env.set("BALANCER_WORKER_ROUTE", &m.route_text);
         }
-        if let Some(sticky) = &balancer.config.sticky {
-            env.set("BALANCER_SESSION_STICKY", sticky.cookie.as_str());
+        if let Some(sticky) = &balancer.sticky_text {
+            env.set("BALANCER_SESSION_STICKY", sticky);
         }
         if let Some(route) = &self.session_route {
-            env.set("BALANCER_SESSION_ROUTE", route.as_str());
+            env.set("BALANCER_SESSION_ROUTE", route.clone());
         }
         if self.route_changed {
             env.set("BALANCER_ROUTE_CHANGED", "1");
@@ -279,7 +279,9 @@ impl Proxy {
         });
         let (body, fault) = RequestBody::new(body, self.limits.request_body, body_timeout);
         let rules = &self.rules[vhost_index];
-        let mut env = Env::default();
+        // Room for the BALANCER_* variables and what the rules set, in one allocation.
+        let mut env =
+            if rules.is_empty() && self.access_log.is_none() { Env::default() } else { Env::with_capacity(12) };
         let started_us = if rules.is_empty() { 0 } else { unix_micros() };
         if !rules.is_empty()
             && (self.access_log.as_ref().is_some_and(|log| log.reads_env(UNIQUE_ID_VAR))

@@ -125,45 +125,103 @@ pub struct RulesSetupError {
     pub message: String,
 }
 
+/// An env variable's name or value: borrowed from the program or shared with the configuration
+/// where it can be, so that the BALANCER_* variables of a request cost no allocation.
+#[derive(Debug, Clone)]
+pub enum EnvText {
+    Static(&'static str),
+    Shared(Arc<str>),
+    Owned(String),
+}
+
+impl std::ops::Deref for EnvText {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            EnvText::Static(s) => s,
+            EnvText::Shared(s) => s,
+            EnvText::Owned(s) => s,
+        }
+    }
+}
+
+impl PartialEq for EnvText {
+    fn eq(&self, other: &EnvText) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for EnvText {}
+
+impl From<&'static str> for EnvText {
+    fn from(s: &'static str) -> EnvText {
+        EnvText::Static(s)
+    }
+}
+
+impl From<Arc<str>> for EnvText {
+    fn from(s: Arc<str>) -> EnvText {
+        EnvText::Shared(s)
+    }
+}
+
+impl From<&Arc<str>> for EnvText {
+    fn from(s: &Arc<str>) -> EnvText {
+        EnvText::Shared(Arc::clone(s))
+    }
+}
+
+impl From<String> for EnvText {
+    fn from(s: String) -> EnvText {
+        EnvText::Owned(s)
+    }
+}
+
 /// The per-request environment (Apache's `subprocess_env`): names are case-sensitive, set
 /// variables exist even when empty.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Env {
-    vars: Vec<(String, String)>,
+    vars: Vec<(EnvText, EnvText)>,
 }
 
 impl Env {
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    /// An environment with room for `n` variables before it allocates again.
+    pub fn with_capacity(n: usize) -> Env {
+        Env { vars: Vec::with_capacity(n) }
     }
 
-    pub fn set(&mut self, name: &str, value: impl Into<String>) {
-        let value = value.into();
-        match self.vars.iter_mut().find(|(k, _)| k == name) {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars.iter().find(|(k, _)| **k == *name).map(|(_, v)| &**v)
+    }
+
+    pub fn set(&mut self, name: impl Into<EnvText>, value: impl Into<EnvText>) {
+        let (name, value) = (name.into(), value.into());
+        match self.vars.iter_mut().find(|(k, _)| *k == name) {
             Some(slot) => slot.1 = value,
-            None => self.vars.push((name.to_string(), value)),
+            None => self.vars.push((name, value)),
         }
     }
 
     pub fn unset(&mut self, name: &str) {
-        self.vars.retain(|(k, _)| k != name);
+        self.vars.retain(|(k, _)| **k != *name);
     }
 
-    pub fn vars(&self) -> &[(String, String)] {
-        &self.vars
+    pub fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.vars.iter().map(|(k, v)| (&**k, &**v))
     }
 
     /// The first variable named `name` without regard to ASCII case (how rules look names up,
     /// as Apache's tables do).
     pub fn get_ignore_case(&self, name: &str) -> Option<&str> {
-        self.vars.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.vars.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| &**v)
     }
 
     /// Apply a rules outcome's env actions in order.
     pub fn apply(&mut self, actions: Vec<(Arc<str>, Option<String>)>) {
         for (name, value) in actions {
             match value {
-                Some(v) => self.set(&name, v),
+                Some(v) => self.set(name, v),
                 None => self.unset(&name),
             }
         }
