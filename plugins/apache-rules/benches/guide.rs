@@ -80,11 +80,8 @@ fn bench(name: &str, rules: &mut ApacheRules, x_forwarded_for: Option<&str>) {
     for action in &first.headers {
         sent.headers.push((action.name.to_ascii_lowercase(), action.value.clone()));
     }
-    let response = ResponseView {
-        status: 200,
-        origin: ResponseOrigin::Proxied,
-        headers: pairs(&[("content-type", "text/html")]),
-    };
+    let response =
+        ResponseView { status: 200, origin: ResponseOrigin::Proxied, headers: pairs(&[("content-type", "text/html")]) };
     let on_request = rules.prepare(&request, None, &request_env);
     let on_response = rules.prepare(&sent, Some(&response), &response_env);
     let mut spans = Vec::new();
