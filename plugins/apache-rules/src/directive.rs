@@ -66,6 +66,9 @@ pub struct SetEnvIf {
     pub compiled: Vec<(u32, Option<String>)>,
     /// Whether any assignment's value refers to a capture group (`$0`...`$9`).
     pub uses_groups: bool,
+    /// Whether every group the values refer to is the whole match (`$0`, or `$1` of a pattern
+    /// that is one group): then the match bounds are enough, and no captures are needed.
+    pub groups_are_the_match: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -409,6 +412,7 @@ fn setenvif_rule(directive: &str, args: &str, reads: &mut Reads) -> Result<SetEn
         None => Matcher::Regex(pattern::compile(&regex, icase)?),
     };
     let mut uses_groups = false;
+    let mut groups_are_the_match = true;
     let compiled = assignments
         .iter()
         .map(|assignment| match assignment {
@@ -422,6 +426,7 @@ fn setenvif_rule(directive: &str, args: &str, reads: &mut Reads) -> Result<SetEn
                         Some(constant) => (var, Some(constant)),
                         None => {
                             uses_groups = true;
+                            groups_are_the_match &= pattern::groups_are_the_match(&regex, icase, value);
                             (var, None)
                         }
                     },
@@ -429,7 +434,7 @@ fn setenvif_rule(directive: &str, args: &str, reads: &mut Reads) -> Result<SetEn
             }
         })
         .collect();
-    Ok(SetEnvIf { attribute, matcher, assignments, compiled, uses_groups })
+    Ok(SetEnvIf { attribute, matcher, assignments, compiled, uses_groups, groups_are_the_match })
 }
 
 fn assignment(word: &str) -> Result<Assignment, String> {

@@ -61,7 +61,9 @@ impl Engine {
         let locations = setenvif
             .iter()
             .map(|rule| match &rule.matcher {
-                Matcher::Regex(regex) if rule.uses_groups => Some(regex.capture_locations()),
+                Matcher::Regex(regex) if rule.uses_groups && !rule.groups_are_the_match => {
+                    Some(regex.capture_locations())
+                }
                 _ => None,
             })
             .collect();
@@ -196,28 +198,43 @@ fn apply_setenvif(
     };
     let Some(subject) = subject else { return };
     let haystack = subject.as_bytes();
-    // Capture locations only when a value uses groups; otherwise whether it matches is enough.
-    let groups = match (&rule.matcher, locations) {
+    // Capture locations only when a value uses groups other than the whole match; the match
+    // bounds when it uses only that; otherwise whether it matches is enough.
+    let found = match (&rule.matcher, locations) {
         (Matcher::Regex(regex), Some(locations)) => match regex.captures_read(locations, haystack) {
-            Some(_) => Some(&*locations),
+            Some(_) => Found::Groups(&*locations),
             None => return,
         },
-        (Matcher::Regex(regex), None) if regex.is_match(haystack) => None,
-        (Matcher::Substring(text), _) if subject.contains(text.as_str()) => None,
+        (Matcher::Regex(regex), None) if rule.uses_groups => match regex.find(haystack) {
+            Some(m) => Found::Match(m.as_bytes()),
+            None => return,
+        },
+        (Matcher::Regex(regex), None) if regex.is_match(haystack) => Found::Nothing,
+        (Matcher::Substring(text), _) if subject.contains(text.as_str()) => Found::Nothing,
         (Matcher::Regex(_) | Matcher::Substring(_), _) => return,
     };
     for (assignment, (var, constant)) in rule.assignments.iter().zip(&rule.compiled) {
-        let value = match (assignment, constant, groups) {
-            (Assignment::Unset(_), ..) => None,
-            (Assignment::Set { .. }, Some(constant), _) => Some(constant.clone()),
-            (Assignment::Set { value, .. }, None, Some(groups)) => {
-                Some(pattern::pregsub_locations(value, groups, haystack))
-            }
-            // Unreachable: a value without a constant uses groups, and then there are locations.
-            (Assignment::Set { value, .. }, None, None) => Some(value.clone()),
+        let value = match (assignment, constant) {
+            (Assignment::Unset(_), _) => None,
+            (Assignment::Set { .. }, Some(constant)) => Some(constant.clone()),
+            (Assignment::Set { value, .. }, None) => Some(match found {
+                Found::Groups(groups) => pattern::pregsub_locations(value, groups, haystack),
+                Found::Match(matched) => pattern::pregsub_match(value, matched),
+                // Unreachable: a value without a constant uses groups, and then one of the above.
+                Found::Nothing => value.clone(),
+            }),
         };
         actions.push(EnvAction { var: *var, value });
     }
+}
+
+/// What a `SetEnvIf` match found, as much as its values need.
+#[derive(Clone, Copy)]
+enum Found<'h> {
+    Nothing,
+    /// The whole match.
+    Match(&'h [u8]),
+    Groups(&'h CaptureLocations),
 }
 
 /// What one rule does: nothing, one action (the common case), or several (`edit` of a header

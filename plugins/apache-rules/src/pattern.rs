@@ -76,6 +76,40 @@ pub fn pregsub_locations(template: &str, locations: &CaptureLocations, haystack:
     into_text(out)
 }
 
+/// [`pregsub`] for a match whose groups `template` may refer to are `$0` and `$1`, `$1` being the
+/// whole match too (see [`groups_are_the_match`]): the match bounds are enough, no captures.
+pub fn pregsub_match(template: &str, matched: &[u8]) -> String {
+    let mut out: Vec<u8> = Vec::with_capacity(template.len() + matched.len());
+    pregsub_into(template, |group| (group <= 1).then_some(matched), &mut out);
+    into_text(out)
+}
+
+/// Whether every group `template` refers to is the whole match of `pattern` (compiled with
+/// `icase`): `$0`, and `$1` when the pattern is one group, as the guide's `(([\d]{1,3}\.?){4})`.
+/// Then finding the match is enough, which is much cheaper than finding its groups.
+pub fn groups_are_the_match(pattern: &str, icase: bool, template: &str) -> bool {
+    let mut highest = 0;
+    pregsub_into(
+        template,
+        |group| {
+            highest = highest.max(group);
+            None
+        },
+        &mut Vec::new(),
+    );
+    match highest {
+        0 => true,
+        1 => regex_syntax::ParserBuilder::new()
+            .unicode(false)
+            .utf8(false)
+            .case_insensitive(icase)
+            .build()
+            .parse(pattern)
+            .is_ok_and(|hir| matches!(hir.kind(), regex_syntax::hir::HirKind::Capture(c) if c.index == 1)),
+        _ => false,
+    }
+}
+
 /// The result of [`pregsub`] when `template` refers to no capture group (it is the same for every
 /// match), or `None` when it does.
 pub fn pregsub_constant(template: &str) -> Option<String> {
@@ -166,6 +200,38 @@ mod tests {
             assert!(err.contains(needle) && err.contains(pattern) && !err.contains('\n'), "{pattern}: {err}");
         }
         assert!(compile(r"(a)\1", false).unwrap_err().contains("unlike PCRE"));
+    }
+
+    #[test]
+    fn whole_match_groups_need_no_captures() {
+        let guide = r"(([\d]{1,3}\.?){4})";
+        let cases: &[(&str, &str, bool)] = &[
+            (guide, "$1", true),
+            (guide, "ip=$0/$1", true),
+            (guide, "$2", false),
+            (guide, r"\$2 $1", true),
+            ("(a)(b)", "$1", false),
+            ("(a)|b", "$1", false),
+            ("(?:a)", "$1", false),
+            ("a", "$0", true),
+            ("a", "$1", false),
+        ];
+        for (pattern, template, expected) in cases {
+            assert_eq!(groups_are_the_match(pattern, false, template), *expected, "{pattern} {template}");
+            if *expected {
+                // The shortcut and the captures agree.
+                let re = compile(pattern, false).unwrap();
+                for haystack in ["1.2.3.4", "x 10.0.0.1, 2.2.2.2", "12345678", "a", "ba"] {
+                    let caps = re.captures(haystack.as_bytes());
+                    let found = re.find(haystack.as_bytes());
+                    assert_eq!(
+                        caps.map(|c| pregsub(template, &c)),
+                        found.map(|m| pregsub_match(template, m.as_bytes())),
+                        "{pattern} {template} {haystack}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
