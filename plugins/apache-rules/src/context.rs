@@ -16,7 +16,7 @@
 
 use std::borrow::Cow;
 
-use fulcrum_sdk::rules::HeaderOp;
+use fulcrum_sdk::rules::{Call, EnvAction, EnvVar, HeaderOp};
 
 /// The environment entries the 0.1.0 host passed the clock in (microseconds since the Unix
 /// epoch); [`crate::testing`] still reads them from a test's env list.
@@ -38,24 +38,63 @@ pub struct Request<'a> {
 }
 
 /// The per-request environment (httpd's `r->subprocess_env`).
+///
+/// Either a table of (name, value) pairs ([`Env::new`], [`Env::from_pairs`]; tests and tools), or
+/// a call's declared variables with the env actions taken so far applied on top ([`Env::of_call`]:
+/// what the engine uses, which copies nothing).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Env<'a> {
     vars: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    call: Option<CallEnv<'a>>,
 }
+
+/// A call's variables and the actions taken on them so far.
+#[derive(Debug, Clone, Copy)]
+struct CallEnv<'a> {
+    call: Call<'a>,
+    actions: &'a [EnvAction],
+}
+
+impl PartialEq for CallEnv<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.call.layout(), other.call.layout()) && std::ptr::eq(self.actions, other.actions)
+    }
+}
+
+impl Eq for CallEnv<'_> {}
 
 impl<'a> Env<'a> {
     pub fn new(vars: &'a [(String, String)]) -> Self {
-        Env { vars: vars.iter().map(|(n, v)| (Cow::Borrowed(n.as_str()), Cow::Borrowed(v.as_str()))).collect() }
+        Env {
+            vars: vars.iter().map(|(n, v)| (Cow::Borrowed(n.as_str()), Cow::Borrowed(v.as_str()))).collect(),
+            call: None,
+        }
     }
 
     /// From borrowed (name, value) pairs, without copying them.
     pub fn from_pairs(vars: impl Iterator<Item = (&'a str, &'a str)>) -> Self {
-        Env { vars: vars.map(|(n, v)| (Cow::Borrowed(n), Cow::Borrowed(v))).collect() }
+        Env { vars: vars.map(|(n, v)| (Cow::Borrowed(n), Cow::Borrowed(v))).collect(), call: None }
+    }
+
+    /// The variables `call` carries after `actions` (in order: a set replaces, an unset removes).
+    /// Read-only: [`Env::set`] and [`Env::unset`] do not see it.
+    pub fn of_call(call: Call<'a>, actions: &'a [EnvAction]) -> Self {
+        Env { vars: Vec::new(), call: Some(CallEnv { call, actions }) }
     }
 
     /// The first variable of that name (`apr_table_get`).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.vars.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| &**v)
+        match &self.call {
+            Some(CallEnv { call, actions }) => {
+                let var = call.layout().needs().env_vars().iter().position(|n| n.eq_ignore_ascii_case(name))?;
+                let var = u32::try_from(var).ok()?;
+                match actions.iter().rev().find(|a| a.var == var) {
+                    Some(action) => action.value.as_deref(),
+                    None => call.env_at(EnvVar(var)),
+                }
+            }
+            None => self.vars.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| &**v),
+        }
     }
 
     /// `apr_table_set`: replace the first entry's value and drop the others, or append.
@@ -134,6 +173,23 @@ impl<'a> HeaderTable<'a> {
     /// The first value (`apr_table_get`).
     pub fn first(&self, name: &str) -> Option<&str> {
         self.values(name).next()
+    }
+
+    /// [`HeaderTable::joined`], borrowed when the header has one line.
+    pub fn joined_cow(&self, name: &str) -> Option<Cow<'_, str>> {
+        let mut values = self.values(name);
+        let first = values.next()?;
+        match values.next() {
+            None => Some(Cow::Borrowed(first)),
+            Some(second) => {
+                let mut joined = format!("{first}, {second}");
+                for v in values {
+                    joined.push_str(", ");
+                    joined.push_str(v);
+                }
+                Some(Cow::Owned(joined))
+            }
+        }
     }
 
     /// All values joined with `", "`, as httpd merges repeated request headers when it reads them.

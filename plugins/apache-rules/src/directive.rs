@@ -60,6 +60,15 @@ pub struct SetEnvIf {
     pub attribute: Attribute,
     pub matcher: Matcher,
     pub assignments: Vec<Assignment>,
+    /// Per assignment: the variable's handle (its index in the declared env list) and, for a
+    /// `VAR=value` whose value refers to no capture group, the value after substitution (so
+    /// that the regex needs no captures).
+    pub compiled: Vec<(u32, Option<String>)>,
+    /// Whether any assignment's value refers to a capture group (`$0`...`$9`).
+    pub uses_groups: bool,
+    /// Whether every group the values refer to is the whole match (`$0`, or `$1` of a pattern
+    /// that is one group): then the match bounds are enough, and no captures are needed.
+    pub groups_are_the_match: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +112,8 @@ pub struct HeaderRule {
     pub table: Table,
     /// As written, without a trailing `:`.
     pub name: String,
+    /// The handle of `name` (its index in the declared targets).
+    pub target: u32,
     pub action: Action,
     pub condition: Condition,
 }
@@ -275,7 +286,8 @@ pub fn compile(text: &str) -> Result<(Engine, Needs), ConfigError> {
         return Err(ConfigError { line: *line, message: format!("<{name}> is not closed (missing </{name}>)") });
     }
     let items = levels.pop().map(|level| level.items).unwrap_or_default();
-    Ok((Engine::new(setenvif, items), reads.into_needs()))
+    let reads_headers = reads.headers_read();
+    Ok((Engine::new(setenvif, items, reads_headers), reads.into_needs()))
 }
 
 fn section_kind(name: &str) -> Option<Section> {
@@ -390,21 +402,39 @@ fn setenvif_rule(directive: &str, args: &str, reads: &mut Reads) -> Result<SetEn
         Attribute::RequestUri => reads.field(RequestFields::PATH),
         Attribute::Header(name) => {
             // Without such a header, httpd tests an environment variable of that name.
-            reads.request_header(name);
+            reads.setenvif_header(name);
             reads.env(name);
         }
         Attribute::ServerAddr | Attribute::RequestProtocol => {}
-    }
-    for assignment in &assignments {
-        match assignment {
-            Assignment::Set { name, .. } | Assignment::Unset(name) => reads.env(name),
-        }
     }
     let matcher = match non_regex_pattern(&regex).filter(|_| !icase) {
         Some(plain) => Matcher::Substring(plain),
         None => Matcher::Regex(pattern::compile(&regex, icase)?),
     };
-    Ok(SetEnvIf { attribute, matcher, assignments })
+    let mut uses_groups = false;
+    let mut groups_are_the_match = true;
+    let compiled = assignments
+        .iter()
+        .map(|assignment| match assignment {
+            Assignment::Unset(name) => (reads.env(name).0, None),
+            Assignment::Set { name, value } => {
+                let var = reads.env(name).0;
+                match &matcher {
+                    // httpd's plain-text patterns take values literally.
+                    Matcher::Substring(_) => (var, Some(value.clone())),
+                    Matcher::Regex(_) => match pattern::pregsub_constant(value) {
+                        Some(constant) => (var, Some(constant)),
+                        None => {
+                            uses_groups = true;
+                            groups_are_the_match &= pattern::groups_are_the_match(&regex, icase, value);
+                            (var, None)
+                        }
+                    },
+                }
+            }
+        })
+        .collect();
+    Ok(SetEnvIf { attribute, matcher, assignments, compiled, uses_groups, groups_are_the_match })
 }
 
 fn assignment(word: &str) -> Result<Assignment, String> {
@@ -510,7 +540,7 @@ fn header_rule(mut table: Table, args: &str, line: usize, reads: &mut Reads) -> 
         return Err(format!("bad header name `{header}`"));
     }
     let phase = table.phase();
-    reads.target(name);
+    let target = reads.target(name).0;
     let condition = condition(clause.as_deref(), reads)?;
     let action = match kind {
         Kind::Op(op) => {
@@ -534,7 +564,7 @@ fn header_rule(mut table: Table, args: &str, line: usize, reads: &mut Reads) -> 
             Action::Edit { regex, replacement, all }
         }
     };
-    Ok(HeaderRule { line, table, name: name.to_string(), action, condition })
+    Ok(HeaderRule { line, table, name: name.to_string(), target, action, condition })
 }
 
 fn condition(clause: Option<&str>, reads: &mut Reads) -> Result<Condition, String> {

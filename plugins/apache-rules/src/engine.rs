@@ -29,7 +29,7 @@
 use std::borrow::Cow;
 
 use fulcrum_sdk::rules::{Call, EnvAction, HeaderAction, HeaderOp, Outcome, ResponseOrigin};
-use regex::bytes::Regex;
+use regex::bytes::{CaptureLocations, Regex};
 
 use crate::context::{Ctx, Env, HeaderTable, Request};
 use crate::directive::{Action, Assignment, Attribute, Condition, HeaderRule, Item, Matcher, SetEnvIf, Table};
@@ -40,67 +40,101 @@ use crate::pattern;
 const PROTOCOL: &str = "HTTP/1.1";
 
 /// The compiled rule set.
+///
+/// Per call the engine copies nothing it does not answer: the environment is the call's
+/// variables with the actions taken so far on top ([`Env::of_call`]), the selected rules run as
+/// they are found (no list), and header tables are built only when some rule or condition reads a
+/// header (`reads_headers`): otherwise nothing would look at them.
 #[derive(Debug)]
 pub struct Engine {
     setenvif: Vec<SetEnvIf>,
     items: Vec<Item>,
+    /// Whether a header rule or a condition reads a header (`%{X}i`, `%{X}o`, `req()`, `resp()`,
+    /// `edit`). `SetEnvIf` reads its attribute from the call.
+    reads_headers: bool,
+    /// Capture storage of each `SetEnvIf` regex whose values use groups, reused between calls.
+    locations: Vec<Option<CaptureLocations>>,
 }
 
 impl Engine {
-    pub fn new(setenvif: Vec<SetEnvIf>, items: Vec<Item>) -> Self {
-        Engine { setenvif, items }
+    pub fn new(setenvif: Vec<SetEnvIf>, items: Vec<Item>, reads_headers: bool) -> Self {
+        let locations = setenvif
+            .iter()
+            .map(|rule| match &rule.matcher {
+                Matcher::Regex(regex) if rule.uses_groups && !rule.groups_are_the_match => {
+                    Some(regex.capture_locations())
+                }
+                _ => None,
+            })
+            .collect();
+        Engine { setenvif, items, reads_headers, locations }
     }
 
     /// The request phase. Everything is read from `call` (borrowed, not copied); actions name
     /// headers and variables by the handles declared at configure.
-    pub fn on_request(&self, call: &Call<'_>) -> Outcome {
+    pub fn on_request(&mut self, call: &Call<'_>) -> Outcome {
         let request = request_of(call);
-        let mut env = Env::from_pairs(call.env_vars());
         let mut outcome = Outcome::default();
-        let received = HeaderTable::from_lines(call.request_header_lines());
-        for rule in &self.setenvif {
-            apply_setenvif(rule, &request, &received, &mut env, call, &mut outcome.env);
+        for (rule, locations) in self.setenvif.iter().zip(self.locations.iter_mut()) {
+            apply_setenvif(rule, locations.as_mut(), &request, call, &mut outcome.env);
         }
-        let rules = {
-            let ctx = Ctx { request, env: &env, request_headers: &received, response_headers: None };
-            let mut rules = Vec::new();
-            select(&self.items, Phase::Request, &ctx, &mut rules);
-            rules
-        };
-        let mut live = received;
-        for rule in rules {
-            let ops = {
-                let ctx = Ctx { request, env: &env, request_headers: &live, response_headers: None };
-                evaluate(rule, &ctx, &live)
-            };
-            emit(rule, ops, &mut live, call, &mut outcome.headers);
+        let Outcome { env: env_actions, headers } = &mut outcome;
+        let env = Env::of_call(*call, env_actions);
+        if self.reads_headers {
+            // Conditions see the headers as they arrived; rules see what the rules before them did.
+            let received = HeaderTable::from_lines(call.request_header_lines());
+            let mut live = received.clone();
+            let select = Ctx { request, env: &env, request_headers: &received, response_headers: None };
+            each_rule(&self.items, Phase::Request, &select, &mut |rule| {
+                let ops = {
+                    let ctx = Ctx { request, env: &env, request_headers: &live, response_headers: None };
+                    evaluate(rule, &ctx, &live)
+                };
+                emit(rule, ops, Some(&mut live), headers);
+            });
+        } else {
+            let none = HeaderTable::default();
+            let ctx = Ctx { request, env: &env, request_headers: &none, response_headers: None };
+            each_rule(&self.items, Phase::Request, &ctx, &mut |rule| {
+                emit(rule, evaluate(rule, &ctx, &none), None, headers)
+            });
         }
         outcome
     }
 
     /// The response phase.
-    pub fn on_response(&self, call: &Call<'_>) -> Outcome {
+    pub fn on_response(&mut self, call: &Call<'_>) -> Outcome {
         let request = request_of(call);
-        let env = Env::from_pairs(call.env_vars());
+        let env = Env::of_call(*call, &[]);
         let mut outcome = Outcome::default();
-        let request_headers = HeaderTable::from_lines(call.request_header_lines());
-        let mut live = HeaderTable::from_lines(call.response_header_lines());
+        let headers = &mut outcome.headers;
         let proxied = matches!(call.origin(), Some(ResponseOrigin::Proxied));
-        let rules = {
-            let ctx = Ctx { request, env: &env, request_headers: &request_headers, response_headers: Some(&live) };
-            let mut rules = Vec::new();
-            select(&self.items, Phase::Response, &ctx, &mut rules);
-            rules
-        };
-        for rule in rules {
-            if !proxied && rule.table != (Table::Response { always: true }) {
-                continue;
-            }
-            let ops = {
-                let ctx = Ctx { request, env: &env, request_headers: &request_headers, response_headers: Some(&live) };
-                evaluate(rule, &ctx, &live)
-            };
-            emit(rule, ops, &mut live, call, &mut outcome.headers);
+        let applies = |rule: &HeaderRule| proxied || rule.table == (Table::Response { always: true });
+        if self.reads_headers {
+            let request_headers = HeaderTable::from_lines(call.request_header_lines());
+            let received = HeaderTable::from_lines(call.response_header_lines());
+            let mut live = received.clone();
+            let select =
+                Ctx { request, env: &env, request_headers: &request_headers, response_headers: Some(&received) };
+            each_rule(&self.items, Phase::Response, &select, &mut |rule| {
+                if !applies(rule) {
+                    return;
+                }
+                let ops = {
+                    let ctx =
+                        Ctx { request, env: &env, request_headers: &request_headers, response_headers: Some(&live) };
+                    evaluate(rule, &ctx, &live)
+                };
+                emit(rule, ops, Some(&mut live), headers);
+            });
+        } else {
+            let none = HeaderTable::default();
+            let ctx = Ctx { request, env: &env, request_headers: &none, response_headers: Some(&none) };
+            each_rule(&self.items, Phase::Response, &ctx, &mut |rule| {
+                if applies(rule) {
+                    emit(rule, evaluate(rule, &ctx, &none), None, headers);
+                }
+            });
         }
         outcome
     }
@@ -119,17 +153,19 @@ fn request_of<'a>(call: &Call<'a>) -> Request<'a> {
     }
 }
 
-/// The rules of `phase` that apply, in file order: every top-level rule, and the rules of the
-/// first branch of each chain whose condition holds. Recursion is bounded by the nesting limit.
-fn select<'r>(items: &'r [Item], phase: Phase, ctx: &Ctx<'_>, out: &mut Vec<&'r HeaderRule>) {
+/// The rules of `phase` that apply, in file order, each given to `run` as it is found: every
+/// top-level rule, and the rules of the first branch of each chain whose condition holds against
+/// `ctx` (the headers as they arrived: `run` does not change what `ctx` sees, so this is the same
+/// as evaluating every condition first, as httpd does). Recursion is bounded by the nesting limit.
+fn each_rule<'r>(items: &'r [Item], phase: Phase, ctx: &Ctx<'_>, run: &mut impl FnMut(&'r HeaderRule)) {
     for item in items {
         match item {
-            Item::Rule(rule) if rule.table.phase() == phase => out.push(rule),
+            Item::Rule(rule) if rule.table.phase() == phase => run(rule),
             Item::Rule(_) => {}
             Item::Chain(chain) if chain.has(phase) => {
                 let chosen = chain.branches.iter().find(|b| b.condition.as_ref().is_none_or(|c| c.eval(ctx)));
                 if let Some(branch) = chosen {
-                    select(&branch.items, phase, ctx, out);
+                    each_rule(&branch.items, phase, ctx, run);
                 }
             }
             Item::Chain(_) => {}
@@ -137,12 +173,12 @@ fn select<'r>(items: &'r [Item], phase: Phase, ctx: &Ctx<'_>, out: &mut Vec<&'r 
     }
 }
 
-/// mod_setenvif's `match_headers` for one rule.
+/// mod_setenvif's `match_headers` for one rule. The environment it sees is the call's with the
+/// actions of the rules before it.
 fn apply_setenvif(
     rule: &SetEnvIf,
+    locations: Option<&mut CaptureLocations>,
     request: &Request<'_>,
-    received: &HeaderTable<'_>,
-    env: &mut Env<'_>,
     call: &Call<'_>,
     actions: &mut Vec<EnvAction>,
 ) {
@@ -153,61 +189,90 @@ fn apply_setenvif(
         Attribute::RequestMethod => Some(Cow::Borrowed(request.method)),
         Attribute::RequestProtocol => Some(Cow::Borrowed(PROTOCOL)),
         Attribute::RequestUri => Some(Cow::Borrowed(request.path)),
-        Attribute::Header(name) => received.joined(name).or_else(|| env.get(name).map(str::to_string)).map(Cow::Owned),
+        // The lines joined with `, `, as httpd merges them (they arrive joined with `\n`).
+        Attribute::Header(name) => match call.header(name) {
+            Some(value) if value.contains('\n') => Some(Cow::Owned(value.replace('\n', ", "))),
+            Some(value) => Some(Cow::Borrowed(value)),
+            None => Env::of_call(*call, actions).get(name).map(|v| Cow::Owned(v.to_string())),
+        },
     };
     let Some(subject) = subject else { return };
-    let captures = match &rule.matcher {
-        Matcher::Regex(regex) => match regex.captures(subject.as_bytes()) {
-            Some(captures) => Some(captures),
+    let haystack = subject.as_bytes();
+    // Capture locations only when a value uses groups other than the whole match; the match
+    // bounds when it uses only that; otherwise whether it matches is enough.
+    let found = match (&rule.matcher, locations) {
+        (Matcher::Regex(regex), Some(locations)) => match regex.captures_read(locations, haystack) {
+            Some(_) => Found::Groups(&*locations),
             None => return,
         },
-        Matcher::Substring(text) if subject.contains(text.as_str()) => None,
-        Matcher::Substring(_) => return,
+        (Matcher::Regex(regex), None) if rule.uses_groups => match regex.find(haystack) {
+            Some(m) => Found::Match(m.as_bytes()),
+            None => return,
+        },
+        (Matcher::Regex(regex), None) if regex.is_match(haystack) => Found::Nothing,
+        (Matcher::Substring(text), _) if subject.contains(text.as_str()) => Found::Nothing,
+        (Matcher::Regex(_) | Matcher::Substring(_), _) => return,
     };
-    for assignment in &rule.assignments {
-        match assignment {
-            Assignment::Unset(name) => {
-                env.unset(name);
-                actions.push(EnvAction { var: call.env_var(name).0, value: None });
-            }
-            Assignment::Set { name, value } => {
-                let value = match &captures {
-                    Some(captures) => pattern::pregsub(value, captures),
-                    None => value.clone(),
-                };
-                env.set(name, &value);
-                actions.push(EnvAction { var: call.env_var(name).0, value: Some(value) });
-            }
-        }
+    for (assignment, (var, constant)) in rule.assignments.iter().zip(&rule.compiled) {
+        let value = match (assignment, constant) {
+            (Assignment::Unset(_), _) => None,
+            (Assignment::Set { .. }, Some(constant)) => Some(constant.clone()),
+            (Assignment::Set { value, .. }, None) => Some(match found {
+                Found::Groups(groups) => pattern::pregsub_locations(value, groups, haystack),
+                Found::Match(matched) => pattern::pregsub_match(value, matched),
+                // Unreachable: a value without a constant uses groups, and then one of the above.
+                Found::Nothing => value.clone(),
+            }),
+        };
+        actions.push(EnvAction { var: *var, value });
     }
 }
 
+/// What a `SetEnvIf` match found, as much as its values need.
+#[derive(Clone, Copy)]
+enum Found<'h> {
+    Nothing,
+    /// The whole match.
+    Match(&'h [u8]),
+    Groups(&'h CaptureLocations),
+}
+
+/// What one rule does: nothing, one action (the common case), or several (`edit` of a header
+/// with several lines).
+enum Ops {
+    None,
+    One(HeaderOp, String),
+    Many(Vec<(HeaderOp, String)>),
+}
+
 /// The actions one rule takes, given the live header table it applies to.
-fn evaluate(rule: &HeaderRule, ctx: &Ctx<'_>, live: &HeaderTable<'_>) -> Vec<(HeaderOp, String)> {
+fn evaluate(rule: &HeaderRule, ctx: &Ctx<'_>, live: &HeaderTable<'_>) -> Ops {
     let applies = match &rule.condition {
         Condition::Always => true,
         Condition::Env { name, set } => ctx.env.get(name).is_some() == *set,
         Condition::Expr(expr) => expr.eval(ctx),
     };
     if !applies {
-        return Vec::new();
+        return Ops::None;
     }
     match &rule.action {
-        Action::Op(op, format) => vec![(*op, format.render(ctx))],
-        Action::Unset => vec![(HeaderOp::Unset, String::new())],
+        Action::Op(op, format) => Ops::One(*op, format.render(ctx)),
+        Action::Unset => Ops::One(HeaderOp::Unset, String::new()),
         Action::Edit { regex, replacement, all } => {
             let before: Vec<&str> = live.values(&rule.name).collect();
             let template = replacement.render(ctx);
             let after: Vec<String> = before.iter().map(|value| edit(regex, &template, value, *all)).collect();
             if after.iter().zip(&before).all(|(a, b)| a == b) {
-                return Vec::new(); // absent, or no line changed
+                return Ops::None; // absent, or no line changed
             }
             // One line: `set`. Several: `set` the first, `add` the others, keeping every line.
-            after
-                .into_iter()
-                .enumerate()
-                .map(|(i, value)| (if i == 0 { HeaderOp::Set } else { HeaderOp::Add }, value))
-                .collect()
+            Ops::Many(
+                after
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, value)| (if i == 0 { HeaderOp::Set } else { HeaderOp::Add }, value))
+                    .collect(),
+            )
         }
     }
 }
@@ -239,21 +304,18 @@ fn edit(regex: &Regex, template: &str, value: &str, all: bool) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Record the actions in the outcome and apply them to the live table.
-fn emit(
-    rule: &HeaderRule,
-    ops: Vec<(HeaderOp, String)>,
-    live: &mut HeaderTable<'_>,
-    call: &Call<'_>,
-    out: &mut Vec<HeaderAction>,
-) {
-    if ops.is_empty() {
-        return;
-    }
-    let target = call.target(&rule.name).0;
-    for (op, value) in ops {
-        live.apply(op, &rule.name, &value);
-        out.push(HeaderAction { op, target, value });
+/// Record the actions in the outcome and apply them to the live table, when there is one.
+fn emit(rule: &HeaderRule, ops: Ops, mut live: Option<&mut HeaderTable<'_>>, out: &mut Vec<HeaderAction>) {
+    let mut one = |op: HeaderOp, value: String| {
+        if let Some(live) = live.as_deref_mut() {
+            live.apply(op, &rule.name, &value);
+        }
+        out.push(HeaderAction { op, target: rule.target, value });
+    };
+    match ops {
+        Ops::None => {}
+        Ops::One(op, value) => one(op, value),
+        Ops::Many(ops) => ops.into_iter().for_each(|(op, value)| one(op, value)),
     }
 }
 

@@ -27,6 +27,7 @@
 //! `-strmatch`, `-R`, `-f`, …), the other variables and functions, `$1` back-references to a
 //! previous match, `%{:…:}` sub-expressions, and word lists `{ … }`.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use fulcrum_sdk::rules::RequestFields;
@@ -145,34 +146,49 @@ impl Expr {
     }
 }
 
-impl Word {
-    pub fn eval(&self, ctx: &Ctx<'_>) -> String {
-        let mut out = String::new();
-        for part in &self.0 {
-            match part {
-                Part::Text(text) => out.push_str(text),
-                Part::Var(var) => out.push_str(match var {
-                    Var::RemoteAddr => ctx.request.client_addr,
-                    Var::RequestMethod => ctx.request.method,
-                    Var::RequestUri => ctx.request.path,
-                    Var::HttpHost => ctx.request.host,
-                    Var::QueryString => ctx.request.query,
-                }),
-                Part::Env(name) => out.push_str(ctx.env.get(name).unwrap_or_default()),
-                Part::RequestHeader(name) => out.push_str(&ctx.request_headers.joined(name).unwrap_or_default()),
-                Part::ResponseHeader(name) => {
-                    out.push_str(ctx.response_headers.and_then(|t| t.first(name)).unwrap_or_default())
-                }
+impl Part {
+    fn eval<'s>(&'s self, ctx: &'s Ctx<'_>) -> Cow<'s, str> {
+        match self {
+            Part::Text(text) => Cow::Borrowed(text),
+            Part::Var(var) => Cow::Borrowed(match var {
+                Var::RemoteAddr => ctx.request.client_addr,
+                Var::RequestMethod => ctx.request.method,
+                Var::RequestUri => ctx.request.path,
+                Var::HttpHost => ctx.request.host,
+                Var::QueryString => ctx.request.query,
+            }),
+            Part::Env(name) => Cow::Borrowed(ctx.env.get(name).unwrap_or_default()),
+            Part::RequestHeader(name) => ctx.request_headers.joined_cow(name).unwrap_or_default(),
+            Part::ResponseHeader(name) => {
+                Cow::Borrowed(ctx.response_headers.and_then(|t| t.first(name)).unwrap_or_default())
             }
         }
-        out
+    }
+}
+
+impl Word {
+    /// The word's text: borrowed when it is one part that needs no joining (no allocation).
+    pub fn eval<'s>(&'s self, ctx: &'s Ctx<'_>) -> Cow<'s, str> {
+        match self.0.as_slice() {
+            [] => Cow::Borrowed(""),
+            [part] => part.eval(ctx),
+            parts => {
+                let mut out = String::new();
+                for part in parts {
+                    out.push_str(&part.eval(ctx));
+                }
+                Cow::Owned(out)
+            }
+        }
     }
 
     fn reads(&self, reads: &mut Reads) {
         for part in &self.0 {
             match part {
                 Part::Text(_) => {}
-                Part::Env(name) => reads.env(name),
+                Part::Env(name) => {
+                    reads.env(name);
+                }
                 Part::Var(var) => reads.field(match var {
                     Var::RemoteAddr => RequestFields::CLIENT_ADDR,
                     Var::RequestMethod => RequestFields::METHOD,

@@ -43,6 +43,8 @@ pub enum Phase {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Format {
     pieces: Vec<Piece>,
+    /// The length of the literal text: what a rendered value takes at least.
+    literal_len: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,11 +129,12 @@ impl Format {
         if !literal.is_empty() {
             pieces.push(Piece::Text(literal));
         }
-        Ok(Format { pieces })
+        let literal_len = pieces.iter().map(|p| if let Piece::Text(t) = p { t.len() } else { 0 }).sum();
+        Ok(Format { pieces, literal_len })
     }
 
     pub fn render(&self, ctx: &Ctx<'_>) -> String {
-        let mut out = String::new();
+        let mut out = String::with_capacity(self.literal_len.saturating_add(32));
         for piece in &self.pieces {
             match piece {
                 Piece::Text(text) => out.push_str(text),
@@ -141,10 +144,10 @@ impl Format {
                 }
                 Piece::ClientAddr | Piece::Null => out.push_str(NULL),
                 Piece::RequestHeader(name) => {
-                    push_unwrapped(&mut out, &ctx.request_headers.joined(name).unwrap_or_default())
+                    push_unwrapped(&mut out, &ctx.request_headers.joined_cow(name).unwrap_or_default())
                 }
                 Piece::ResponseHeader(name) => {
-                    let value = ctx.response_headers.and_then(|t| t.joined(name)).unwrap_or_default();
+                    let value = ctx.response_headers.and_then(|t| t.joined_cow(name)).unwrap_or_default();
                     push_unwrapped(&mut out, &value)
                 }
                 Piece::Time => {
@@ -167,7 +170,9 @@ impl Format {
                 Piece::ClientAddr => reads.field(RequestFields::CLIENT_ADDR),
                 Piece::RequestHeader(name) => reads.request_header(name),
                 Piece::ResponseHeader(name) => reads.response_header(name),
-                Piece::Env(name) => reads.env(name),
+                Piece::Env(name) => {
+                    reads.env(name);
+                }
                 Piece::Text(_) | Piece::Null | Piece::Time | Piece::Duration => {}
             }
         }
@@ -203,7 +208,13 @@ fn tag_piece(tag: char, arg: Option<String>, phase: Phase) -> Result<Piece, (Str
 
 /// httpd's `unwrap_header`: line breaks inside a value become spaces.
 fn push_unwrapped(out: &mut String, value: &str) {
-    out.extend(value.chars().map(|c| if c == '\r' || c == '\n' { ' ' } else { c }));
+    let mut rest = value;
+    while let Some(at) = rest.find(['\r', '\n']) {
+        out.push_str(rest.get(..at).unwrap_or_default());
+        out.push(' ');
+        rest = rest.get(at + 1..).unwrap_or_default();
+    }
+    out.push_str(rest);
 }
 
 #[cfg(test)]

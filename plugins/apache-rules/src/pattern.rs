@@ -17,7 +17,7 @@
 //!
 //! [`pregsub`] is httpd's `ap_pregsub`: the substitution used by `SetEnvIf` values and `Header edit`.
 
-use regex::bytes::{Captures, Regex, RegexBuilder};
+use regex::bytes::{CaptureLocations, Captures, Regex, RegexBuilder};
 
 /// Compiled programs bigger than this are refused (the default is 10 MiB; a plugin instance's
 /// memory is better spent elsewhere, and no sensible header rule comes close).
@@ -58,21 +58,90 @@ fn describe(pattern: &str, error: &regex::Error) -> String {
 /// literal (`\$1` is `$1`). A `$` not followed by a digit, and a final lone `\`, are literal.
 pub fn pregsub(template: &str, caps: &Captures<'_>) -> String {
     // A byte-mode capture can end inside a multi-byte character; httpd would copy the raw bytes.
-    String::from_utf8_lossy(&pregsub_bytes(template, caps)).into_owned()
+    into_text(pregsub_bytes(template, caps))
 }
 
 /// [`pregsub`] without the final conversion to text, for callers that splice bytes.
 pub fn pregsub_bytes(template: &str, caps: &Captures<'_>) -> Vec<u8> {
+    let mut out: Vec<u8> = Vec::with_capacity(template.len());
+    pregsub_into(template, |group| caps.get(group).map(|m| m.as_bytes()), &mut out);
+    out
+}
+
+/// [`pregsub`] over capture locations (reused between matches: no allocation for the captures),
+/// `haystack` being the text they index.
+pub fn pregsub_locations(template: &str, locations: &CaptureLocations, haystack: &[u8]) -> String {
+    let mut out: Vec<u8> = Vec::with_capacity(template.len() + haystack.len());
+    pregsub_into(template, |group| locations.get(group).and_then(|(start, end)| haystack.get(start..end)), &mut out);
+    into_text(out)
+}
+
+/// [`pregsub`] for a match whose groups `template` may refer to are `$0` and `$1`, `$1` being the
+/// whole match too (see [`groups_are_the_match`]): the match bounds are enough, no captures.
+pub fn pregsub_match(template: &str, matched: &[u8]) -> String {
+    let mut out: Vec<u8> = Vec::with_capacity(template.len() + matched.len());
+    pregsub_into(template, |group| (group <= 1).then_some(matched), &mut out);
+    into_text(out)
+}
+
+/// Whether every group `template` refers to is the whole match of `pattern` (compiled with
+/// `icase`): `$0`, and `$1` when the pattern is one group, as the guide's `(([\d]{1,3}\.?){4})`.
+/// Then finding the match is enough, which is much cheaper than finding its groups.
+pub fn groups_are_the_match(pattern: &str, icase: bool, template: &str) -> bool {
+    let mut highest = 0;
+    pregsub_into(
+        template,
+        |group| {
+            highest = highest.max(group);
+            None
+        },
+        &mut Vec::new(),
+    );
+    match highest {
+        0 => true,
+        1 => regex_syntax::ParserBuilder::new()
+            .unicode(false)
+            .utf8(false)
+            .case_insensitive(icase)
+            .build()
+            .parse(pattern)
+            .is_ok_and(|hir| matches!(hir.kind(), regex_syntax::hir::HirKind::Capture(c) if c.index == 1)),
+        _ => false,
+    }
+}
+
+/// The result of [`pregsub`] when `template` refers to no capture group (it is the same for every
+/// match), or `None` when it does.
+pub fn pregsub_constant(template: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(template.len());
+    let mut uses_groups = false;
+    pregsub_into(
+        template,
+        |_| {
+            uses_groups = true;
+            None
+        },
+        &mut out,
+    );
+    (!uses_groups).then(|| into_text(out))
+}
+
+/// Bytes as text, invalid UTF-8 replaced (`String::from_utf8_lossy`) without copying valid text.
+fn into_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// The substitution itself: `group(n)` is the text of capture group `n`, if it took part.
+fn pregsub_into<'h>(template: &str, mut group: impl FnMut(usize) -> Option<&'h [u8]>, out: &mut Vec<u8>) {
     let bytes = template.as_bytes();
-    let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while let Some(&c) = bytes.get(i) {
         i += 1;
         match (c, bytes.get(i)) {
             (b'$', Some(&d)) if d.is_ascii_digit() => {
                 i += 1;
-                if let Some(m) = caps.get(usize::from(d - b'0')) {
-                    out.extend_from_slice(m.as_bytes());
+                if let Some(text) = group(usize::from(d - b'0')) {
+                    out.extend_from_slice(text);
                 }
             }
             (b'\\', Some(&next)) => {
@@ -82,7 +151,6 @@ pub fn pregsub_bytes(template: &str, caps: &Captures<'_>) -> Vec<u8> {
             _ => out.push(c),
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -132,6 +200,38 @@ mod tests {
             assert!(err.contains(needle) && err.contains(pattern) && !err.contains('\n'), "{pattern}: {err}");
         }
         assert!(compile(r"(a)\1", false).unwrap_err().contains("unlike PCRE"));
+    }
+
+    #[test]
+    fn whole_match_groups_need_no_captures() {
+        let guide = r"(([\d]{1,3}\.?){4})";
+        let cases: &[(&str, &str, bool)] = &[
+            (guide, "$1", true),
+            (guide, "ip=$0/$1", true),
+            (guide, "$2", false),
+            (guide, r"\$2 $1", true),
+            ("(a)(b)", "$1", false),
+            ("(a)|b", "$1", false),
+            ("(?:a)", "$1", false),
+            ("a", "$0", true),
+            ("a", "$1", false),
+        ];
+        for (pattern, template, expected) in cases {
+            assert_eq!(groups_are_the_match(pattern, false, template), *expected, "{pattern} {template}");
+            if *expected {
+                // The shortcut and the captures agree.
+                let re = compile(pattern, false).unwrap();
+                for haystack in ["1.2.3.4", "x 10.0.0.1, 2.2.2.2", "12345678", "a", "ba"] {
+                    let caps = re.captures(haystack.as_bytes());
+                    let found = re.find(haystack.as_bytes());
+                    assert_eq!(
+                        caps.map(|c| pregsub(template, &c)),
+                        found.map(|m| pregsub_match(template, m.as_bytes())),
+                        "{pattern} {template} {haystack}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

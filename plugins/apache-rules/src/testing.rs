@@ -124,3 +124,47 @@ impl ApacheRules {
         }
     }
 }
+
+/// One call's inputs block, built once as the host builds it, to be run many times (benchmarks:
+/// what is measured is then only what the guest does per call).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    layout: fulcrum_sdk::rules::Layout,
+    inputs: fulcrum_sdk::rules::Inputs,
+    clock: Clock,
+    response: Option<(u16, ResponseOrigin)>,
+}
+
+impl ApacheRules {
+    /// The inputs of `on-request` (`response: None`) or `on-response`, as [`ApacheRules::on_request`]
+    /// and [`ApacheRules::on_response`] build them.
+    pub fn prepare(
+        &self,
+        request: &RequestView,
+        response: Option<&ResponseView>,
+        env: &[(String, String)],
+    ) -> Prepared {
+        let fields = Fields {
+            method: &request.method,
+            path: &request.path,
+            query: &request.query,
+            client_addr: &request.client_addr,
+            host: &request.host,
+        };
+        let inputs = self.layout.inputs(&fields, &request.headers, response.map(|r| r.headers.as_slice()), env);
+        let micros =
+            |name: &str| env.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.trim().parse().ok()).unwrap_or(0);
+        let clock = Clock { request_start_us: micros(REQUEST_START_US), now_us: micros(NOW_US) };
+        Prepared { layout: self.layout.clone(), inputs, clock, response: response.map(|r| (r.status, r.origin)) }
+    }
+
+    /// Run a prepared call as the component's export does (the SDK's `export_rules!` glue: a
+    /// [`Call`] over the inputs with a reused span buffer), answering the wire outcome.
+    pub fn run_prepared(&mut self, prepared: &Prepared, spans: &mut Vec<(u32, i32)>) -> fulcrum_sdk::rules::Outcome {
+        let call = Call::new(&prepared.layout, &prepared.inputs, prepared.clock, prepared.response, spans);
+        match prepared.response {
+            None => <ApacheRules as Rules>::on_request(self, &call),
+            Some(_) => <ApacheRules as Rules>::on_response(self, &call),
+        }
+    }
+}
