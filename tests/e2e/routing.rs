@@ -139,3 +139,20 @@ url = "{}"
         assert_eq!(answer.served_by(), member, "Host: {host}");
     }
 }
+
+/// A `proxy_pass_match` template that puts a space in the target: the client gets 400 and the
+/// member is sent nothing (a request line is never written with bytes that would break it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_is_not_a_request_target_is_refused_unsent() {
+    let (web1, _web2) = two_backends().await;
+    let config = format!(
+        "listen = [\"127.0.0.1:0\"]\n\n[[vhost]]\nserver_name = \"www.example.com\"\n\
+         proxy_pass_match = [{{ regex = \"^/(.*)$\", to = \"{}/a b/$1\" }}]\n",
+        web1.url()
+    );
+    let fulcrum = Fulcrum::start(&config);
+    let answer = get(&client(), &fulcrum.url("/x"), &[]).await;
+    assert_eq!(answer.status, 400, "{answer:?}");
+    assert_eq!(web1.served(), 0);
+    assert_eq!(web1.connections(), 0, "not even a connection: the target is refused before");
+}

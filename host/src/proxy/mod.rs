@@ -549,6 +549,11 @@ impl Proxy {
             target.push('?');
             target.push_str(q);
         }
+        // What goes on the request line must be visible ASCII (a `proxy_pass_match` template
+        // could put anything there); anything else is refused, never written.
+        if !target.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Failed::Answer(StatusCode::BAD_REQUEST));
+        }
         let host = if vhost.preserve_host { ex.host.unwrap_or(&vhost.server_name) } else { member.authority.as_str() };
         let framing = RequestFraming::for_body(&body, parts.headers.contains_key(header::CONTENT_LENGTH));
         let timeout = member.timeout.or(balancer.config.timeout).unwrap_or(self.proxy_timeout);
