@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::support::*;
 
@@ -32,41 +32,29 @@ enum Misbehaviour {
 
 /// A member that misbehaves as told; records the `x-request-id` of every request it read.
 async fn misbehaving_member(how: Misbehaviour, seen: Arc<Mutex<Vec<String>>>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let seen = Arc::clone(&seen);
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+    raw_member(move |mut stream, head| {
+        let seen = Arc::clone(&seen);
+        async move {
+            let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            if let Some(id) = text.lines().find_map(|l| l.strip_prefix("x-request-id: ")) {
+                seen.lock().unwrap().push(id.trim().to_string());
+            }
+            match how {
+                Misbehaviour::Reset => {
+                    let _ = stream.set_zero_linger();
                 }
-                let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
-                if let Some(id) = text.lines().find_map(|l| l.strip_prefix("x-request-id: ")) {
-                    seen.lock().unwrap().push(id.trim().to_string());
+                Misbehaviour::ResetMidHead => {
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Le").await;
+                    let _ = stream.set_zero_linger();
                 }
-                match how {
-                    Misbehaviour::Reset => {
-                        let _ = stream.set_zero_linger();
-                    }
-                    Misbehaviour::ResetMidHead => {
-                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Le").await;
-                        let _ = stream.set_zero_linger();
-                    }
-                    Misbehaviour::Garbage => {
-                        let _ = stream.write_all(b"\x00\x01garbage that is not HTTP\r\n\r\n").await;
-                    }
-                    Misbehaviour::Silent => tokio::time::sleep(Duration::from_secs(60)).await,
+                Misbehaviour::Garbage => {
+                    let _ = stream.write_all(b"\x00\x01garbage that is not HTTP\r\n\r\n").await;
                 }
-            });
+                Misbehaviour::Silent => tokio::time::sleep(Duration::from_secs(60)).await,
+            }
         }
-    });
-    addr
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,28 +94,14 @@ async fn every_spelling_of_an_excluded_path_is_excluded() {
     }
 }
 
-/// A member that answers with `bytes` to every request (after reading its head), then closes.
-async fn raw_member(bytes: &'static [u8]) -> SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = stream.write_all(bytes).await;
-                let _ = stream.shutdown().await;
-            });
-        }
-    });
-    addr
+/// A member that answers every request with `bytes`, then closes.
+async fn replying_member(bytes: &'static [u8]) -> SocketAddr {
+    raw_member(move |mut stream, _head| async move {
+        use tokio::io::AsyncWriteExt;
+        let _ = stream.write_all(bytes).await;
+        let _ = stream.shutdown().await;
+    })
+    .await
 }
 
 /// Class 2: the framing of what Fulcrum relays is its own, derived from the body it relays.
@@ -135,7 +121,7 @@ async fn a_members_framing_is_never_relayed_as_is() {
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nnot-gzip", 502, "Proxy Error", None),
     ];
     for (answer, status, body, length) in cases {
-        let member = raw_member(answer).await;
+        let member = replying_member(answer).await;
         let fulcrum = Fulcrum::start(&excluding_config(&[&format!("http://{member}")], "", ""));
         let response = exchange(fulcrum.addr, &get_raw("/", "www.example.com"), Duration::from_secs(10));
         let shown = String::from_utf8_lossy(answer);

@@ -181,3 +181,34 @@ pub fn members_config(members: &[(&str, &str)], balancer_extra: &str) -> String 
     }
     c
 }
+
+/// A member written by hand, for answers no real server gives: it accepts connections on a port
+/// of its own, reads each request's head (up to the blank line) and hands the stream and the head
+/// to `answer`, which may write anything, reset, or wait. A connection closed before a whole head
+/// is dropped.
+pub async fn raw_member<F, Fut>(answer: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream, Vec<u8>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                answer(stream, head).await;
+            });
+        }
+    });
+    addr
+}
