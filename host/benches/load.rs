@@ -39,6 +39,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "support/guide.rs"]
+mod guide;
+
 /// Set in the environment of the child process that runs the two backends.
 const BACKEND_ENV: &str = "FULCRUM_LOAD_BACKEND";
 /// Body length of the backends' fixed response.
@@ -313,38 +316,8 @@ struct Fulcrum {
 }
 
 impl Fulcrum {
-    const GUIDE: &'static str = include_str!("../../examples/apache-guide.toml");
-
-    fn config(&self, port: u16, [web1, web2]: [SocketAddr; 2]) -> String {
-        let mut out = String::new();
-        let mut in_rules = false;
-        let mut quotes = 0;
-        for line in Self::GUIDE.lines() {
-            if line.trim() == "[[vhost.rules]]" && !self.rules {
-                in_rules = true;
-                continue;
-            }
-            if in_rules {
-                // The block ends with the second ''' (the directives' closing quotes).
-                quotes += line.matches("'''").count();
-                in_rules = quotes < 2;
-                continue;
-            }
-            if line.starts_with("access_log") || line.starts_with("log_format") {
-                continue;
-            }
-            let line = line
-                .replace("\"127.0.0.1:8080\"", &format!("\"127.0.0.1:{port}\""))
-                .replace("http://127.0.0.1:18001", &format!("http://{web1}"))
-                .replace("http://127.0.0.1:18002", &format!("http://{web2}"));
-            out.push_str(&line);
-            out.push('\n');
-        }
-        for needle in [format!("127.0.0.1:{port}"), format!("http://{web1}"), format!("http://{web2}")] {
-            assert!(out.contains(&needle), "examples/apache-guide.toml changed: {needle} not substituted");
-        }
-        assert_eq!(out.contains("[[vhost.rules]]"), self.rules, "the guide's [[vhost.rules]] block");
-        out
+    fn config(&self, port: u16, backends: [SocketAddr; 2]) -> String {
+        guide::guide_config(port, backends, self.rules)
     }
 }
 

@@ -22,35 +22,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
-const GUIDE: &str = include_str!("../../examples/apache-guide.toml");
-
-/// The guide's config on `port` with members `web1` and `web2`, the access log off, with or
-/// without its rules.
-fn guide_config(web1: SocketAddr, web2: SocketAddr, rules: bool) -> String {
-    let mut out = String::new();
-    let (mut in_rules, mut quotes) = (false, 0);
-    for line in GUIDE.lines() {
-        if line.trim() == "[[vhost.rules]]" && !rules {
-            in_rules = true;
-            continue;
-        }
-        if in_rules {
-            quotes += line.matches("'''").count();
-            in_rules = quotes < 2;
-            continue;
-        }
-        if line.starts_with("access_log") || line.starts_with("log_format") {
-            continue;
-        }
-        let line = line
-            .replace("\"127.0.0.1:8080\"", "\"127.0.0.1:0\"")
-            .replace("http://127.0.0.1:18001", &format!("http://{web1}"))
-            .replace("http://127.0.0.1:18002", &format!("http://{web2}"));
-        out.push_str(&line);
-        out.push('\n');
-    }
-    out
-}
+#[path = "support/guide.rs"]
+mod guide;
 
 fn bench(c: &mut Criterion) {
     // The backends on a runtime of their own.
@@ -64,7 +37,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("request path (GET through Fulcrum, one worker)");
     group.measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
     for (name, rules) in [("guide config without rules", false), ("guide config with its rules", true)] {
-        let text = guide_config(web1.addr, web2.addr, rules);
+        let text = guide::guide_config(0, [web1.addr, web2.addr], rules);
         let config = Config::parse(&text, std::path::Path::new("guide.toml")).expect("the guide's config");
         let runtime = Arc::new(Runtime::build(config).expect("runtime"));
         let listeners = runtime.bind().expect("bind");

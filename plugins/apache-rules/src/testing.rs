@@ -90,25 +90,9 @@ impl ApacheRules {
     }
 
     fn run(&mut self, request: &RequestView, response: Option<&ResponseView>, env: &[(String, String)]) -> Outcome {
-        let fields = Fields {
-            method: &request.method,
-            path: &request.path,
-            query: &request.query,
-            client_addr: &request.client_addr,
-            host: &request.host,
-        };
-        let inputs = self.layout.inputs(&fields, &request.headers, response.map(|r| r.headers.as_slice()), env);
-        let micros =
-            |name: &str| env.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.trim().parse().ok()).unwrap_or(0);
-        let clock = Clock { request_start_us: micros(REQUEST_START_US), now_us: micros(NOW_US) };
-        let layout = self.layout.clone();
-        let mut spans = Vec::new();
-        let call = Call::new(&layout, &inputs, clock, response.map(|r| (r.status, r.origin)), &mut spans);
-        let outcome = match response {
-            None => <ApacheRules as Rules>::on_request(self, &call),
-            Some(_) => <ApacheRules as Rules>::on_response(self, &call),
-        };
-        let needs = layout.needs();
+        let prepared = self.prepare(request, response, env);
+        let outcome = self.run_prepared(&prepared, &mut Vec::new());
+        let needs = prepared.layout.needs();
         let name = |list: &[String], i: u32| list.get(i as usize).cloned().unwrap_or_else(|| format!("#{i}"));
         Outcome {
             env: outcome
