@@ -14,7 +14,9 @@
 //! - `fulcrum_member_elected_total{balancer, member}`: requests handed to the member;
 //! - `fulcrum_member_busy{balancer, member}`: requests in flight;
 //! - `fulcrum_member_traffic_bytes_total{balancer, member}`: bytes sent to it plus read from it;
-//! - `fulcrum_member_in_error{balancer, member}`: 1 while the member is in error state.
+//! - `fulcrum_member_in_error{balancer, member}`: 1 while the member is in error state;
+//! - `fulcrum_member_health_failed{balancer, member}`: 1 while its health checks keep it out
+//!   (status `C`); the checks' own counters are described in [`crate::health`].
 //!
 //! Anything else gets a short plain-text 404 (or 405 for a method other than GET and HEAD).
 
@@ -60,13 +62,16 @@ type Column = (&'static str, &'static str, &'static str, fn(&Balancer, usize) ->
 /// The member columns of every balancer, in Prometheus text.
 fn member_lines(balancers: &[Arc<Balancer>]) -> String {
     let mut out = String::new();
-    let metrics: [Column; 4] = [
+    let metrics: [Column; 5] = [
         ("fulcrum_member_elected_total", "counter", "Requests handed to the member.", |b, i| b.members[i].elected()),
         ("fulcrum_member_busy", "gauge", "Requests in flight to the member.", |b, i| b.members[i].busy()),
         ("fulcrum_member_traffic_bytes_total", "counter", "Bytes sent to plus read from the member.", |b, i| {
             b.members[i].traffic()
         }),
         ("fulcrum_member_in_error", "gauge", "1 while the member is in error state.", |b, i| u64::from(b.in_error(i))),
+        ("fulcrum_member_health_failed", "gauge", "1 while the member's health checks keep it out.", |b, i| {
+            u64::from(b.members[i].status().contains(crate::balancer::MemberStatus::HC_FAILED))
+        }),
     ];
     for (name, kind, help, value) in metrics {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

@@ -14,6 +14,8 @@
 //!
 //! 5. the response phase of the rules runs, and the request is written to the [`access_log`].
 //!
+//! [`health`] checks members in the background (mod_proxy_hcheck) and takes failing ones out.
+//!
 //! [`config`] turns the TOML file into validated values with file:line errors; [`demo`] is an echo
 //! backend for `fulcrum demo` and the tests; [`admin`] serves metrics on an address of its own;
 //! [`conformance`] runs the kit that any build of a default lbmethod must pass.
@@ -25,6 +27,7 @@ pub mod blocking;
 pub mod config;
 pub mod conformance;
 pub mod demo;
+pub mod health;
 pub mod log;
 pub mod plugin;
 pub mod proxy;

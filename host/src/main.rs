@@ -148,6 +148,7 @@ fn run(config: Config) -> Result<(), fulcrum::Error> {
         }
         server::watch_plugins(std::sync::Arc::clone(&runtime))?;
         server::start_workers(&listeners, &runtime.proxy, server::worker_count())?;
+        let _checks = fulcrum::health::spawn(runtime.proxy.balancers());
         announce(&listeners);
         shutdown_signal().await;
         tracing::info!("shutting down");
@@ -218,6 +219,18 @@ fn check(path: &Path) -> Result<(), fulcrum::Error> {
                 m.retry.as_secs(),
                 if m.status == Default::default() { String::new() } else { format!(" status=+{}", m.status) }
             );
+            if let Some(hc) = &m.health {
+                let target = if hc.method.http().is_some() { format!(" {}", hc.uri) } else { String::new() };
+                let expect =
+                    if hc.expect.name.is_empty() { String::new() } else { format!(" hcexpr={}", hc.expect.name) };
+                println!(
+                    "    health check {}{target} every {:?}, out after {} failure(s), back after {} pass(es){expect}",
+                    hc.method.name(),
+                    hc.interval,
+                    hc.fails,
+                    hc.passes
+                );
+            }
         }
     }
     println!("plugins: {}", runtime.plugins.names().join(", "));
@@ -251,6 +264,7 @@ fn demo(path: Option<&Path>) -> Result<(), fulcrum::Error> {
         }
         let listeners = runtime.bind()?;
         server::start_workers(&listeners, &runtime.proxy, server::worker_count())?;
+        let _checks = fulcrum::health::spawn(runtime.proxy.balancers());
         announce(&listeners);
         if let Some(addr) = runtime.config.listen.first() {
             println!("try: curl -s http://{addr}/   (repeat it: the answers alternate between the members)");

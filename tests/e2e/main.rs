@@ -14,6 +14,7 @@ mod fault_injection;
 mod faults;
 mod guide;
 mod hardening;
+mod health;
 mod http_fuzz;
 mod languages;
 mod no_loss;

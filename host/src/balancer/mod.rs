@@ -8,7 +8,7 @@ pub mod select;
 pub mod status;
 pub mod sticky;
 
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,10 @@ pub struct Member {
     error_until_ms: AtomicU64,
     /// [`MemberStatus`] bits.
     status: AtomicU8,
+    /// Health-check results in a row that count towards a change (Apache's pcount and fcount):
+    /// passes while the member is out, failures while it is in.
+    hc_passes: AtomicU32,
+    hc_fails: AtomicU32,
     /// The balancer's count of changes to its members' usability (shared by all its members).
     changes: Arc<AtomicU64>,
     /// Its URL and route as shared text, for the BALANCER_WORKER_* variables of every request.
@@ -51,6 +55,8 @@ impl Member {
             elected: AtomicU64::new(0),
             error_until_ms: AtomicU64::new(0),
             status: AtomicU8::new(status),
+            hc_passes: AtomicU32::new(0),
+            hc_fails: AtomicU32::new(0),
             changes,
         }
     }
@@ -74,6 +80,31 @@ impl Member {
     pub fn set_status(&self, status: MemberStatus) {
         self.status.store(status.bits(), Ordering::Relaxed);
         self.changes.fetch_add(1, Ordering::Release);
+    }
+
+    /// Set or clear one status flag and leave the others as they are: the health checker and an
+    /// administrator may change flags at the same moment. Returns whether the flag changed.
+    pub fn set_flag(&self, flag: MemberStatus, on: bool) -> bool {
+        let before = if on {
+            self.status.fetch_or(flag.bits(), Ordering::AcqRel)
+        } else {
+            self.status.fetch_and(!flag.bits(), Ordering::AcqRel)
+        };
+        let changed = MemberStatus::from_bits(before).contains(flag) != on;
+        if changed {
+            self.changes.fetch_add(1, Ordering::Release);
+        }
+        changed
+    }
+
+    /// Health-check passes and failures in a row that count now (see [`crate::health`]).
+    pub fn hc_counts(&self) -> (u32, u32) {
+        (self.hc_passes.load(Ordering::Relaxed), self.hc_fails.load(Ordering::Relaxed))
+    }
+
+    pub fn set_hc_counts(&self, passes: u32, fails: u32) {
+        self.hc_passes.store(passes, Ordering::Relaxed);
+        self.hc_fails.store(fails, Ordering::Relaxed);
     }
 
     fn set_error_until(&self, until_ms: u64) {
@@ -253,14 +284,18 @@ impl Balancer {
         until != 0 && now < until
     }
 
-    /// Whether member `i` may serve requests now: not disabled, not stopped, not in error.
+    /// Whether member `i` may serve requests now: not disabled, stopped or taken out by its health
+    /// checks, and not in error.
     pub fn is_usable(&self, i: usize) -> bool {
         self.usable_at(i, self.now_ms())
     }
 
     fn usable_at(&self, i: usize, now: u64) -> bool {
         let status = self.members[i].status();
-        !status.contains(MemberStatus::DISABLED) && !status.contains(MemberStatus::STOPPED) && !self.in_error_at(i, now)
+        !status.contains(MemberStatus::DISABLED)
+            && !status.contains(MemberStatus::STOPPED)
+            && !status.contains(MemberStatus::HC_FAILED)
+            && !self.in_error_at(i, now)
     }
 
     /// The member whose route is `route` (case-sensitive, as Apache compares routes).
@@ -269,6 +304,13 @@ impl Balancer {
             return None;
         }
         self.members.iter().position(|m| m.config.route == route)
+    }
+
+    /// End member `i`'s error state now (its health checks found it well again).
+    pub fn clear_error(&self, i: usize) {
+        if self.members[i].error_until_ms.load(Ordering::Relaxed) != 0 {
+            self.members[i].set_error_until(0);
+        }
     }
 
     /// Put member `i` in error state for its `retry` period (Apache: a failed connection).
@@ -438,6 +480,7 @@ impl Balancer {
             let status = m.status();
             if status.contains(MemberStatus::DISABLED)
                 || status.contains(MemberStatus::STOPPED)
+                || status.contains(MemberStatus::HC_FAILED)
                 || status.contains(MemberStatus::DRAINING)
                 || exclude.contains(&i)
             {
@@ -514,6 +557,8 @@ mod tests {
             (&[(0, "+D"), (1, "+H"), (1, "")], &[], &[2]),
             (&[(0, ""), (0, "")], &[0], &[1]),
             (&[(0, "+D"), (0, "+S")], &[], &[]),
+            (&[(0, "+C"), (0, ""), (1, "")], &[], &[1]),
+            (&[(0, "+C"), (1, "+C"), (1, "+H")], &[], &[2]),
         ];
         for (members, exclude, expected) in cases {
             assert_eq!(candidates(&balancer(members), exclude), *expected, "{members:?} excluding {exclude:?}");
@@ -533,6 +578,12 @@ mod tests {
         b.members[2].set_status(MemberStatus::DISABLED);
         assert_eq!(candidates(&b, &[]), [0]);
         b.members[2].set_status(MemberStatus::default());
+        assert!(b.members[0].set_flag(MemberStatus::HC_FAILED, true));
+        assert!(!b.members[0].set_flag(MemberStatus::HC_FAILED, true), "already set: no change");
+        assert_eq!(candidates(&b, &[]), [2], "its health checks took member 0 out");
+        assert!(!b.is_usable(0));
+        b.members[0].set_flag(MemberStatus::HC_FAILED, false);
+        assert_eq!(candidates(&b, &[]), [0, 2]);
         std::thread::sleep(Duration::from_millis(1100));
         assert_eq!(candidates(&b, &[]), [0, 1, 2], "member 1's retry of 1 s has ended");
     }

@@ -20,14 +20,17 @@ impl MemberStatus {
     pub const DRAINING: MemberStatus = MemberStatus(16);
     /// `R`: hot spare (treated like a hot standby, see the README).
     pub const SPARE: MemberStatus = MemberStatus(32);
+    /// `C`: taken out by its health checks (mod_proxy_hcheck); back after `hcpasses` passes.
+    pub const HC_FAILED: MemberStatus = MemberStatus(64);
 
-    const LETTERS: [(char, MemberStatus); 6] = [
+    const LETTERS: [(char, MemberStatus); 7] = [
         ('D', Self::DISABLED),
         ('S', Self::STOPPED),
         ('I', Self::IGNORE_ERRORS),
         ('H', Self::HOT_STANDBY),
         ('N', Self::DRAINING),
         ('R', Self::SPARE),
+        ('C', Self::HC_FAILED),
     ];
 
     pub fn bits(self) -> u8 {
@@ -35,7 +38,7 @@ impl MemberStatus {
     }
 
     pub fn from_bits(bits: u8) -> MemberStatus {
-        MemberStatus(bits & 63)
+        MemberStatus(bits & 127)
     }
 
     pub fn contains(self, other: MemberStatus) -> bool {
@@ -57,7 +60,7 @@ impl MemberStatus {
                 ' ' => {}
                 c => {
                     let Some((_, flag)) = Self::LETTERS.iter().find(|(l, _)| *l == c.to_ascii_uppercase()) else {
-                        return Err(format!("unknown status flag `{c}` (known: D S I H N R, each with + or -)"));
+                        return Err(format!("unknown status flag `{c}` (known: D S I H N R C, each with + or -)"));
                     };
                     status = status.with(*flag, on);
                     on = true;
@@ -85,7 +88,7 @@ mod tests {
 
     #[test]
     fn apache_status_syntax() {
-        let cases = [("+H", "H"), ("D", "D"), ("+D-D", ""), ("+D +I", "DI"), ("h", "H"), ("+N+R", "NR")];
+        let cases = [("+H", "H"), ("D", "D"), ("+D-D", ""), ("+D +I", "DI"), ("h", "H"), ("+N+R", "NR"), ("+C", "C")];
         for (spec, shown) in cases {
             assert_eq!(MemberStatus::parse(spec).unwrap().to_string(), shown, "{spec}");
         }

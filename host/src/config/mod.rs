@@ -4,6 +4,7 @@
 //! collected with its line, so `fulcrum check` shows them all at once.
 
 mod error;
+pub mod health;
 mod limits;
 mod raw;
 
@@ -20,6 +21,7 @@ use crate::balancer::status::MemberStatus;
 use crate::balancer::sticky::StickySession;
 
 pub use error::{ConfigError, Location, Problem};
+pub use health::{HcCondition, HcMethod, HealthCheck};
 pub use limits::{DEFAULT_MAX_CONNECTIONS, Limits};
 
 /// Apache's default `retry` for a member in error state.
@@ -308,6 +310,16 @@ pub struct MemberConfig {
     pub status: MemberStatus,
     /// Route that sticky requests go to while this member is unusable (Apache's RouteRedir).
     pub redirect: Option<String>,
+    /// Its active health check, when it has one (`hcmethod`).
+    pub health: Option<HealthCheck>,
+}
+
+impl MemberConfig {
+    /// `host:port` to connect to (the port defaults to 80).
+    pub fn socket_address(&self) -> String {
+        let port = self.authority.port_u16().unwrap_or(80);
+        format!("{}:{port}", self.authority.host().trim_matches(['[', ']']))
+    }
 }
 
 impl Config {
@@ -320,7 +332,16 @@ impl Config {
 
     /// Validate configuration text; `path` names it in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        Loader { text, file: path, problems: Vec::new(), tree: None, entries: Vec::new(), removed: Vec::new() }.load()
+        Loader {
+            text,
+            file: path,
+            problems: Vec::new(),
+            tree: None,
+            entries: Vec::new(),
+            removed: Vec::new(),
+            hc: health::HcDefinitions::default(),
+        }
+        .load()
     }
 
     /// A problem about `key` (`balancer.default.lbmethod`), located at its value in the file, or
@@ -361,6 +382,8 @@ struct Loader<'a> {
     /// Keys whose value had the wrong type and was taken out (`listen`, `balancer.b.timeout`):
     /// what is missing because of them is not reported again.
     removed: Vec<String>,
+    /// `[hcexpr.*]` and `[hctemplate.*]`, validated before the balancers that use them.
+    hc: health::HcDefinitions,
 }
 
 impl Loader<'_> {
@@ -576,6 +599,14 @@ impl Loader<'_> {
             }
             None => Limits::default(),
         };
+
+        let mut found = Vec::new();
+        self.hc = health::HcDefinitions::validate(&raw.hcexpr, &raw.hctemplate, &mut |span, key, message| {
+            found.push((span, key, message))
+        });
+        for (span, key, message) in found {
+            self.problem(Some(span), key, message);
+        }
 
         let mut balancers = Vec::new();
         let mut balancer_index = BTreeMap::new();
@@ -834,6 +865,7 @@ impl Loader<'_> {
                 connection_timeout: timeout(self, &m.connectiontimeout, "connectiontimeout"),
                 status: MemberStatus::default(),
                 redirect: None,
+                health: None,
             };
             matches.push(MatchRoute { regex, to: to[authority_end..].to_string(), worker });
         }
@@ -1038,6 +1070,17 @@ impl Loader<'_> {
             },
             None => MemberStatus::default(),
         };
+        let mut found = Vec::new();
+        let health = self.hc.member_check(
+            &raw.hc(),
+            raw.hctemplate.as_ref(),
+            &format!("balancer.{balancer}.member[{i}]"),
+            parsed.as_ref().map_or("", |(_, _, path)| path.as_str()),
+            &mut |span, key, message| found.push((span, key, message)),
+        );
+        for (span, key, message) in found {
+            self.problem(Some(span), key, message);
+        }
         let (scheme, authority, path) = parsed?;
         Some(MemberConfig {
             url,
@@ -1052,6 +1095,7 @@ impl Loader<'_> {
             connection_timeout,
             status,
             redirect: raw.redirect.as_ref().map(|r| r.get_ref().clone()),
+            health,
         })
     }
 }

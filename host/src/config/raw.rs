@@ -37,6 +37,12 @@ pub struct RawConfig {
     /// Per-plugin sandbox and failure settings, by plugin name.
     #[serde(default)]
     pub plugins: BTreeMap<String, Spanned<RawPluginSettings>>,
+    /// Health-check templates (`ProxyHCTemplate`): `hc*` keys members take with `hctemplate`.
+    #[serde(default)]
+    pub hctemplate: BTreeMap<String, Spanned<super::health::RawHcParams>>,
+    /// Health-check conditions (`ProxyHCExpr`): statuses and body regexes a check must see.
+    #[serde(default)]
+    pub hcexpr: BTreeMap<String, Spanned<super::health::RawHcExpr>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,4 +164,27 @@ pub struct RawMember {
     pub status: Option<Spanned<String>>,
     /// Apache's `redirect`: the route to send sticky requests to while this member is unusable.
     pub redirect: Option<Spanned<String>>,
+    /// Active health checks (mod_proxy_hcheck): see `config/health.rs`.
+    pub hcmethod: Option<Spanned<String>>,
+    pub hcuri: Option<Spanned<String>>,
+    pub hcinterval: Option<Spanned<super::health::RawInterval>>,
+    pub hcpasses: Option<Spanned<i64>>,
+    pub hcfails: Option<Spanned<i64>>,
+    pub hcexpr: Option<Spanned<String>>,
+    /// A `[hctemplate.NAME]` whose `hc*` keys apply where the member sets none of its own.
+    pub hctemplate: Option<Spanned<String>>,
+}
+
+impl RawMember {
+    /// The member's own `hc*` keys.
+    pub fn hc(&self) -> super::health::RawHcParams {
+        super::health::RawHcParams {
+            hcmethod: self.hcmethod.clone(),
+            hcuri: self.hcuri.clone(),
+            hcinterval: self.hcinterval.clone(),
+            hcpasses: self.hcpasses.clone(),
+            hcfails: self.hcfails.clone(),
+            hcexpr: self.hcexpr.clone(),
+        }
+    }
 }

@@ -296,3 +296,83 @@ fn later_problems_point_at_their_key() {
     let shown = c.error(vec![p]).to_string();
     assert_eq!(shown, "test.toml:8:1: `balancer.default.fallback`: no plugin named `x`");
 }
+
+/// Health checks: a template, a condition, and the member's own keys over the template's.
+#[test]
+fn health_checks_resolve_templates_conditions_and_defaults() {
+    let text = GOOD.replace("route = \"web1\"", "route = \"web1\"\nhctemplate = \"web\"\nhcfails = 2")
+        + r#"
+[hcexpr.up]
+status = ["200-299", 404]
+body_not = "maintenance"
+
+[hctemplate.web]
+hcmethod = "get11"
+hcuri = "/health"
+hcinterval = "500ms"
+hcexpr = "up"
+"#;
+    let c = parse(&text).unwrap();
+    let web1 = c.balancers[0].members[0].health.as_ref().expect("web1 is checked");
+    assert_eq!(web1.method, HcMethod::Get11);
+    assert_eq!(web1.uri, "/health");
+    assert_eq!(web1.interval, Duration::from_millis(500));
+    assert_eq!((web1.passes, web1.fails), (1, 2), "hcfails from the member, hcpasses Apache's default");
+    assert_eq!(web1.expect.name, "up");
+    assert_eq!(web1.expect.status, [200..=299, 404..=404]);
+    assert!(c.balancers[0].members[1].health.is_none(), "no hcmethod, no check");
+
+    // The member's path comes first; defaults are Apache's.
+    let text = GOOD.replace("loadfactor = 2", "loadfactor = 2\nhcmethod = \"HEAD\"\nhcuri = \"ping\"");
+    let web2 = parse(&text).unwrap().balancers[0].members[1].health.clone().expect("web2 is checked");
+    assert_eq!((web2.method, web2.uri.as_str()), (HcMethod::Head, "/app/ping"));
+    assert_eq!((web2.interval, web2.passes, web2.fails), (Duration::from_secs(30), 1, 1));
+    assert_eq!(web2.expect.status, [200..=399]);
+}
+
+/// A bad health-check key in, its line and message out.
+#[test]
+fn health_check_mistakes_are_reported_at_their_key() {
+    let member = |lines: &str| GOOD.replace("route = \"web1\"", &format!("route = \"web1\"\n{lines}"));
+    let cases: &[(String, &str)] = &[
+        (
+            member("hcmethod = \"PING\""),
+            "test.toml:14:12: `balancer.default.member[0].hcmethod`: `PING` is not a health-check method",
+        ),
+        (
+            member("hcmethod = \"TCP\"\nhcinterval = \"50ms\""),
+            "`balancer.default.member[0].hcinterval`: 50ms is shorter than the shortest interval",
+        ),
+        (member("hcmethod = \"TCP\"\nhcinterval = \"5m\""), "`m` is not a time unit"),
+        (member("hcmethod = \"TCP\"\nhcfails = 0"), "`balancer.default.member[0].hcfails`: must be 1 to 1000, not 0"),
+        (
+            member("hcuri = \"/health\""),
+            "test.toml:14:9: `balancer.default.member[0].hcuri`: `hcuri` is set but no `hcmethod`",
+        ),
+        (member("hcmethod = \"GET\"\nhcuri = \"/a b\""), "`/a b` is not a URL path"),
+        (
+            member("hcmethod = \"GET\"\nhcexpr = \"nope\""),
+            "`balancer.default.member[0].hcexpr`: no [hcexpr.nope] (defined: none)",
+        ),
+        (member("hctemplate = \"nope\""), "no [hctemplate.nope] (defined: none)"),
+        (
+            member("hcmethod = \"HEAD\"\nhcexpr = \"body\"") + "\n[hcexpr.body]\nbody = \"ok\"\n",
+            "hcexpr `body` looks at the body, which a HEAD check does not read",
+        ),
+        (
+            GOOD.to_string() + "\n[hcexpr.x]\nstatus = [\"500-200\"]\n",
+            "`hcexpr.x.status`: `500-200`: the range is empty",
+        ),
+        (GOOD.to_string() + "\n[hcexpr.x]\nbody = \"(\"\n", "`hcexpr.x.body`: bad regex"),
+        (
+            GOOD.to_string() + "\n[hctemplate.t]\nhcmethod = \"UDP\"\n",
+            "`hctemplate.t.hcmethod`: `UDP` is not a health-check method",
+        ),
+        (GOOD.to_string() + "\n[hctemplate.t]\nhcpath = \"/\"\n", "`hctemplate.t.hcpath`: unknown key"),
+    ];
+    for (text, expected) in cases {
+        let err = parse(text).expect_err(expected).to_string();
+        assert!(err.contains(expected), "expected `{expected}` in: {err}");
+        assert!(err.starts_with("test.toml:"), "no location in: {err}");
+    }
+}

@@ -168,11 +168,7 @@ impl Proxy {
             .map(|b| {
                 b.members
                     .iter()
-                    .map(|m| {
-                        let port = m.config.authority.port_u16().unwrap_or(80);
-                        let address = format!("{}:{port}", m.config.authority.host().trim_matches(['[', ']']));
-                        Arc::new(MemberPool::new(address, m.config.connection_timeout))
-                    })
+                    .map(|m| Arc::new(MemberPool::new(m.config.socket_address(), m.config.connection_timeout)))
                     .collect()
             })
             .collect();
