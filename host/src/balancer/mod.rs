@@ -4,6 +4,7 @@
 //! held across the selector call, so a selection and its counter update are a single step even
 //! under concurrent requests: byrequests then gives Apache's exact order (docs/apache-behaviour.md §2).
 
+pub mod byrequests;
 pub mod select;
 pub mod status;
 pub mod sticky;
@@ -18,10 +19,23 @@ pub use sticky::StickySession;
 
 use crate::config::{BalancerConfig, MemberConfig};
 
-/// One member (Apache: a worker) with its live counters.
+/// One member (Apache: a worker): its configuration and its live state.
 #[derive(Debug)]
 pub struct Member {
     pub config: MemberConfig,
+    /// Counters and state, shared with the same member in the balancers that a configuration
+    /// reload builds (see [`Balancer::succeed`]).
+    live: Arc<Live>,
+    /// Its URL and route as shared text, for the BALANCER_WORKER_* variables of every request.
+    pub url_text: Arc<str>,
+    pub route_text: Arc<str>,
+}
+
+/// A member's live state. It outlives a configuration reload while the member stays, so the
+/// counters continue and requests still in flight on the old configuration count on the same
+/// numbers as new ones.
+#[derive(Debug)]
+struct Live {
     /// Requests in flight.
     busy: AtomicU64,
     /// Bytes sent to plus read from the member.
@@ -38,82 +52,80 @@ pub struct Member {
     hc_fails: AtomicU32,
     /// The balancer's count of changes to its members' usability (shared by all its members).
     changes: Arc<AtomicU64>,
-    /// Its URL and route as shared text, for the BALANCER_WORKER_* variables of every request.
-    pub url_text: Arc<str>,
-    pub route_text: Arc<str>,
 }
 
 impl Member {
     fn new(config: MemberConfig, changes: Arc<AtomicU64>) -> Member {
-        let status = config.status.bits();
-        Member {
-            url_text: Arc::from(config.url.as_str()),
-            route_text: Arc::from(config.route.as_str()),
-            config,
+        let live = Live {
             busy: AtomicU64::new(0),
             traffic: AtomicU64::new(0),
             elected: AtomicU64::new(0),
             error_until_ms: AtomicU64::new(0),
-            status: AtomicU8::new(status),
+            status: AtomicU8::new(config.status.bits()),
             hc_passes: AtomicU32::new(0),
             hc_fails: AtomicU32::new(0),
             changes,
-        }
+        };
+        Member::with_live(config, Arc::new(live))
+    }
+
+    fn with_live(config: MemberConfig, live: Arc<Live>) -> Member {
+        Member { url_text: Arc::from(config.url.as_str()), route_text: Arc::from(config.route.as_str()), config, live }
     }
 
     pub fn busy(&self) -> u64 {
-        self.busy.load(Ordering::Relaxed)
+        self.live.busy.load(Ordering::Relaxed)
     }
 
     pub fn elected(&self) -> u64 {
-        self.elected.load(Ordering::Relaxed)
+        self.live.elected.load(Ordering::Relaxed)
     }
 
     pub fn traffic(&self) -> u64 {
-        self.traffic.load(Ordering::Relaxed)
+        self.live.traffic.load(Ordering::Relaxed)
     }
 
     pub fn status(&self) -> MemberStatus {
-        MemberStatus::from_bits(self.status.load(Ordering::Relaxed))
+        MemberStatus::from_bits(self.live.status.load(Ordering::Relaxed))
     }
 
     pub fn set_status(&self, status: MemberStatus) {
-        self.status.store(status.bits(), Ordering::Relaxed);
-        self.changes.fetch_add(1, Ordering::Release);
+        self.live.status.store(status.bits(), Ordering::Relaxed);
+        self.live.changes.fetch_add(1, Ordering::Release);
     }
 
     /// Set or clear one status flag and leave the others as they are: the health checker and an
     /// administrator may change flags at the same moment. Returns whether the flag changed.
     pub fn set_flag(&self, flag: MemberStatus, on: bool) -> bool {
         let before = if on {
-            self.status.fetch_or(flag.bits(), Ordering::AcqRel)
+            self.live.status.fetch_or(flag.bits(), Ordering::AcqRel)
         } else {
-            self.status.fetch_and(!flag.bits(), Ordering::AcqRel)
+            self.live.status.fetch_and(!flag.bits(), Ordering::AcqRel)
         };
         let changed = MemberStatus::from_bits(before).contains(flag) != on;
         if changed {
-            self.changes.fetch_add(1, Ordering::Release);
+            self.live.changes.fetch_add(1, Ordering::Release);
         }
         changed
     }
 
     /// Health-check passes and failures in a row that count now (see [`crate::health`]).
     pub fn hc_counts(&self) -> (u32, u32) {
-        (self.hc_passes.load(Ordering::Relaxed), self.hc_fails.load(Ordering::Relaxed))
+        (self.live.hc_passes.load(Ordering::Relaxed), self.live.hc_fails.load(Ordering::Relaxed))
     }
 
     pub fn set_hc_counts(&self, passes: u32, fails: u32) {
-        self.hc_passes.store(passes, Ordering::Relaxed);
-        self.hc_fails.store(fails, Ordering::Relaxed);
+        self.live.hc_passes.store(passes, Ordering::Relaxed);
+        self.live.hc_fails.store(fails, Ordering::Relaxed);
     }
 
     fn set_error_until(&self, until_ms: u64) {
-        self.error_until_ms.store(until_ms, Ordering::Relaxed);
-        self.changes.fetch_add(1, Ordering::Release);
+        self.live.error_until_ms.store(until_ms, Ordering::Relaxed);
+        self.live.changes.fetch_add(1, Ordering::Release);
     }
 
     pub fn add_traffic(&self, bytes: u64) {
-        self.traffic.fetch_add(bytes, Ordering::Relaxed);
+        self.live.traffic.fetch_add(bytes, Ordering::Relaxed);
     }
 }
 
@@ -159,7 +171,10 @@ pub struct Balancer {
     /// variables of every request.
     pub url_text: Arc<str>,
     pub sticky_text: Option<Arc<str>>,
+    /// What error times count from; kept by the balancers that succeed this one.
     epoch: Instant,
+    /// The count of changes to the members' usability (each member's [`Live`] shares it).
+    changes: Arc<AtomicU64>,
     core: Mutex<Core>,
 }
 
@@ -195,23 +210,79 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.member().busy.fetch_sub(1, Ordering::Relaxed);
+        self.member().live.busy.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl Balancer {
     pub fn new(config: &BalancerConfig, selector: Box<dyn MemberSelector>) -> Balancer {
-        let n = config.members.len();
-        let needs = selector.needs().clone();
         let changes = Arc::new(AtomicU64::new(0));
+        let members = config.members.iter().cloned().map(|m| Member::new(m, Arc::clone(&changes))).collect();
+        Balancer::assemble(config, selector, members, vec![0; config.members.len()], Instant::now(), changes)
+    }
+
+    /// The balancer `previous` becomes under a new configuration (a reload): a member that stays
+    /// keeps its live state (counters, error state, health, status flags set at run time) and its
+    /// lbstatus, so byrequests continues its order where it was; a member's `status` changed in
+    /// the file is applied (its health-check flag stays). New members start from zero; removed
+    /// ones are gone for new requests, while requests in flight finish on what they chose.
+    ///
+    /// A member stays when the new configuration has a member with its URL and route, or failing
+    /// that its URL (a member whose route was renamed); each old member is taken at most once.
+    pub fn succeed(previous: &Balancer, config: &BalancerConfig, selector: Box<dyn MemberSelector>) -> Balancer {
+        let old_lbstatus = previous.lock().lbstatus.clone();
+        let mut taken = vec![false; previous.members.len()];
+        let mut members = Vec::with_capacity(config.members.len());
+        let mut lbstatus = Vec::with_capacity(config.members.len());
+        for m in &config.members {
+            let same = |route: bool| {
+                (0..previous.members.len()).find(|&i| {
+                    let old = &previous.members[i].config;
+                    !taken[i] && old.url == m.url && (!route || old.route == m.route)
+                })
+            };
+            match same(true).or_else(|| same(false)) {
+                Some(i) => {
+                    taken[i] = true;
+                    let old = &previous.members[i];
+                    let member = Member::with_live(m.clone(), Arc::clone(&old.live));
+                    if old.config.status != m.status {
+                        let health = member.status().contains(MemberStatus::HC_FAILED);
+                        member.set_status(m.status.with(MemberStatus::HC_FAILED, health));
+                    }
+                    members.push(member);
+                    lbstatus.push(old_lbstatus.get(i).copied().unwrap_or(0));
+                }
+                None => {
+                    members.push(Member::new(m.clone(), Arc::clone(&previous.changes)));
+                    lbstatus.push(0);
+                }
+            }
+        }
+        // The member list changed: candidates are computed again.
+        previous.changes.fetch_add(1, Ordering::Release);
+        Balancer::assemble(config, selector, members, lbstatus, previous.epoch, Arc::clone(&previous.changes))
+    }
+
+    fn assemble(
+        config: &BalancerConfig,
+        selector: Box<dyn MemberSelector>,
+        members: Vec<Member>,
+        lbstatus: Vec<i64>,
+        epoch: Instant,
+        changes: Arc<AtomicU64>,
+    ) -> Balancer {
+        let n = members.len();
+        let needs = selector.needs().clone();
         Balancer {
             url_text: Arc::from(format!("balancer://{}", config.name)),
             sticky_text: config.sticky.as_ref().map(|s| Arc::from(s.cookie.as_str())),
             config: config.clone(),
-            members: config.members.iter().cloned().map(|m| Member::new(m, Arc::clone(&changes))).collect(),
-            epoch: Instant::now(),
+            members,
+            epoch,
+            changes,
             core: Mutex::new(Core {
-                lbstatus: vec![0; n],
+                lbstatus,
                 selector,
                 on_fault: None,
                 needs,
@@ -221,6 +292,12 @@ impl Balancer {
                 traffic: Vec::with_capacity(n),
             }),
         }
+    }
+
+    /// Whether member `index` is the same member as `other`'s member `other_index` (it stayed
+    /// through a reload: they share their live state).
+    pub fn same_member(&self, index: usize, other: &Balancer, other_index: usize) -> bool {
+        Arc::ptr_eq(&self.members[index].live, &other.members[other_index].live)
     }
 
     /// The selector's name (the lbmethod plugin now in use).
@@ -280,7 +357,7 @@ impl Balancer {
     }
 
     fn in_error_at(&self, i: usize, now: u64) -> bool {
-        let until = self.members[i].error_until_ms.load(Ordering::Relaxed);
+        let until = self.members[i].live.error_until_ms.load(Ordering::Relaxed);
         until != 0 && now < until
     }
 
@@ -308,7 +385,7 @@ impl Balancer {
 
     /// End member `i`'s error state now (its health checks found it well again).
     pub fn clear_error(&self, i: usize) {
-        if self.members[i].error_until_ms.load(Ordering::Relaxed) != 0 {
+        if self.members[i].live.error_until_ms.load(Ordering::Relaxed) != 0 {
             self.members[i].set_error_until(0);
         }
     }
@@ -414,8 +491,8 @@ impl Balancer {
 
     fn lease(self: &Arc<Self>, index: usize) -> Lease {
         let member = &self.members[index];
-        member.busy.fetch_add(1, Ordering::Relaxed);
-        member.elected.fetch_add(1, Ordering::Relaxed);
+        member.live.busy.fetch_add(1, Ordering::Relaxed);
+        member.live.elected.fetch_add(1, Ordering::Relaxed);
         Lease { balancer: Arc::clone(self), index }
     }
 
@@ -472,7 +549,7 @@ impl Balancer {
         let mut tier = u32::MAX;
         let mut plain_in_tier = false;
         for (i, m) in self.members.iter().enumerate() {
-            let until = m.error_until_ms.load(Ordering::Relaxed);
+            let until = m.live.error_until_ms.load(Ordering::Relaxed);
             if until != 0 && now < until {
                 valid_until = valid_until.min(until);
                 continue;
@@ -511,7 +588,7 @@ impl Balancer {
 
     /// The count of changes to the members' usability so far.
     fn changes(&self) -> u64 {
-        self.members.first().map_or(0, |m| m.changes.load(Ordering::Acquire))
+        self.changes.load(Ordering::Acquire)
     }
 }
 
@@ -586,5 +663,145 @@ mod tests {
         assert_eq!(candidates(&b, &[]), [0, 2]);
         std::thread::sleep(Duration::from_millis(1100));
         assert_eq!(candidates(&b, &[]), [0, 1, 2], "member 1's retry of 1 s has ended");
+    }
+
+    /// A balancer config from `[balancer.b]` lines and members (url host number, loadfactor,
+    /// extra lines).
+    fn config(balancer_lines: &str, members: &[(u8, u32, &str)]) -> BalancerConfig {
+        let mut text = format!(
+            "listen = [\"127.0.0.1:0\"]\n[[vhost]]\nserver_name = \"b\"\n\
+             proxy_pass = [{{ path = \"/\", to = \"balancer://b/\" }}]\n[balancer.b]\n{balancer_lines}\n"
+        );
+        for (host, loadfactor, extra) in members {
+            text.push_str(&format!(
+                "[[balancer.b.member]]\nurl = \"http://10.0.0.{host}:80\"\nroute = \"m{host}\"\nloadfactor = {loadfactor}\n{extra}\n"
+            ));
+        }
+        Config::parse(&text, std::path::Path::new("t.toml")).expect("test config").balancers.remove(0)
+    }
+
+    fn byrequests(config: &BalancerConfig) -> Box<dyn MemberSelector> {
+        Box::new(byrequests::NativeByRequests::new(&BalancerSpec::lbmethod(config)))
+    }
+
+    /// Choose `n` times; the routes chosen.
+    fn routes(b: &Arc<Balancer>, n: usize) -> Vec<String> {
+        let (method, uri, headers, client) = (
+            hyper::Method::GET,
+            hyper::Uri::from_static("/"),
+            hyper::HeaderMap::new(),
+            ClientAddr::from([127, 0, 0, 1]),
+        );
+        let request = RequestInfo { id: 1, method: &method, uri: &uri, headers: &headers, client: &client, host: "b" };
+        (0..n)
+            .map(|_| match b.choose(&request, &[]) {
+                Ok(lease) => lease.member().config.route.clone(),
+                Err(e) => format!("{e}"),
+            })
+            .collect()
+    }
+
+    /// The native byrequests gives Apache's sequences (docs/apache-behaviour.md §2).
+    #[test]
+    fn native_byrequests_gives_apache_order() {
+        // Loadfactors → routes of the first requests.
+        let cases: &[(&[u32], &[&str])] = &[
+            (&[1, 1], &["m1", "m2", "m1", "m2"]),
+            (&[1, 2], &["m2", "m1", "m2", "m2", "m1", "m2"]),
+            (&[3, 1, 1], &["m1", "m2", "m1", "m3", "m1"]),
+        ];
+        for (factors, expected) in cases {
+            let members: Vec<(u8, u32, &str)> =
+                factors.iter().enumerate().map(|(i, &f)| (i as u8 + 1, f, "")).collect();
+            let c = config("", &members);
+            let b = Arc::new(Balancer::new(&c, byrequests(&c)));
+            assert_eq!(routes(&b, expected.len()), *expected, "loadfactors {factors:?}");
+        }
+    }
+
+    /// forcerecovery: with every member in error, on tries them again at once; off answers "no
+    /// usable member" until `retry` ends.
+    #[test]
+    fn forcerecovery_when_every_member_is_in_error() {
+        for (force, expected) in [(true, "m1"), (false, "balancer `b`: no usable member")] {
+            let c = config(&format!("forcerecovery = {force}"), &[(1, 1, ""), (2, 1, "")]);
+            let b = Arc::new(Balancer::new(&c, byrequests(&c)));
+            b.mark_error(0);
+            b.mark_error(1);
+            assert_eq!(routes(&b, 1), [expected], "forcerecovery = {force}");
+        }
+    }
+
+    /// A selector's answer is checked: a member that is not a candidate, or lbstatus of the
+    /// wrong length, is refused and changes nothing.
+    #[test]
+    fn answers_outside_the_candidates_are_refused() {
+        struct Answers(Selection, SelectorNeeds);
+        impl MemberSelector for Answers {
+            fn name(&self) -> &str {
+                "answers"
+            }
+            fn needs(&self) -> &SelectorNeeds {
+                &self.1
+            }
+            fn select(&mut self, _: &RequestInfo<'_>, _: &SelectState<'_>) -> Result<Selection, SelectorFault> {
+                Ok(self.0.clone())
+            }
+            fn sticky(&mut self, _: &RequestInfo<'_>, _: u32, _: &SelectState<'_>) -> Result<Vec<i64>, SelectorFault> {
+                Ok(Vec::new())
+            }
+        }
+        let c = config("", &[(1, 1, ""), (2, 1, "status = \"+D\"")]);
+        let cases = [
+            (Selection { member: Some(1), lbstatus: Vec::new() }, "member 1 is not one of the candidates [0]"),
+            (Selection { member: Some(7), lbstatus: Vec::new() }, "member 7 is not one of the candidates"),
+            (Selection { member: Some(0), lbstatus: vec![1, 2, 3] }, "3 lbstatus values for 2 members"),
+        ];
+        for (answer, why) in cases {
+            let b = Arc::new(Balancer::new(&c, Box::new(Answers(answer.clone(), SelectorNeeds::default()))));
+            let got = routes(&b, 1).remove(0);
+            assert!(got.contains("plugin `answers` gave an invalid answer") && got.contains(why), "{answer:?}: {got}");
+            assert_eq!(b.lbstatus(), [0, 0], "{answer:?}");
+            assert_eq!(b.members[0].busy(), 0, "{answer:?}");
+        }
+    }
+
+    /// A reload: members that stay keep their counters, lbstatus, error state and busy count;
+    /// new ones start at zero; a status changed in the file applies, the health flag stays.
+    #[test]
+    fn a_succeeding_balancer_keeps_the_members_that_stay() {
+        let before = config("", &[(1, 1, ""), (2, 1, ""), (3, 1, "")]);
+        let old = Arc::new(Balancer::new(&before, byrequests(&before)));
+        assert_eq!(routes(&old, 4), ["m1", "m2", "m3", "m1"]);
+        let (method, uri, headers, client) = (
+            hyper::Method::GET,
+            hyper::Uri::from_static("/"),
+            hyper::HeaderMap::new(),
+            ClientAddr::from([127, 0, 0, 1]),
+        );
+        let request = RequestInfo { id: 1, method: &method, uri: &uri, headers: &headers, client: &client, host: "b" };
+        let in_flight = old.choose(&request, &[]).expect("a request in flight on m2");
+        old.mark_error(2);
+        old.members[0].set_flag(MemberStatus::HC_FAILED, true);
+        old.members[0].set_flag(MemberStatus::HC_FAILED, false);
+        let old_lbstatus = old.lbstatus();
+
+        // m1 re-weighted and disabled in the file, m2 kept, m3 kept, m4 new; nothing removed here.
+        let after = config("", &[(1, 2, "status = \"+D\""), (2, 1, ""), (3, 1, ""), (4, 1, "")]);
+        let new = Arc::new(Balancer::succeed(&old, &after, byrequests(&after)));
+        assert_eq!(new.lbstatus(), [old_lbstatus[0], old_lbstatus[1], old_lbstatus[2], 0]);
+        assert_eq!(new.members.iter().map(Member::elected).collect::<Vec<_>>(), [2, 2, 1, 0]);
+        assert!(new.in_error(2), "m3's error state carries over");
+        assert_eq!(new.members[0].status(), MemberStatus::DISABLED, "the file's new status applies");
+        assert_eq!(new.members[1].busy(), 1);
+        drop(in_flight);
+        assert_eq!(new.members[1].busy(), 0, "a request in flight on the old balancer ends on the new one's count");
+        assert!(new.same_member(1, &old, 1) && !new.same_member(3, &old, 2));
+
+        // Removing m2: the others stay, matched by URL and route.
+        let smaller = config("", &[(3, 1, ""), (4, 1, "")]);
+        let newer = Balancer::succeed(&new, &smaller, byrequests(&smaller));
+        assert!(newer.same_member(0, &new, 2) && newer.same_member(1, &new, 3));
+        assert_eq!(newer.members.len(), 2);
     }
 }

@@ -275,3 +275,85 @@ pub fn plugin_config(name: &str, table: &toml::Table) -> types::PluginConfig {
         .collect();
     types::PluginConfig { name: name.to_string(), options, toml: toml::to_string(table).unwrap_or_default() }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::balancer::byrequests::NativeByRequests;
+    use crate::balancer::{Balancer, BalancerSpec, ClientAddr, MemberStatus, RequestInfo, SelectorFactory};
+    use crate::config::Config;
+    use crate::plugin::{PluginLimits, PluginRegistry};
+
+    /// xorshift64: a fixed, dependency-free sequence of operations.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// The embedded Wasm `byrequests` and the native reference give the same member and the same
+    /// lbstatus after every step of random sequences: balanced and sticky requests, members put
+    /// in error, disabled and enabled again, over 2 to 6 members of random loadfactors.
+    #[test]
+    fn wasm_byrequests_matches_the_native_reference() {
+        let registry = PluginRegistry::load(None, PluginLimits::default()).expect("built-in plugins");
+        let (method, uri, headers, client) = (
+            hyper::Method::GET,
+            hyper::Uri::from_static("/"),
+            hyper::HeaderMap::new(),
+            ClientAddr::from([127, 0, 0, 1]),
+        );
+        let request = RequestInfo { id: 1, method: &method, uri: &uri, headers: &headers, client: &client, host: "b" };
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut chosen = 0;
+        for round in 0..40 {
+            let n = 2 + rng.below(5) as usize;
+            let mut text = String::from(
+                "listen = [\"127.0.0.1:0\"]\n[[vhost]]\nserver_name = \"b\"\n\
+                 proxy_pass = [{ path = \"/\", to = \"balancer://b/\" }]\n[balancer.b]\nforcerecovery = false\n",
+            );
+            for i in 0..n {
+                text.push_str(&format!(
+                    "[[balancer.b.member]]\nurl = \"http://10.0.0.{i}:80\"\nloadfactor = {}\nretry = 3600\n",
+                    1 + rng.below(5)
+                ));
+            }
+            let config = Config::parse(&text, std::path::Path::new("t.toml")).unwrap().balancers.remove(0);
+            let spec = BalancerSpec::lbmethod(&config);
+            let wasm = Arc::new(Balancer::new(&config, registry.selector(&spec).expect("byrequests")));
+            let native = Arc::new(Balancer::new(&config, Box::new(NativeByRequests::new(&spec))));
+            for step in 0..60 {
+                let member = rng.below(n as u64) as usize;
+                let op = rng.below(10);
+                let results: Vec<Option<usize>> = [&wasm, &native]
+                    .iter()
+                    .map(|b| match op {
+                        0 => {
+                            b.mark_error(member);
+                            None
+                        }
+                        1 => {
+                            let status = b.members[member].status();
+                            b.members[member].set_status(
+                                status.with(MemberStatus::DISABLED, !status.contains(MemberStatus::DISABLED)),
+                            );
+                            None
+                        }
+                        2 | 3 => b.choose_sticky(&request, member).expect("sticky").map(|lease| lease.index()),
+                        _ => b.choose(&request, &[]).ok().map(|lease| lease.index()),
+                    })
+                    .collect();
+                assert_eq!(results[0], results[1], "round {round} step {step} (op {op}, member {member})");
+                chosen += usize::from(results[0].is_some());
+                assert_eq!(wasm.lbstatus(), native.lbstatus(), "round {round} step {step} (op {op}, member {member})");
+            }
+        }
+        assert!(chosen > 1000, "only {chosen} of 2400 steps chose a member: the sequences test too little");
+    }
+}
