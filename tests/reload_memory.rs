@@ -7,7 +7,7 @@ use std::path::Path;
 
 use fulcrum::config::Config;
 use fulcrum::plugin::builtin::{BUILTIN_PLUGINS, TEST_PLUGIN_DIR};
-use fulcrum::server::Runtime;
+use fulcrum::runtime::Runtime;
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");

@@ -17,7 +17,8 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use fulcrum::config::Config;
 use fulcrum::demo::EchoServer;
-use fulcrum::server::{Runtime, start_workers};
+use fulcrum::runtime::Runtime;
+use fulcrum::server::start_workers;
 use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
@@ -42,7 +43,7 @@ fn bench(c: &mut Criterion) {
         let runtime = Arc::new(Runtime::build(config).expect("runtime"));
         let listeners = runtime.bind().expect("bind");
         let addr = listeners[0].local_addr().unwrap();
-        start_workers(&listeners, &runtime.proxy, 1).expect("worker");
+        start_workers(&listeners, &runtime.shared(), 1).expect("worker");
         let mut send = client_rt.block_on(async {
             let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             stream.set_nodelay(true).unwrap();

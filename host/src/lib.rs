@@ -31,6 +31,7 @@ pub mod health;
 pub mod log;
 pub mod plugin;
 pub mod proxy;
+pub mod runtime;
 pub mod server;
 
 /// Errors that end a command: they carry their whole context (file, balancer, plugin) in words.

@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand};
 use fulcrum::config::{Config, RouteTarget};
 use fulcrum::demo::EchoServer;
 use fulcrum::plugin::PluginRegistry;
-use fulcrum::server::{self, Runtime};
+use fulcrum::runtime::{self, Runtime};
+use fulcrum::server;
 
 /// The guide's set-up, compiled in so that `fulcrum demo` works from any folder.
 const GUIDE_CONFIG: &str = include_str!("../../examples/apache-guide.toml");
@@ -23,10 +24,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the proxy.
+    /// Run the proxy. SIGHUP reloads the configuration (and the plugin folder) without dropping a
+    /// request; a file with problems is refused and the one in force stays.
     Run {
         #[arg(short, long)]
         config: PathBuf,
+        /// Also reload when the configuration file changes.
+        #[arg(long)]
+        watch_config: bool,
     },
     /// Validate a configuration (and configure its plugins), print what it sets up, and exit:
     /// 0 when it is good, 1 with every problem and its file:line otherwise.
@@ -90,7 +95,7 @@ fn main() -> ExitCode {
     fulcrum::log::init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config } => load(&config).and_then(run),
+        Command::Run { config, watch_config } => load(&config).and_then(|c| run(c, watch_config)),
         Command::Check { config } => check(&config),
         Command::Demo { config } => demo(config.as_deref()),
         Command::Plugin { command: PluginCommand::Inspect { file } } => inspect(&file),
@@ -131,12 +136,12 @@ fn load(path: &Path) -> Result<Config, fulcrum::Error> {
 
 /// The control runtime on the main thread: signals, the admin listener, the plugin watcher. The
 /// requests are served by the workers ([`server::start_workers`]), each on a runtime of its own.
-fn runtime() -> Result<tokio::runtime::Runtime, fulcrum::Error> {
+fn control_runtime() -> Result<tokio::runtime::Runtime, fulcrum::Error> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
-fn run(config: Config) -> Result<(), fulcrum::Error> {
-    let rt = runtime()?;
+fn run(config: Config, watch_config: bool) -> Result<(), fulcrum::Error> {
+    let rt = control_runtime()?;
     let runtime = std::sync::Arc::new(Runtime::build(config)?);
     let listeners = runtime.bind()?;
     rt.block_on(async {
@@ -144,11 +149,11 @@ fn run(config: Config) -> Result<(), fulcrum::Error> {
             if let Ok(addr) = admin.local_addr() {
                 println!("fulcrum admin on http://{addr}/metrics");
             }
-            tokio::spawn(server::serve_admin(admin, runtime.proxy.clone()));
+            tokio::spawn(server::serve_admin(admin, runtime.shared()));
         }
-        server::watch_plugins(std::sync::Arc::clone(&runtime))?;
-        server::start_workers(&listeners, &runtime.proxy, server::worker_count())?;
-        let _checks = fulcrum::health::spawn(runtime.proxy.balancers());
+        runtime::watch(std::sync::Arc::clone(&runtime), watch_config)?;
+        server::start_workers(&listeners, &runtime.shared(), server::worker_count())?;
+        runtime.start_checks();
         announce(&listeners);
         shutdown_signal().await;
         tracing::info!("shutting down");
@@ -189,7 +194,8 @@ fn check(path: &Path) -> Result<(), fulcrum::Error> {
     if let Some(dir) = runtime.plugins.dir() {
         drop(fulcrum::plugin::watch::watcher(dir, || {})?);
     }
-    let c = &runtime.config;
+    let proxy = runtime.proxy();
+    let c = proxy.config();
     println!("{}: OK", c.source.display());
     for addr in &c.listen {
         println!("listen {addr}");
@@ -243,11 +249,12 @@ fn demo(path: Option<&Path>) -> Result<(), fulcrum::Error> {
         None if Path::new(GUIDE_PATH).is_file() => load(Path::new(GUIDE_PATH))?,
         None => Config::parse(GUIDE_CONFIG, Path::new(GUIDE_PATH))?,
     };
-    let rt = runtime()?;
+    let rt = control_runtime()?;
     let runtime = Runtime::build(config)?;
+    let proxy = runtime.proxy();
     rt.block_on(async {
         let mut backends = Vec::new();
-        for b in &runtime.config.balancers {
+        for b in &proxy.config().balancers {
             for m in &b.members {
                 let host = m.authority.host();
                 if host != "127.0.0.1" && host != "localhost" {
@@ -263,10 +270,10 @@ fn demo(path: Option<&Path>) -> Result<(), fulcrum::Error> {
             }
         }
         let listeners = runtime.bind()?;
-        server::start_workers(&listeners, &runtime.proxy, server::worker_count())?;
-        let _checks = fulcrum::health::spawn(runtime.proxy.balancers());
+        server::start_workers(&listeners, &runtime.shared(), server::worker_count())?;
+        runtime.start_checks();
         announce(&listeners);
-        if let Some(addr) = runtime.config.listen.first() {
+        if let Some(addr) = proxy.config().listen.first() {
             println!("try: curl -s http://{addr}/   (repeat it: the answers alternate between the members)");
         }
         shutdown_signal().await;

@@ -8,6 +8,7 @@ mod balancing;
 mod cache;
 mod check;
 mod compat;
+mod config_reload;
 mod conformance;
 mod failures;
 mod fault_injection;

@@ -36,6 +36,11 @@ impl Fulcrum {
 
     /// Like [`Fulcrum::start_with_log`], with extra environment variables for the process.
     pub fn start_with_env(config: &str, filter: &str, env: &[(&str, &str)]) -> Fulcrum {
+        Self::start_with_args(config, filter, env, &[])
+    }
+
+    /// Like [`Fulcrum::start_with_env`], with extra arguments after `run --config FILE`.
+    pub fn start_with_args(config: &str, filter: &str, env: &[(&str, &str)], args: &[&str]) -> Fulcrum {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("fulcrum.toml");
         std::fs::write(&path, config).expect("write config");
@@ -43,6 +48,7 @@ impl Fulcrum {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
             .args(["run", "--config"])
             .arg(&path)
+            .args(args)
             .env("FULCRUM_LOG", filter)
             // The default plugin cache, kept under target/ rather than the user's home.
             .env("XDG_CACHE_HOME", repo_root().join("target/test-cache"))
@@ -78,6 +84,24 @@ impl Fulcrum {
     /// A file in the folder that holds the config (relative paths in the config land there).
     pub fn file(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// The process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Replace the configuration file the way deploy tools do (write aside, rename over).
+    pub fn rewrite_config(&self, config: &str) {
+        let aside = self.dir.path().join("fulcrum.toml.new");
+        std::fs::write(&aside, config).expect("write config");
+        std::fs::rename(&aside, self.dir.path().join("fulcrum.toml")).expect("replace config");
+    }
+
+    /// Send the process a signal (`HUP`, `TERM`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status().expect("kill");
+        assert!(status.success(), "kill -{name} {}", self.pid());
     }
 
     /// What the process has logged so far.

@@ -23,6 +23,41 @@ pub fn watcher(dir: &Path, changed: impl Fn() + Send + 'static) -> Result<notify
     Ok(watcher)
 }
 
+/// Watch one file (the configuration, for `run --watch-config`), calling `changed` when it may
+/// have changed: written, replaced by a rename (as editors and deploy tools save), or created.
+/// Its folder is watched, since a file replaced by a rename is a new file.
+pub fn file_watcher(file: &Path, changed: impl Fn() + Send + 'static) -> Result<notify::RecommendedWatcher, Error> {
+    use notify::Watcher as _;
+    let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+    let folder = absolute.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let target = absolute.clone();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+        Ok(event) if changes_file(&event, &target) => changed(),
+        Ok(_) => {}
+        Err(_) => changed(),
+    })
+    .map_err(|e| Error::msg(format!("watching {}: {e}", absolute.display())))?;
+    watcher
+        .watch(&folder, notify::RecursiveMode::NonRecursive)
+        .map_err(|e| Error::msg(format!("watching {} (for {}): {e}", folder.display(), absolute.display())))?;
+    Ok(watcher)
+}
+
+/// Whether an event in a file's folder can have changed the file.
+fn changes_file(event: &notify::Event, file: &Path) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    let may_change = match event.kind {
+        EventKind::Create(_) | EventKind::Any => true,
+        EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any | ModifyKind::Other) => true,
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Metadata(_)) | EventKind::Access(_) | EventKind::Other => {
+            false
+        }
+    };
+    may_change && (event.need_rescan() || event.paths.iter().any(|p| p == file))
+}
+
 /// Whether a plugin-folder event can change the set of plugins: a `*.wasm` file created, written,
 /// closed after writing, renamed or removed, or the folder itself removed or renamed (`folder`:
 /// its path as given and made absolute). Opening, reading and closing after reading cannot, nor

@@ -42,7 +42,7 @@ pub use upstream::bind_worker;
 
 use crate::access_log::{self, AccessLog};
 use crate::balancer::{Balancer, ChooseError, ClientAddr, Lease, RequestInfo};
-use crate::config::{Config, Limits, OnFault, PluginSettings, RouteTarget, VirtualHost};
+use crate::config::{Config, Limits, OnFault, RouteTarget, VirtualHost};
 
 /// The `Server` string of Fulcrum's own responses.
 pub const SERVER: &str = concat!("Fulcrum/", env!("CARGO_PKG_VERSION"));
@@ -51,25 +51,28 @@ pub const SERVER: &str = concat!("Fulcrum/", env!("CARGO_PKG_VERSION"));
 /// take a fresh connection to the same member for that reason.
 const STALE_RETRIES: usize = 3;
 
-/// Everything the request path needs, built once from a [`Config`].
+/// Everything the request path needs, built from one [`Config`]. A configuration reload builds
+/// another and swaps it in whole ([`SharedProxy`]); requests in flight finish on the one they
+/// started with.
 pub struct Proxy {
-    vhosts: Vec<VirtualHost>,
+    config: Config,
     balancers: Vec<Arc<Balancer>>,
     /// One connection pool per member, `[balancer][member]`.
     pools: Vec<Vec<Arc<MemberPool>>>,
     /// Rule sets per virtual host, in order; each swappable when its plugin is reloaded.
     rules: Vec<Vec<ArcSwap<Box<dyn RequestRules>>>>,
     access_log: Option<AccessLog>,
-    plugin_settings: std::collections::BTreeMap<String, PluginSettings>,
     /// Per virtual host, the balancer index of each `proxy_pass_match` worker (same order as
     /// `VirtualHost::matches`).
     matches: Vec<Vec<usize>>,
-    proxy_timeout: Duration,
-    limits: Limits,
-    next_id: AtomicU64,
+    /// Request ids, continued from the proxy this one replaced.
+    next_id: Arc<AtomicU64>,
     /// This process's part of every `UNIQUE_ID`: start second and pid, as hex.
-    unique_prefix: String,
+    unique_prefix: Arc<str>,
 }
+
+/// The proxy in force, swapped whole by a configuration reload: the workers load it per request.
+pub type SharedProxy = Arc<ArcSwap<Proxy>>;
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -156,45 +159,69 @@ fn request_info<'a>(id: u64, parts: &'a Parts, client: &'a ClientAddr, host: Opt
 }
 
 impl Proxy {
+    /// Build the proxy for `config`. With `previous` (a reload), members that stay keep their
+    /// connection pools and request ids continue.
     pub fn new(
-        config: &Config,
+        config: Config,
         balancers: Vec<Arc<Balancer>>,
         rules: Vec<Vec<Box<dyn RequestRules>>>,
         matches: Vec<Vec<usize>>,
         access_log: Option<AccessLog>,
+        previous: Option<&Proxy>,
     ) -> Proxy {
         let pools = balancers
             .iter()
             .map(|b| {
-                b.members
-                    .iter()
-                    .map(|m| Arc::new(MemberPool::new(m.config.socket_address(), m.config.connection_timeout)))
+                (0..b.members.len())
+                    .map(|i| {
+                        previous.and_then(|p| p.pool_of(b, i)).unwrap_or_else(|| {
+                            let m = &b.members[i].config;
+                            Arc::new(MemberPool::new(m.socket_address(), m.connection_timeout))
+                        })
+                    })
                     .collect()
             })
             .collect();
         let rules = rules.into_iter().map(|sets| sets.into_iter().map(ArcSwap::from_pointee).collect()).collect();
+        let unique_prefix = match previous {
+            Some(p) => Arc::clone(&p.unique_prefix),
+            None => Arc::from(format!(
+                "{:08x}{:06x}",
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32),
+                std::process::id() & 0xff_ffff
+            )),
+        };
         Proxy {
-            vhosts: config.vhosts.clone(),
+            config,
             balancers,
             pools,
             rules,
             matches,
             access_log,
-            plugin_settings: config.plugins.clone(),
-            proxy_timeout: config.proxy_timeout,
-            limits: config.limits,
-            next_id: AtomicU64::new(1),
-            unique_prefix: format!(
-                "{:08x}{:06x}",
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32),
-                std::process::id() & 0xff_ffff
-            ),
+            next_id: previous.map_or_else(|| Arc::new(AtomicU64::new(1)), |p| Arc::clone(&p.next_id)),
+            unique_prefix,
         }
+    }
+
+    /// The pool of this proxy's member that is `balancer`'s member `index` (the same member, kept
+    /// through a reload, at the same address).
+    fn pool_of(&self, balancer: &Balancer, index: usize) -> Option<Arc<MemberPool>> {
+        let b = self.balancers.iter().position(|old| old.config.name == balancer.config.name)?;
+        let old = &self.balancers[b];
+        let j = (0..old.members.len()).find(|&j| balancer.same_member(index, old, j))?;
+        let (was, is) = (&old.members[j].config, &balancer.members[index].config);
+        (was.socket_address() == is.socket_address() && was.connection_timeout == is.connection_timeout)
+            .then(|| Arc::clone(&self.pools[b][j]))
+    }
+
+    /// The configuration this proxy was built from.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// `[limits]`, for the listeners.
     pub fn limits(&self) -> &Limits {
-        &self.limits
+        &self.config.limits
     }
 
     pub fn balancers(&self) -> &[Arc<Balancer>] {
@@ -203,7 +230,7 @@ impl Proxy {
 
     /// The status a request gets when plugin `name` faults (its `on_fault = "fail"` policy).
     fn fault_status(&self, plugin: &str) -> StatusCode {
-        match self.plugin_settings.get(plugin).map(|s| s.on_fault) {
+        match self.config.plugins.get(plugin).map(|s| s.on_fault) {
             Some(OnFault::Fail(status)) => StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -235,12 +262,12 @@ impl Proxy {
             Err(why) => (None, Some(why)),
         };
         let vhost_index = self.vhost(host_header.as_deref());
-        let vhost = &self.vhosts[vhost_index];
+        let vhost = &self.config.vhosts[vhost_index];
         // One canonical path for every routing decision and for what is forwarded.
         let uri = parts.uri.clone();
         let checked = bad_host
             .map_or(Ok(()), |why| Err(Refusal::new(StatusCode::BAD_REQUEST, why)))
-            .and_then(|()| check_request(&parts, &self.limits))
+            .and_then(|()| check_request(&parts, &self.config.limits))
             .and_then(|()| self.canonical_path(&parts, &uri));
         let path = match checked {
             Ok(Some(path)) => path,
@@ -268,12 +295,12 @@ impl Proxy {
                 return Ok(response);
             }
         };
-        let body_timeout = self.limits.body_timeout.map(|initial| BodyTimeout {
+        let body_timeout = self.config.limits.body_timeout.map(|initial| BodyTimeout {
             initial,
-            max: self.limits.body_timeout_max,
-            min_rate: self.limits.body_min_rate,
+            max: self.config.limits.body_timeout_max,
+            min_rate: self.config.limits.body_min_rate,
         });
-        let (body, fault) = RequestBody::new(body, self.limits.request_body, body_timeout);
+        let (body, fault) = RequestBody::new(body, self.config.limits.request_body, body_timeout);
         let rules = &self.rules[vhost_index];
         // Room for the BALANCER_* variables and what the rules set, in one allocation.
         let mut env =
@@ -383,7 +410,7 @@ impl Proxy {
         body: RequestBody,
     ) -> Result<Response<ProxyBody>, StatusCode> {
         let (id, vhost_index) = (ex.id, ex.vhost_index);
-        let vhost = &self.vhosts[vhost_index];
+        let vhost = &self.config.vhosts[vhost_index];
         let path = ex.path;
         // proxy_pass_match first (in order), then the proxy_pass prefixes (longest first).
         let matched = vhost.matches.iter().zip(&self.matches[vhost_index]).find_map(|(m, &balancer)| {
@@ -552,7 +579,7 @@ impl Proxy {
         }
         let host = if vhost.preserve_host { ex.host.unwrap_or(&vhost.server_name) } else { member.authority.as_str() };
         let framing = RequestFraming::for_body(&body, parts.headers.contains_key(header::CONTENT_LENGTH));
-        let timeout = member.timeout.or(balancer.config.timeout).unwrap_or(self.proxy_timeout);
+        let timeout = member.timeout.or(balancer.config.timeout).unwrap_or(self.config.proxy_timeout);
         // Safe to send again when the member fails before answering: an idempotent method
         // (RFC 9110 §9.2.2) and no body (a body, once read, is gone).
         let resendable = parts.method.is_idempotent() && body.is_end_stream();
@@ -692,7 +719,8 @@ impl Proxy {
     /// default vhost for the address).
     fn vhost(&self, host: Option<&str>) -> usize {
         let Some(host) = host.map(strip_port) else { return 0 };
-        self.vhosts
+        self.config
+            .vhosts
             .iter()
             .position(|v| {
                 v.server_name.eq_ignore_ascii_case(host) || v.server_alias.iter().any(|a| a.eq_ignore_ascii_case(host))
