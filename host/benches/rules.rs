@@ -8,7 +8,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use fulcrum::balancer::RequestInfo;
 use fulcrum::plugin::{PluginLimits, PluginRegistry};
-use fulcrum::proxy::rules::{Clock, Env, Origin, ResponseInfo, RulesFactory, apply_headers};
+use fulcrum::rules::{Clock, Env, Origin, ResponseInfo, RulesFactory, apply_headers};
 use hyper::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
 fn guide_directives() -> String {

@@ -1,14 +1,17 @@
 //! The admin listener: Fulcrum's own numbers, on an address of their own (`admin_listen`), never on
 //! the proxied virtual hosts, like HAProxy's stats frontend or Envoy's admin port.
 //!
-//! `GET /metrics` answers Prometheus text. Counters (the `metrics` crate; nothing is recorded in
-//! a process without an admin listener):
+//! `GET /metrics` answers Prometheus text. Counters ([`crate::counters`], through the `metrics`
+//! facade; nothing is recorded in a process without an admin listener):
 //! - `fulcrum_plugin_faults_total{plugin, kind}`: a plugin call trapped (`trap`), ran past its
 //!   deadline (`deadline`), hit its memory cap (`memory`), called WASI it was not granted
 //!   (`not-granted`), could not be set up again (`setup`), or gave an answer the host refused
 //!   (`invalid-answer`);
 //! - `fulcrum_plugin_reloads_total{plugin, result}`: `loaded`, `failed` (the old version stays),
 //!   `removed`;
+//! - `fulcrum_config_reloads_total{result}`: `applied`, `refused` (the file had problems);
+//! - `fulcrum_health_checks_total{balancer, member, result}`: `pass`, `fail`;
+//! - `fulcrum_health_transitions_total{balancer, member, to}`: `out`, `in`;
 //!
 //! and, read from the balancers when asked (Apache's balancer-manager columns):
 //! - `fulcrum_member_elected_total{balancer, member}`: requests handed to the member;
@@ -16,7 +19,7 @@
 //! - `fulcrum_member_traffic_bytes_total{balancer, member}`: bytes sent to it plus read from it;
 //! - `fulcrum_member_in_error{balancer, member}`: 1 while the member is in error state;
 //! - `fulcrum_member_health_failed{balancer, member}`: 1 while its health checks keep it out
-//!   (status `C`); the checks' own counters are described in [`crate::health`].
+//!   (status `C`).
 //!
 //! Anything else gets a short plain-text 404 (or 405 for a method other than GET and HEAD).
 
@@ -44,16 +47,6 @@ pub fn recorder() -> Result<&'static PrometheusHandle, crate::Error> {
         .install_recorder()
         .map_err(|e| crate::Error::msg(format!("admin: cannot start the metrics recorder: {e}")))?;
     Ok(HANDLE.get_or_init(|| handle))
-}
-
-/// Count one plugin fault.
-pub fn count_fault(plugin: &str, kind: &'static str) {
-    metrics::counter!("fulcrum_plugin_faults_total", "plugin" => plugin.to_string(), "kind" => kind).increment(1);
-}
-
-/// Count one plugin (re)load outcome.
-pub fn count_reload(plugin: &str, result: &'static str) {
-    metrics::counter!("fulcrum_plugin_reloads_total", "plugin" => plugin.to_string(), "result" => result).increment(1);
 }
 
 /// A member column: metric name, type, help, and how to read it.

@@ -26,11 +26,14 @@ pub mod balancer;
 pub mod blocking;
 pub mod config;
 pub mod conformance;
+pub mod counters;
 pub mod demo;
 pub mod health;
 pub mod log;
 pub mod plugin;
 pub mod proxy;
+pub mod request;
+pub mod rules;
 pub mod runtime;
 pub mod server;
 

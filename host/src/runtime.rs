@@ -26,8 +26,8 @@ use crate::config::{BalancerConfig, Config, ConfigError, OnFault, PluginSettings
 use crate::health;
 use crate::plugin::cache::ArtifactCache;
 use crate::plugin::{PluginLimits, PluginRegistry, RegistryOptions, Rescan};
-use crate::proxy::rules::{RequestRules, RulesFactory};
 use crate::proxy::{Proxy, SharedProxy};
+use crate::rules::{RequestRules, RulesFactory};
 
 /// Plugins, the proxy in force, and the health checks of its members.
 #[derive(Debug)]
@@ -116,6 +116,7 @@ impl Runtime {
             Ok(config) => config,
             Err(e) => {
                 log_refused(&e);
+                crate::counters::config_reload("refused");
                 return Reloaded::Refused;
             }
         };
@@ -138,6 +139,7 @@ impl Runtime {
         let summary = summary(&current, &proxy);
         self.current.store(Arc::new(proxy));
         tracing::info!("configuration reloaded from {}: {summary}", path.display());
+        crate::counters::config_reload("applied");
         Reloaded::Applied
     }
 
@@ -149,13 +151,13 @@ impl Runtime {
             tracing::error!("plugin reload: {e}; keeping the previous version");
         }
         for name in &rescan.failed {
-            crate::admin::count_reload(name, "failed");
+            crate::counters::plugin_reload(name, "failed");
         }
         for name in &rescan.changed {
-            crate::admin::count_reload(name, "loaded");
+            crate::counters::plugin_reload(name, "loaded");
         }
         for name in &rescan.removed {
-            crate::admin::count_reload(name, "removed");
+            crate::counters::plugin_reload(name, "removed");
         }
         rescan
     }

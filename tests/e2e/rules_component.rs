@@ -3,7 +3,7 @@
 
 use fulcrum::balancer::{ClientAddr, RequestInfo};
 use fulcrum::plugin::{PluginLimits, PluginRegistry};
-use fulcrum::proxy::rules::{Clock, Env, HeaderAction, HeaderOp, Origin, RequestRules, ResponseInfo, RulesFactory};
+use fulcrum::rules::{Clock, Env, HeaderAction, HeaderOp, Origin, RequestRules, ResponseInfo, RulesFactory};
 use hyper::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
 fn rules(directives: &str) -> Box<dyn RequestRules> {

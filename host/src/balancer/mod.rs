@@ -510,7 +510,7 @@ impl Balancer {
     }
 
     fn invalid(&self, core: &Core, why: String) -> ChooseError {
-        crate::admin::count_fault(core.selector.name(), "invalid-answer");
+        crate::counters::plugin_fault(core.selector.name(), "invalid-answer");
         ChooseError::InvalidAnswer { balancer: self.config.name.clone(), plugin: core.selector.name().to_string(), why }
     }
 

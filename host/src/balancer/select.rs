@@ -4,19 +4,10 @@
 //! module implements this trait with WebAssembly components; nothing here knows about Wasm.
 
 use std::fmt;
-use std::net::IpAddr;
 
-use hyper::http::{HeaderMap, HeaderName, Method, Uri};
+use hyper::http::HeaderName;
 
-/// Request fields a selector declared it reads.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct RequestFields {
-    pub method: bool,
-    pub path: bool,
-    pub query: bool,
-    pub client_addr: bool,
-    pub host: bool,
-}
+pub use crate::request::{ClientAddr, RequestFields, RequestInfo};
 
 /// Per-member state columns a selector declared it reads.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -32,47 +23,6 @@ pub struct SelectorNeeds {
     pub fields: RequestFields,
     pub headers: Vec<HeaderName>,
     pub columns: StateColumns,
-}
-
-/// A client's address, with its text made once per connection: the rules, the selector views and
-/// the `X-Forwarded-For` of every request on the connection use it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientAddr {
-    ip: IpAddr,
-    text: Box<str>,
-}
-
-impl ClientAddr {
-    pub fn new(ip: IpAddr) -> ClientAddr {
-        ClientAddr { ip, text: ip.to_string().into_boxed_str() }
-    }
-
-    pub fn ip(&self) -> IpAddr {
-        self.ip
-    }
-
-    /// `127.0.0.1`, `::1`.
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-}
-
-impl<T: Into<IpAddr>> From<T> for ClientAddr {
-    fn from(ip: T) -> ClientAddr {
-        ClientAddr::new(ip.into())
-    }
-}
-
-/// The request, as far as a selector may see it.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestInfo<'a> {
-    /// Fulcrum's id for the request (logs tag plugin output with it).
-    pub id: u64,
-    pub method: &'a Method,
-    pub uri: &'a Uri,
-    pub headers: &'a HeaderMap,
-    pub client: &'a ClientAddr,
-    pub host: &'a str,
 }
 
 /// The balancer's state for one selection; every list is indexed by member.

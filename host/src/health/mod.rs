@@ -112,8 +112,7 @@ pub fn record(balancer: &Balancer, index: usize, check: &HealthCheck, result: Re
     let (passes, fails, change) = tally(out, passes, fails, result.is_ok(), check);
     member.set_hc_counts(passes, fails);
     let outcome = if result.is_ok() { "pass" } else { "fail" };
-    metrics::counter!("fulcrum_health_checks_total", "balancer" => name.clone(), "member" => url.clone(), "result" => outcome)
-        .increment(1);
+    crate::counters::health_check(name, url, outcome);
     // The flag is set or cleared atomically: an administrator may change other flags meanwhile.
     let changed = match change {
         Some(Transition::Out) => member.set_flag(MemberStatus::HC_FAILED, true),
@@ -130,7 +129,7 @@ pub fn record(balancer: &Balancer, index: usize, check: &HealthCheck, result: Re
                 check_target(check),
                 check.fails
             );
-            count_transition(name, url, "out");
+            crate::counters::health_transition(name, url, "out");
         }
         (Some(Transition::In), Ok(())) if changed => {
             balancer.clear_error(index);
@@ -142,7 +141,7 @@ pub fn record(balancer: &Balancer, index: usize, check: &HealthCheck, result: Re
                 check.method.name(),
                 check_target(check)
             );
-            count_transition(name, url, "in");
+            crate::counters::health_transition(name, url, "in");
         }
         (None, Err(why)) if !out => {
             tracing::debug!(balancer = %name, member = %url, "health check failed: {why} ({fails} of {} in a row)", check.fails)
@@ -153,16 +152,6 @@ pub fn record(balancer: &Balancer, index: usize, check: &HealthCheck, result: Re
 
 fn check_target(check: &HealthCheck) -> &str {
     if check.method.http().is_some() { &check.uri } else { "connect" }
-}
-
-fn count_transition(balancer: &str, member: &str, to: &'static str) {
-    metrics::counter!(
-        "fulcrum_health_transitions_total",
-        "balancer" => balancer.to_string(),
-        "member" => member.to_string(),
-        "to" => to
-    )
-    .increment(1);
 }
 
 #[cfg(test)]

@@ -63,7 +63,7 @@ pub fn call<B, R>(
 }
 
 fn counted(fault: SelectorFault) -> SelectorFault {
-    crate::admin::count_fault(&fault.plugin, fault.kind.label());
+    crate::counters::plugin_fault(&fault.plugin, fault.kind.label());
     fault
 }
 

@@ -18,7 +18,7 @@ use super::store::{self, StoreState};
 use super::{PluginLimits, builtin, engine};
 use crate::Error;
 use crate::balancer::{BalancerSpec, MemberSelector, SelectorFactory};
-use crate::proxy::rules::{RequestRules, RulesFactory, RulesSetupError};
+use crate::rules::{RequestRules, RulesFactory, RulesSetupError};
 
 /// The WIT package version this host implements (`wit/`), and the versions it still loads
 /// plugins of (`host/wit-0.1.0/`): a component exports and imports `fulcrum:plugin` interfaces of one

@@ -25,7 +25,7 @@ use super::registry::{CompiledPlugin, RulesPre};
 use super::store::{self, StoreState};
 use super::{PluginLimits, request_view};
 use crate::balancer::RequestInfo;
-use crate::proxy::rules::{
+use crate::rules::{
     Clock, Env, HeaderAction, HeaderOp, Origin, RequestRules, ResponseInfo, RulesFault, RulesNeeds, RulesOutcome,
     RulesSetupError,
 };

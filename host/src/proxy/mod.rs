@@ -16,7 +16,6 @@ mod member_http;
 pub mod path;
 pub mod request_body;
 mod reverse;
-pub mod rules;
 mod upstream;
 
 use std::convert::Infallible;
@@ -32,11 +31,11 @@ use hyper::http::request::Parts;
 use hyper::http::uri::Uri;
 use hyper::{Request, Response, StatusCode};
 
+use crate::rules::{self, Clock, Env, Origin, RequestRules, ResponseInfo};
 pub use body::ProxyBody;
 pub use error_page::error_page;
 use member_http::{ExchangeError, MemberBody, RequestFraming, ResponseError};
 use request_body::{BodyTimeout, ClientFault, FaultSlot, RequestBody};
-use rules::{Clock, Env, Origin, RequestRules, ResponseInfo};
 use upstream::MemberPool;
 pub use upstream::bind_worker;
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::balancer::{RequestFields, RequestInfo};
+use crate::request::{RequestFields, RequestInfo};
 
 /// What a rules plugin reads, declared once at configure time.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

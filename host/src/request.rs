@@ -1,0 +1,57 @@
+//! What a plugin may see of a request, in native terms: the leaf that the balancer, the rules and
+//! the plugin runtime all use (none of them owns it).
+
+use std::net::IpAddr;
+
+use hyper::http::{HeaderMap, Method, Uri};
+
+/// Request fields a plugin declared it reads.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RequestFields {
+    pub method: bool,
+    pub path: bool,
+    pub query: bool,
+    pub client_addr: bool,
+    pub host: bool,
+}
+
+/// A client's address, with its text made once per connection: the rules, the selector views and
+/// the `X-Forwarded-For` of every request on the connection use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAddr {
+    ip: IpAddr,
+    text: Box<str>,
+}
+
+impl ClientAddr {
+    pub fn new(ip: IpAddr) -> ClientAddr {
+        ClientAddr { ip, text: ip.to_string().into_boxed_str() }
+    }
+
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    /// `127.0.0.1`, `::1`.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl<T: Into<IpAddr>> From<T> for ClientAddr {
+    fn from(ip: T) -> ClientAddr {
+        ClientAddr::new(ip.into())
+    }
+}
+
+/// The request, as far as a selector may see it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo<'a> {
+    /// Fulcrum's id for the request (logs tag plugin output with it).
+    pub id: u64,
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+    pub client: &'a ClientAddr,
+    pub host: &'a str,
+}
