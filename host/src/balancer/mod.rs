@@ -5,6 +5,7 @@
 //! under concurrent requests: byrequests then gives Apache's exact order (docs/apache-behaviour.md §2).
 
 pub mod byrequests;
+pub mod decide;
 pub mod select;
 pub mod status;
 pub mod sticky;
@@ -13,6 +14,7 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
+pub use decide::{Decision, StickyError};
 pub use select::*;
 pub use status::MemberStatus;
 pub use sticky::StickySession;

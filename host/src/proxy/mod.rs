@@ -40,7 +40,7 @@ use upstream::MemberPool;
 pub use upstream::bind_worker;
 
 use crate::access_log::{self, AccessLog};
-use crate::balancer::{Balancer, ChooseError, ClientAddr, Lease, RequestInfo};
+use crate::balancer::{Balancer, ChooseError, ClientAddr, Decision, Lease, RequestInfo, StickyError};
 use crate::config::{Config, Limits, OnFault, RouteTarget, VirtualHost};
 
 /// The `Server` string of Fulcrum's own responses.
@@ -79,15 +79,6 @@ impl std::fmt::Debug for Proxy {
     }
 }
 
-/// How the balancer decided, for logs and (next) the rules plugin's BALANCER_* variables.
-#[derive(Debug, Default)]
-struct Decision {
-    /// The route parsed from the request (BALANCER_SESSION_ROUTE), even when unknown.
-    session_route: Option<String>,
-    /// The lb algorithm, not the session, chose the member (BALANCER_ROUTE_CHANGED).
-    route_changed: bool,
-}
-
 /// How one attempt on one member ended, when it did not produce a response to relay.
 enum Failed {
     /// Nothing reached the member: the request can go to another member.
@@ -113,28 +104,26 @@ impl Refusal {
     }
 }
 
-impl Decision {
-    /// The BALANCER_* variables for the member chosen (docs/apache-behaviour.md §4.1–4.2).
-    fn set_env(&self, env: &mut Env, balancer: &Balancer, member: usize) {
-        let m = &balancer.members[member];
-        env.set("BALANCER_NAME", &balancer.url_text);
-        env.set("BALANCER_WORKER_NAME", &m.url_text);
-        if m.route_text.is_empty() {
-            env.unset("BALANCER_WORKER_ROUTE");
-        } else {
-            env.set("BALANCER_WORKER_ROUTE", &m.route_text);
-        }
-        if let Some(sticky) = &balancer.sticky_text {
-            env.set("BALANCER_SESSION_STICKY", sticky);
-        }
-        if let Some(route) = &self.session_route {
-            env.set("BALANCER_SESSION_ROUTE", route.clone());
-        }
-        if self.route_changed {
-            env.set("BALANCER_ROUTE_CHANGED", "1");
-        } else {
-            env.unset("BALANCER_ROUTE_CHANGED");
-        }
+/// The BALANCER_* variables for the member chosen (docs/apache-behaviour.md §4.1–4.2).
+fn set_balancer_env(decision: &Decision, env: &mut Env, balancer: &Balancer, member: usize) {
+    let m = &balancer.members[member];
+    env.set("BALANCER_NAME", &balancer.url_text);
+    env.set("BALANCER_WORKER_NAME", &m.url_text);
+    if m.route_text.is_empty() {
+        env.unset("BALANCER_WORKER_ROUTE");
+    } else {
+        env.set("BALANCER_WORKER_ROUTE", &m.route_text);
+    }
+    if let Some(sticky) = &balancer.sticky_text {
+        env.set("BALANCER_SESSION_STICKY", sticky);
+    }
+    if let Some(route) = &decision.session_route {
+        env.set("BALANCER_SESSION_ROUTE", route.clone());
+    }
+    if decision.route_changed {
+        env.set("BALANCER_ROUTE_CHANGED", "1");
+    } else {
+        env.unset("BALANCER_ROUTE_CHANGED");
     }
 }
 
@@ -252,7 +241,8 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, Infallible> {
         let client = &*client;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (received, started) = (std::time::SystemTime::now(), std::time::Instant::now());
+        let arrival =
+            Arrival { client: client.ip(), received: std::time::SystemTime::now(), started: std::time::Instant::now() };
         let (mut parts, body) = request.into_parts();
         // The host the request is for: an absolute-form target's authority, else the Host header
         // (RFC 9112 §3.2.2); what the member, the rules and the logs see as Host from here on.
@@ -290,7 +280,7 @@ impl Proxy {
                     };
                 // Closes the connection after 400, 413, 414 and 501, as Apache does (§7.5).
                 let response = error_page(refusal.status, page_host, local.port());
-                self.log_access(client.ip(), received, started, &parts, &response, &Env::default(), vhost);
+                self.log_access(&arrival, &parts, &response, &Env::default(), vhost);
                 return Ok(response);
             }
         };
@@ -333,8 +323,17 @@ impl Proxy {
             }
         }
 
-        let exchange = Exchange { id, vhost_index, client, host: host_header.as_deref(), path: &path, fault: &fault };
-        let (mut response, origin) = match self.forward(&exchange, &mut env, &parts, body).await {
+        let exchange = Exchange {
+            id,
+            vhost_index,
+            vhost,
+            parts: &parts,
+            client,
+            host: host_header.as_deref(),
+            path: &path,
+            fault: &fault,
+        };
+        let (mut response, origin) = match self.forward(&exchange, &mut env, body).await {
             Ok(response) => (response, Origin::Proxied),
             Err(status) => {
                 let page_host = host_header.as_deref().map_or(vhost.server_name.as_str(), strip_port);
@@ -362,16 +361,13 @@ impl Proxy {
                 Err(fault) => tracing::error!(request = id, "{fault}"),
             }
         }
-        self.log_access(client.ip(), received, started, &parts, &response, &env, vhost);
+        self.log_access(&arrival, &parts, &response, &env, vhost);
         Ok(response)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn log_access(
         &self,
-        client: IpAddr,
-        received: std::time::SystemTime,
-        started: std::time::Instant,
+        arrival: &Arrival,
         parts: &Parts,
         response: &Response<ProxyBody>,
         env: &Env,
@@ -379,9 +375,9 @@ impl Proxy {
     ) {
         if let Some(log) = &self.access_log {
             log.log(&access_log::Entry {
-                client,
-                received,
-                elapsed: started.elapsed(),
+                client: arrival.client,
+                received: arrival.received,
+                elapsed: arrival.started.elapsed(),
                 request: parts,
                 status: response.status().as_u16(),
                 response_headers: response.headers(),
@@ -400,82 +396,53 @@ impl Proxy {
         path::canonical(raw).map(Some).map_err(|refused| Refusal::new(refused.status(), refused.reason()))
     }
 
+    /// Where a request for `path` on virtual host `vhost_index` goes: `proxy_pass_match` rules
+    /// first (in order), then the `proxy_pass` prefixes (longest first); 404 for no match or `!`.
+    fn route(&self, vhost_index: usize, path: &str) -> Result<Target, StatusCode> {
+        let vhost = &self.config.vhosts[vhost_index];
+        let matched = vhost.matches.iter().zip(&self.matches[vhost_index]).find_map(|(m, &balancer)| {
+            m.regex.captures(path).map(|caps| {
+                let mut target = String::new();
+                caps.expand(&m.to, &mut target);
+                Target { balancer, path: target, balanced: false }
+            })
+        });
+        if let Some(target) = matched {
+            return Ok(target);
+        }
+        let route = vhost.routes.iter().find(|r| path::prefix_matches(path, &r.path)).ok_or(StatusCode::NOT_FOUND)?;
+        match &route.target {
+            RouteTarget::Exclude => Err(StatusCode::NOT_FOUND),
+            RouteTarget::Balancer { index, path: target } => {
+                Ok(Target { balancer: *index, path: format!("{target}{}", &path[route.path.len()..]), balanced: true })
+            }
+        }
+    }
+
     /// Route the request and relay a member's response, or say which status Fulcrum must answer.
     async fn forward(
         &self,
         ex: &Exchange<'_>,
         env: &mut Env,
-        parts: &Parts,
         body: RequestBody,
     ) -> Result<Response<ProxyBody>, StatusCode> {
-        let (id, vhost_index) = (ex.id, ex.vhost_index);
-        let vhost = &self.config.vhosts[vhost_index];
-        let path = ex.path;
-        // proxy_pass_match first (in order), then the proxy_pass prefixes (longest first).
-        let matched = vhost.matches.iter().zip(&self.matches[vhost_index]).find_map(|(m, &balancer)| {
-            m.regex.captures(path).map(|caps| {
-                let mut target = String::new();
-                caps.expand(&m.to, &mut target);
-                (balancer, target, false)
-            })
-        });
-        let (balancer_index, target_path, balanced) = match matched {
-            Some(found) => found,
-            None => {
-                let Some(route) = vhost.routes.iter().find(|r| path::prefix_matches(path, &r.path)) else {
-                    return Err(StatusCode::NOT_FOUND);
-                };
-                match &route.target {
-                    RouteTarget::Exclude => return Err(StatusCode::NOT_FOUND),
-                    RouteTarget::Balancer { index, path: target } => {
-                        (*index, format!("{target}{}", &path[route.path.len()..]), true)
-                    }
-                }
-            }
-        };
-        let balancer = &self.balancers[balancer_index];
+        let (id, vhost_index, vhost, parts, path) = (ex.id, ex.vhost_index, ex.vhost, ex.parts, ex.path);
+        let target = self.route(vhost_index, path)?;
+        let balancer = &self.balancers[target.balancer];
         let info = request_info(id, parts, ex.client, ex.host);
 
-        // Sticky route first (docs/apache-behaviour.md §3): a usable member for the session's
-        // route wins and is charged like a balanced choice; anything else is balanced and flagged
-        // ROUTE_CHANGED.
-        let mut decision = Decision::default();
-        let mut sticky_lease = None;
-        if let Some(sticky) = &balancer.config.sticky {
-            let uri = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-            let cookie = joined(&parts.headers, header::COOKIE);
-            decision.session_route = sticky.route(uri, cookie.as_deref()).map(str::to_string);
-            if let Some(index) = decision.session_route.as_deref().and_then(|r| balancer.member_by_route(r)) {
-                // While the route's member is unusable, its `redirect` route takes its requests
-                // (Apache's RouteRedir); that still counts as a changed route.
-                let mut redirected = false;
-                let mut chosen = balancer.choose_sticky(&info, index);
-                if let (Ok(None), Some(to)) = (&chosen, balancer.members[index].config.redirect.as_deref())
-                    && let Some(target) = balancer.member_by_route(to)
-                {
-                    chosen = balancer.choose_sticky(&info, target);
-                    redirected = true;
-                }
-                match chosen {
-                    Ok(Some(lease)) => {
-                        sticky_lease = Some(lease);
-                        decision.route_changed = redirected;
-                    }
-                    Ok(None) if sticky.nofailover => {
-                        tracing::warn!(request = id, balancer = %balancer.config.name, "sticky member is down and nofailover is on");
-                        return Err(StatusCode::SERVICE_UNAVAILABLE);
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::error!(request = id, "{e}");
-                        return Err(StatusCode::INTERNAL_SERVER_ERROR);
-                    }
-                }
+        // Sticky route first, then its redirect, then the lbmethod (docs/apache-behaviour.md §3).
+        let (mut decision, mut sticky_lease) = match balancer.sticky_choice(&info) {
+            Ok(decided) => decided,
+            Err(e @ StickyError::NoFailover { .. }) => {
+                tracing::warn!(request = id, "{e}");
+                return Err(StatusCode::SERVICE_UNAVAILABLE);
             }
-            if sticky_lease.is_none() {
-                decision.route_changed = true;
+            Err(StickyError::Choose(e)) => {
+                tracing::error!(request = id, "{e}");
+                return Err(StatusCode::INTERNAL_SERVER_ERROR);
             }
-        }
+        };
 
         let mut body = Some(body);
         let mut tried: Vec<usize> = Vec::new();
@@ -497,13 +464,13 @@ impl Proxy {
             let index = lease.index();
             // The BALANCER_* variables are for the rules and the access log; skip the work when
             // neither is there to read them.
-            if balanced && (!self.rules[vhost_index].is_empty() || self.access_log.is_some()) {
-                decision.set_env(env, balancer, index);
+            if target.balanced && (!self.rules[vhost_index].is_empty() || self.access_log.is_some()) {
+                set_balancer_env(&decision, env, balancer, index);
             }
             let Some(request_body) = body.take() else {
                 unreachable!("the body is given back by every retryable failure")
             };
-            match self.attempt(ex, balancer_index, lease, parts, &target_path, vhost, request_body).await {
+            match self.attempt(ex, &target, lease, request_body).await {
                 Ok(mut response) => {
                     self.reverse_map(vhost, ex.host, response.headers_mut());
                     tracing::debug!(
@@ -543,22 +510,18 @@ impl Proxy {
     }
 
     /// Send the request to the leased member and relay its response.
-    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
         ex: &Exchange<'_>,
-        balancer_index: usize,
+        to: &Target,
         lease: Lease,
-        parts: &Parts,
-        target_path: &str,
-        vhost: &VirtualHost,
         mut body: RequestBody,
     ) -> Result<Response<ProxyBody>, Failed> {
-        let id = ex.id;
+        let (id, parts, vhost, target_path) = (ex.id, ex.parts, ex.vhost, to.path.as_str());
         let balancer = Arc::clone(lease.balancer());
         let index = lease.index();
         let member = &balancer.members[index].config;
-        let pool = &self.pools[balancer_index][index];
+        let pool = &self.pools[to.balancer][index];
 
         let mut target =
             String::with_capacity(member.path.len() + target_path.len() + 1 + parts.uri.query().map_or(0, str::len));
@@ -614,9 +577,7 @@ impl Proxy {
             };
             let error = match tokio::time::timeout(timeout, exchange).await {
                 Ok(Ok(head)) => {
-                    return self
-                        .relay(ex, &balancer, lease, conn, head, &parts.method, timeout)
-                        .map_err(Failed::Answer);
+                    return self.relay(ex, &balancer, lease, conn, head, timeout).map_err(Failed::Answer);
                 }
                 Ok(Err(e)) => e,
                 Err(_) => {
@@ -665,18 +626,16 @@ impl Proxy {
 
     /// The member's response head has come: check and frame it, and relay it with a body that
     /// reads the rest from the member's connection.
-    #[allow(clippy::too_many_arguments)]
     fn relay(
         &self,
         ex: &Exchange<'_>,
-        balancer: &Arc<Balancer>,
+        balancer: &Balancer,
         lease: Lease,
         conn: upstream::MemberConn,
         head: member_http::ResponseHead,
-        method: &hyper::Method,
         timeout: Duration,
     ) -> Result<Response<ProxyBody>, StatusCode> {
-        let index = lease.index();
+        let (index, method) = (lease.index(), &ex.parts.method);
         let member = &balancer.members[index].config;
         let status = head.status;
         if balancer.config.failonstatus.contains(&status.as_u16()) {
@@ -728,10 +687,14 @@ impl Proxy {
     }
 }
 
-/// One request on its way to a member: what every attempt needs to know about it.
+/// One request on its way to a member: what routing, every attempt and the relay need to know
+/// about it (the request's context from routing on).
 struct Exchange<'a> {
     id: u64,
     vhost_index: usize,
+    vhost: &'a VirtualHost,
+    /// The request as it goes to the member (after the request phase of the rules).
+    parts: &'a Parts,
     client: &'a ClientAddr,
     /// The host the request is for (see [`host::request_host`]).
     host: Option<&'a str>,
@@ -739,6 +702,22 @@ struct Exchange<'a> {
     path: &'a str,
     /// Where the request body reports a fault of the client's.
     fault: &'a FaultSlot,
+}
+
+/// When and from whom a request came: what its access-log line needs besides the exchange.
+struct Arrival {
+    client: IpAddr,
+    received: std::time::SystemTime,
+    started: std::time::Instant,
+}
+
+/// Where a routed request goes: the balancer (an index into the proxy's) and the path that
+/// replaces the matched prefix (or the `proxy_pass_match` template's expansion).
+struct Target {
+    balancer: usize,
+    path: String,
+    /// A `proxy_pass` balancer (BALANCER_* variables are set), not a `proxy_pass_match` worker.
+    balanced: bool,
 }
 
 /// What Apache refuses before routing (docs/apache-behaviour.md §6.9, §10, §12): TRACE (405);
