@@ -16,7 +16,7 @@ use std::{env, fs};
 
 const TARGET: &str = "wasm32-unknown-unknown";
 /// Plugins compiled into the binary, by crate name.
-const EMBEDDED: &[&str] = &["byrequests", "bytraffic", "bybusyness", "apache-rules"];
+const EMBEDDED: &[&str] = &["byrequests", "bytraffic", "bybusyness", "heartbeat", "apache-rules"];
 /// Plugins built for Fulcrum's own tests only: written to `$OUT_DIR/test-plugins/NAME.wasm`.
 const TEST_ONLY: &[&str] = &["fault-test", "spin-test"];
 /// Test plugins kept out of that folder (tests that load it whole need not compile them): written

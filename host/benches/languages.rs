@@ -140,7 +140,8 @@ fn bench(c: &mut Criterion) {
     for (label, selector) in &mut ready {
         let (mut faults, mut first) = (0u32, None);
         for i in 0..CALLS {
-            let state = SelectState { candidates: &candidates, lbstatus: &lbstatus, busy: &[], traffic: &[] };
+            let state =
+                SelectState { candidates: &candidates, lbstatus: &lbstatus, busy: &[], traffic: &[], load: &[] };
             if let Err(fault) = selector.select(&request, &state) {
                 faults += 1;
                 first.get_or_insert((i + 1, fault.kind));
@@ -156,7 +157,8 @@ fn bench(c: &mut Criterion) {
     for (label, selector) in &mut ready {
         group.bench_function(*label, |b| {
             b.iter(|| {
-                let state = SelectState { candidates: &candidates, lbstatus: &lbstatus, busy: &[], traffic: &[] };
+                let state =
+                    SelectState { candidates: &candidates, lbstatus: &lbstatus, busy: &[], traffic: &[], load: &[] };
                 // A fault (see the endurance table) is part of the cost: the instance is replaced.
                 black_box(selector.select(black_box(&request), &state).map(|s| s.member).ok())
             })

@@ -50,7 +50,8 @@ fn bench(c: &mut Criterion) {
         let mut lbstatus = vec![0i64; n];
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {
-                let state = SelectState { candidates: &candidates, lbstatus: &lbstatus, busy: &[], traffic: &[] };
+                let state =
+                    SelectState { candidates: &candidates, lbstatus: &lbstatus, busy: &[], traffic: &[], load: &[] };
                 let selection = selector.select(black_box(&request), &state).expect("select");
                 lbstatus = selection.lbstatus;
                 black_box(selection.member)

@@ -73,6 +73,8 @@ fn run_case(case: &Case, factory: &dyn SelectorFactory, lbmethod: &str) -> Resul
     let n = case.loadfactors.len();
     let mut lbstatus = vec![0i64; n];
     let zeros = vec![0u64; n];
+    // The kit's members report no load.
+    let no_reports = vec![None; n];
     let (method, uri, headers) = (hyper::Method::GET, hyper::Uri::from_static("/"), hyper::HeaderMap::new());
     let request = RequestInfo {
         id: 0,
@@ -88,14 +90,14 @@ fn run_case(case: &Case, factory: &dyn SelectorFactory, lbmethod: &str) -> Resul
         let candidates = step.candidates.as_deref().unwrap_or(&all);
         if let Some(member) = step.sticky {
             step_no += 1;
-            let state = state(selector.as_ref(), candidates, &lbstatus, &zeros);
+            let state = state(selector.as_ref(), candidates, &lbstatus, &zeros, &no_reports);
             let counters = selector.sticky(&request, member, &state).map_err(|e| format!("step {step_no}: {e}"))?;
             update(&mut lbstatus, counters)
                 .map_err(|e| format!("step {step_no} (sticky to web{}): {e}", member + 1))?;
         }
         for &expected in &step.select {
             step_no += 1;
-            let state = state(selector.as_ref(), candidates, &lbstatus, &zeros);
+            let state = state(selector.as_ref(), candidates, &lbstatus, &zeros, &no_reports);
             let selection = selector.select(&request, &state).map_err(|e| format!("request {step_no}: {e}"))?;
             match selection.member {
                 Some(m) if m == expected => {}
@@ -116,6 +118,7 @@ fn state<'a>(
     candidates: &'a [u32],
     lbstatus: &'a [i64],
     zeros: &'a [u64],
+    no_reports: &'a [Option<crate::balancer::LoadReport>],
 ) -> SelectState<'a> {
     let columns = selector.needs().columns;
     SelectState {
@@ -123,6 +126,7 @@ fn state<'a>(
         lbstatus: if columns.lbstatus { lbstatus } else { &[] },
         busy: if columns.busy { zeros } else { &[] },
         traffic: if columns.traffic { zeros } else { &[] },
+        load: if columns.load { no_reports } else { &[] },
     }
 }
 

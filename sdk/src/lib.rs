@@ -79,7 +79,7 @@ pub mod testing;
 #[cfg(feature = "selector")]
 pub mod selector {
     pub use crate::selector_bindings::exports::fulcrum::plugin::selector::{
-        BalancerInfo, Decision, Member, Needs, State, StateColumns,
+        BalancerInfo, Decision, LoadReport, Member, Needs, State, StateColumns,
     };
     pub use crate::selector_bindings::fulcrum::plugin::types::{PluginConfig, PluginError, RequestFields, RequestView};
     pub use crate::{Level, Selector, log};
@@ -137,8 +137,8 @@ impl rules::Outcome {
     }
 }
 
-/// Header and environment rules (what Apache's mod_setenvif and mod_headers do), for
-/// `fulcrum:plugin@0.2.0`.
+/// Header and environment rules (what Apache's mod_setenvif and mod_headers do), for the rules
+/// interface of `fulcrum:plugin` 0.2.0 and later.
 ///
 /// One value of your type lives per rule set: Fulcrum calls [`Rules::configure`] once with your
 /// configuration, where you declare by name what you read and what you change (the [`rules::Needs`]

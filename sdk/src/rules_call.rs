@@ -1,4 +1,4 @@
-//! The `fulcrum:plugin@0.2.0` rules calls without slots: names declared once in
+//! The `fulcrum:plugin` rules calls (0.2.0 and later) without slots: names declared once in
 //! [`Needs`], values read by name from a [`Call`] that borrows them from the inputs block.
 //!
 //! On the wire (`wit/rules.wit`) a plugin declares lists of names at configure, and each call

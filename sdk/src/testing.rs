@@ -21,6 +21,7 @@ pub struct SelectorHarness<S: Selector> {
     lbstatus: Vec<i64>,
     busy: Vec<u64>,
     traffic: Vec<u64>,
+    load: Vec<Option<LoadReport>>,
     usable: Vec<bool>,
 }
 
@@ -51,6 +52,7 @@ impl<S: Selector> SelectorHarness<S> {
             lbstatus: vec![0; n],
             busy: vec![0; n],
             traffic: vec![0; n],
+            load: vec![None; n],
             usable: vec![true; n],
         })
     }
@@ -67,6 +69,12 @@ impl<S: Selector> SelectorHarness<S> {
 
     pub fn set_busy(&mut self, member: usize, busy: u64) {
         self.busy[member] = busy;
+    }
+
+    /// What the member reports of its load (its health checks' `busy=N&ready=M`), or `None`
+    /// for no fresh report.
+    pub fn set_load(&mut self, member: usize, report: Option<(u32, u32)>) {
+        self.load[member] = report.map(|(busy, ready)| LoadReport { busy, ready });
     }
 
     pub fn set_traffic(&mut self, member: usize, bytes: u64) {
@@ -96,6 +104,7 @@ impl<S: Selector> SelectorHarness<S> {
             lbstatus: if c.contains(StateColumns::LBSTATUS) { self.lbstatus.clone() } else { Vec::new() },
             busy: if c.contains(StateColumns::BUSY) { self.busy.clone() } else { Vec::new() },
             traffic: if c.contains(StateColumns::TRAFFIC) { self.traffic.clone() } else { Vec::new() },
+            load: if c.contains(StateColumns::LOAD) { self.load.clone() } else { Vec::new() },
         }
     }
 

@@ -1,7 +1,8 @@
-//! Plugins built against the previous interface, `fulcrum:plugin@0.1.0`, keep working: two real
-//! components built by the previous release (`tests/fixtures/wit-0.1.0/`: the byrequests selector
-//! and the apache-rules plugin), loaded from a plugins folder under names of their own, balance
-//! and rewrite headers exactly as the current built-ins do.
+//! Plugins built against the previous interfaces, `fulcrum:plugin@0.1.0` and `@0.2.0`, keep
+//! working: real components built by the releases that spoke them (`tests/fixtures/wit-0.1.0/`,
+//! `tests/fixtures/wit-0.2.0/`: the byrequests selector and the apache-rules plugin), loaded from a
+//! plugins folder under names of their own, balance and rewrite headers exactly as the current
+//! built-ins do.
 
 use crate::support::*;
 
@@ -15,9 +16,18 @@ fn seen_header<'a>(answer: &'a Answer, name: &str) -> Option<&'a str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugins_built_for_0_1_0_balance_and_set_the_guides_headers() {
+    old_plugins_balance_and_set_the_guides_headers("0.1.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_built_for_0_2_0_balance_and_set_the_guides_headers() {
+    old_plugins_balance_and_set_the_guides_headers("0.2.0").await;
+}
+
+async fn old_plugins_balance_and_set_the_guides_headers(version: &str) {
     let (web1, web2) = two_backends().await;
     let plugins = tempfile::tempdir().unwrap();
-    let fixtures = repo_root().join("tests/fixtures/wit-0.1.0");
+    let fixtures = repo_root().join(format!("tests/fixtures/wit-{version}"));
     std::fs::copy(fixtures.join("byrequests.wasm"), plugins.path().join("old-byrequests.wasm")).unwrap();
     std::fs::copy(fixtures.join("apache-rules.wasm"), plugins.path().join("old-apache-rules.wasm")).unwrap();
 
@@ -25,9 +35,9 @@ async fn plugins_built_for_0_1_0_balance_and_set_the_guides_headers() {
     let file = plugins.path().join("old-apache-rules.wasm");
     let (code, out, err) = fulcrum_cmd(&["plugin", "inspect", file.to_str().unwrap()], None);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("wit: fulcrum:plugin@0.1.0") && out.contains("worlds: rules"), "{out}");
+    assert!(out.contains(&format!("wit: fulcrum:plugin@{version}")) && out.contains("worlds: rules"), "{out}");
 
-    // The guide's set-up, with both plugins replaced by the 0.1.0 files.
+    // The guide's set-up, with both plugins replaced by the old files.
     let config = std::fs::read_to_string(repo_root().join("examples/apache-guide.toml"))
         .unwrap()
         .replace("127.0.0.1:8080", "127.0.0.1:0")
@@ -41,7 +51,7 @@ async fn plugins_built_for_0_1_0_balance_and_set_the_guides_headers() {
     let client = client();
 
     // byrequests' order, cookie and X-Balance lines from the old rules, X-Forwarded-For rewritten
-    // (SetEnvIf + <If> on env('FORWARD_IP')), all through the 0.1.0 adapter.
+    // (SetEnvIf + <If> on env('FORWARD_IP')), all through the old interface.
     let mut served = Vec::new();
     for (i, xff) in [None, Some("1.2.3.4, 5.6.7.8"), None, Some("garbage")].into_iter().enumerate() {
         let headers: Vec<(&str, &str)> = xff.iter().map(|v| ("x-forwarded-for", *v)).collect();

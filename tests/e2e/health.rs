@@ -167,3 +167,50 @@ fn check_prints_the_health_checks() {
     );
     assert!(out.contains("    health check TCP every 30s, out after 1 failure(s), back after 1 pass(es)\n"), "{out}");
 }
+
+/// Must-show 5: members report their capacity in their health checks' answers (mod_heartmonitor's
+/// `busy=N&ready=M`, in the body or a header), and the `heartbeat` lbmethod sends traffic in
+/// proportion to it; a member that reports nothing is skipped while others report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_sends_traffic_in_proportion_to_reported_capacity() {
+    use tokio::io::AsyncWriteExt;
+    // Members that answer every request with their name, and their load report on /hc.
+    async fn member(name: &'static str, report: &'static str) -> std::net::SocketAddr {
+        raw_member(move |mut stream, head| async move {
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let answer = if head.starts_with("GET /hc ") {
+                format!("HTTP/1.0 200 OK\r\nX-Load: {report}\r\n\r\n{report}")
+            } else {
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\nserved-by: {name}\n", name.len() + 12)
+            };
+            let _ = stream.write_all(answer.as_bytes()).await;
+            // One request per connection: the test reads the name, Fulcrum closes after.
+        })
+        .await
+    }
+    let big = member("big", "busy=1&ready=30").await;
+    let small = member("small", "busy=5&ready=10").await;
+    let silent = member("silent", "nothing to report").await;
+    let check =
+        |load: &str| format!("hcmethod = \"GET\"\nhcuri = \"/hc\"\nhcinterval = \"200ms\"\nhcload = \"{load}\"");
+    let config = members_config(
+        &[
+            (&format!("http://{big}"), &format!("route = \"big\"\n{}", check("body"))),
+            (&format!("http://{small}"), &format!("route = \"small\"\n{}", check("header:X-Load"))),
+            (&format!("http://{silent}"), &format!("route = \"silent\"\n{}", check("body"))),
+        ],
+        "lbmethod = \"heartbeat\"",
+    );
+    let fulcrum = Fulcrum::start(&config);
+    // Every member has been checked (and has reported, where it does).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let client = client();
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..40 {
+        let answer = get(&client, &fulcrum.url("/"), &[]).await;
+        assert_eq!(answer.status, 200, "{}", fulcrum.log());
+        *counts.entry(answer.served_by().to_string()).or_insert(0) += 1;
+    }
+    let expected: std::collections::BTreeMap<String, i32> = [("big".to_string(), 30), ("small".to_string(), 10)].into();
+    assert_eq!(counts, expected, "ready 30 : 10, silent skipped");
+}

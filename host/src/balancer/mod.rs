@@ -52,6 +52,10 @@ struct Live {
     /// passes while the member is out, failures while it is in.
     hc_passes: AtomicU32,
     hc_fails: AtomicU32,
+    /// The member's latest load report (busy in the high half, ready in the low half) and when it
+    /// came (milliseconds on the balancer's clock; 0: never).
+    load: AtomicU64,
+    load_at_ms: AtomicU64,
     /// The balancer's count of changes to its members' usability (shared by all its members).
     changes: Arc<AtomicU64>,
 }
@@ -66,6 +70,8 @@ impl Member {
             status: AtomicU8::new(config.status.bits()),
             hc_passes: AtomicU32::new(0),
             hc_fails: AtomicU32::new(0),
+            load: AtomicU64::new(0),
+            load_at_ms: AtomicU64::new(0),
             changes,
         };
         Member::with_live(config, Arc::new(live))
@@ -157,6 +163,7 @@ struct Core {
     candidates_for: Option<(u64, u64)>,
     busy: Vec<u64>,
     traffic: Vec<u64>,
+    load: Vec<Option<LoadReport>>,
 }
 
 /// How long a request waiting for its balancer spins before it blocks: a few ordinary selector
@@ -292,6 +299,7 @@ impl Balancer {
                 candidates_for: None,
                 busy: Vec::with_capacity(n),
                 traffic: Vec::with_capacity(n),
+                load: Vec::with_capacity(n),
             }),
         }
     }
@@ -385,6 +393,30 @@ impl Balancer {
         self.members.iter().position(|m| m.config.route == route)
     }
 
+    /// Record member `i`'s own report of its load (read by its health check).
+    pub fn report_load(&self, i: usize, report: LoadReport) {
+        let live = &self.members[i].live;
+        live.load.store(u64::from(report.busy) << 32 | u64::from(report.ready), Ordering::Relaxed);
+        live.load_at_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Member `i`'s load report while it is fresh: younger than three of its health-check
+    /// intervals (a member that stopped reporting is not trusted on an old figure).
+    pub fn load_report(&self, i: usize) -> Option<LoadReport> {
+        self.load_report_at(i, self.now_ms())
+    }
+
+    fn load_report_at(&self, i: usize, now: u64) -> Option<LoadReport> {
+        let m = &self.members[i];
+        let at = m.live.load_at_ms.load(Ordering::Relaxed);
+        let interval = m.config.health.as_ref()?.interval.as_millis() as u64;
+        if at == 0 || now.saturating_sub(at) > interval.saturating_mul(3) {
+            return None;
+        }
+        let packed = m.live.load.load(Ordering::Relaxed);
+        Some(LoadReport { busy: (packed >> 32) as u32, ready: packed as u32 })
+    }
+
     /// End member `i`'s error state now (its health checks found it well again).
     pub fn clear_error(&self, i: usize) {
         if self.members[i].live.error_until_ms.load(Ordering::Relaxed) != 0 {
@@ -417,6 +449,7 @@ impl Balancer {
             lbstatus: if core.needs.columns.lbstatus { &core.lbstatus } else { &[] },
             busy: &core.busy,
             traffic: &core.traffic,
+            load: &core.load,
         };
         let selection = match core.selector.select(request, &state) {
             Ok(selection) => selection,
@@ -433,6 +466,7 @@ impl Balancer {
                     lbstatus: if columns.lbstatus { &core.lbstatus } else { &[] },
                     busy: &core.busy,
                     traffic: &core.traffic,
+                    load: &core.load,
                 };
                 fallback
                     .select(request, &state)
@@ -470,6 +504,7 @@ impl Balancer {
             lbstatus: if core.needs.columns.lbstatus { &core.lbstatus } else { &[] },
             busy: &[],
             traffic: &[],
+            load: &[],
         };
         let lbstatus = core
             .selector
@@ -488,6 +523,11 @@ impl Balancer {
         if columns.traffic {
             core.traffic.clear();
             core.traffic.extend(self.members.iter().map(Member::traffic));
+        }
+        if columns.load {
+            let now = self.now_ms();
+            core.load.clear();
+            core.load.extend((0..self.members.len()).map(|i| self.load_report_at(i, now)));
         }
     }
 

@@ -15,6 +15,18 @@ pub struct StateColumns {
     pub lbstatus: bool,
     pub busy: bool,
     pub traffic: bool,
+    /// The members' fresh load reports ([`LoadReport`]).
+    pub load: bool,
+}
+
+/// A member's own report of its load (mod_heartmonitor's `busy=N&ready=M`), read from its health
+/// checks' answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Requests it says it is busy with.
+    pub busy: u32,
+    /// Requests it says it is ready to take more of.
+    pub ready: u32,
 }
 
 /// What a selector reads per request, declared once when it is configured.
@@ -34,6 +46,8 @@ pub struct SelectState<'a> {
     pub lbstatus: &'a [i64],
     pub busy: &'a [u64],
     pub traffic: &'a [u64],
+    /// Each member's load report while it is fresh; empty unless the selector declared the column.
+    pub load: &'a [Option<LoadReport>],
 }
 
 /// A selector's proposal, checked by the balancer before use.

@@ -19,6 +19,10 @@
 //! hcfails = 2
 //! ```
 //!
+//! A member may also report its own load in its check's answer (`hcload`): mod_heartmonitor's
+//! `busy=N&ready=M`, in the body of a GET check (`hcload = "body"`) or in a response header
+//! (`hcload = "header:X-Load"`). The `heartbeat` lbmethod balances on it.
+//!
 //! Defaults are Apache's: no check unless `hcmethod` is set, 30 s apart, one failure takes the
 //! member out and one pass brings it back, and without `hcexpr` a 2xx or 3xx status passes.
 //! Writing an `hc*` key without any `hcmethod` is an error here (Apache would silently not check).
@@ -105,6 +109,41 @@ pub struct HealthCheck {
     /// Consecutive failures that take a member out (`hcfails`).
     pub fails: u32,
     pub expect: Arc<HcCondition>,
+    /// Where the member's load report is read, if anywhere (`hcload`).
+    pub load: Option<LoadSource>,
+}
+
+/// Where a check reads the member's load report (`busy=N&ready=M`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadSource {
+    /// The body of a GET check's answer.
+    Body,
+    /// A header of the answer (any HTTP check), by name.
+    Header(String),
+}
+
+impl std::fmt::Display for LoadSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadSource::Body => write!(f, "body"),
+            LoadSource::Header(name) => write!(f, "header:{name}"),
+        }
+    }
+}
+
+/// mod_heartmonitor's report, `busy=N&ready=M` (other `key=value` pairs, such as `v=1`, are
+/// ignored; both numbers must be there): (busy, ready).
+pub fn parse_load_report(text: &str) -> Option<(u32, u32)> {
+    let (mut busy, mut ready) = (None, None);
+    for pair in text.trim().split(['&', '\n', ';']) {
+        let Some((key, value)) = pair.trim().split_once('=') else { continue };
+        match key.trim() {
+            "busy" => busy = value.trim().parse().ok(),
+            "ready" => ready = value.trim().parse().ok(),
+            _ => {}
+        }
+    }
+    Some((busy?, ready?))
 }
 
 /// What a check's response must look like (`hcexpr`).
@@ -169,6 +208,8 @@ pub struct RawHcParams {
     pub hcfails: Option<Spanned<i64>>,
     /// The `[hcexpr.NAME]` a response must satisfy.
     pub hcexpr: Option<Spanned<String>>,
+    /// Where the member reports its load: `"body"` (GET checks) or `"header:NAME"`.
+    pub hcload: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -210,6 +251,7 @@ pub struct HcParams {
     passes: Option<u32>,
     fails: Option<u32>,
     expr: Option<Arc<HcCondition>>,
+    load: Option<LoadSource>,
     /// The first key written, for a problem about the whole set.
     first: Option<(Range<usize>, &'static str)>,
 }
@@ -299,6 +341,16 @@ impl HcDefinitions {
             );
             return None;
         }
+        let load = own.load.or(inherited.load);
+        if load == Some(LoadSource::Body) && !method.has_body() {
+            let (span, key) = first.clone().unwrap_or((0..0, "hcload"));
+            report(
+                span,
+                format!("{prefix}.{key}"),
+                format!("hcload = \"body\" reads the body, which a {} check does not: use GET or GET11", method.name()),
+            );
+            return None;
+        }
         let uri = own.uri.or(inherited.uri).unwrap_or_default();
         let mut path = base_path.to_string();
         if !uri.is_empty() && !uri.starts_with('/') {
@@ -315,6 +367,7 @@ impl HcDefinitions {
             passes: own.passes.or(inherited.passes).unwrap_or(1),
             fails: own.fails.or(inherited.fails).unwrap_or(1),
             expect,
+            load,
         })
     }
 
@@ -362,6 +415,21 @@ impl HcDefinitions {
         for (value, name) in [(&raw.hcpasses, "hcpasses"), (&raw.hcfails, "hcfails")] {
             if let Some(v) = value {
                 written(v.span(), name, &mut p);
+            }
+        }
+        if let Some(l) = &raw.hcload {
+            written(l.span(), "hcload", &mut p);
+            let text = l.get_ref().trim();
+            match text.split_once(':') {
+                None if text == "body" => p.load = Some(LoadSource::Body),
+                Some(("header", name)) if hyper::header::HeaderName::from_bytes(name.trim().as_bytes()).is_ok() => {
+                    p.load = Some(LoadSource::Header(name.trim().to_ascii_lowercase()))
+                }
+                _ => report(
+                    l.span(),
+                    key("hcload"),
+                    format!("`{text}` is neither \"body\" nor \"header:NAME\" (a header name)"),
+                ),
             }
         }
         if let Some(e) = &raw.hcexpr {
@@ -515,6 +583,21 @@ mod tests {
                     assert!(verdict.as_ref().is_err_and(|w| w.contains(why)), "{status} {body:?}: {verdict:?}")
                 }
             }
+        }
+    }
+
+    #[test]
+    fn load_reports_as_mod_heartmonitor_writes_them() {
+        let cases = [
+            ("busy=3&ready=47", Some((3, 47))),
+            ("v=1&ready=75&busy=0", Some((0, 75))),
+            ("ready=10\nbusy=2\n", Some((2, 10))),
+            ("ready=10", None),
+            ("busy=x&ready=1", None),
+            ("", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_load_report(text), expected, "{text:?}");
         }
     }
 

@@ -21,7 +21,7 @@ use crate::balancer::status::MemberStatus;
 use crate::balancer::sticky::StickySession;
 
 pub use error::{ConfigError, Location, Problem};
-pub use health::{HcCondition, HcMethod, HealthCheck};
+pub use health::{HcCondition, HcMethod, HealthCheck, LoadSource};
 pub use limits::{DEFAULT_MAX_CONNECTIONS, Limits};
 
 /// Apache's default `retry` for a member in error state.

@@ -171,6 +171,7 @@ pub struct RawMember {
     pub hcpasses: Option<Spanned<i64>>,
     pub hcfails: Option<Spanned<i64>>,
     pub hcexpr: Option<Spanned<String>>,
+    pub hcload: Option<Spanned<String>>,
     /// A `[hctemplate.NAME]` whose `hc*` keys apply where the member sets none of its own.
     pub hctemplate: Option<Spanned<String>>,
 }
@@ -185,6 +186,7 @@ impl RawMember {
             hcpasses: self.hcpasses.clone(),
             hcfails: self.hcfails.clone(),
             hcexpr: self.hcexpr.clone(),
+            hcload: self.hcload.clone(),
         }
     }
 }

@@ -77,7 +77,10 @@ async fn run(balancer: Arc<Balancer>, index: usize, check: HealthCheck, offset: 
             let Ok(_permit) = permits.acquire().await else { return };
             probe::check(&balancer.members[index].config, &check).await
         };
-        record(&balancer, index, &check, result);
+        if let Ok(Some(report)) = result {
+            balancer.report_load(index, report);
+        }
+        record(&balancer, index, &check, result.map(|_| ()));
     }
 }
 
@@ -167,6 +170,7 @@ mod tests {
             passes,
             fails,
             expect: HcCondition::default_condition(),
+            load: None,
         }
     }
 

@@ -10,14 +10,16 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::config::{HealthCheck, MemberConfig};
+use crate::balancer::LoadReport;
+use crate::config::{HealthCheck, LoadSource, MemberConfig};
 
 /// The most of a response a check reads: enough for a status page, bounded for a member that
 /// streams.
 pub const MAX_READ: usize = 64 * 1024;
 
-/// Check `member` once: `Ok` when it passes, else why it failed, in words for the log.
-pub async fn check(member: &MemberConfig, check: &HealthCheck) -> Result<(), String> {
+/// Check `member` once: `Ok` when it passes (with the load it reported, when its check reads one
+/// and the answer has one), else why it failed, in words for the log.
+pub async fn check(member: &MemberConfig, check: &HealthCheck) -> Result<Option<LoadReport>, String> {
     let budget = member.timeout.map_or(check.interval, |t| t.min(check.interval));
     match tokio::time::timeout(budget, exchange(member, check)).await {
         Ok(result) => result,
@@ -25,7 +27,7 @@ pub async fn check(member: &MemberConfig, check: &HealthCheck) -> Result<(), Str
     }
 }
 
-async fn exchange(member: &MemberConfig, check: &HealthCheck) -> Result<(), String> {
+async fn exchange(member: &MemberConfig, check: &HealthCheck) -> Result<Option<LoadReport>, String> {
     let address = member.socket_address();
     let connect = TcpStream::connect(address.as_str());
     let mut stream = match member.connection_timeout {
@@ -36,7 +38,7 @@ async fn exchange(member: &MemberConfig, check: &HealthCheck) -> Result<(), Stri
     }
     .map_err(|e| format!("connecting to {address}: {e}"))?;
     let Some((method, http11)) = check.method.http() else {
-        return Ok(());
+        return Ok(None);
     };
     let request = format!(
         "{method} {} HTTP/1.{}\r\nHost: {}\r\nUser-Agent: Fulcrum-HealthCheck/{}\r\n{}\r\n",
@@ -47,14 +49,39 @@ async fn exchange(member: &MemberConfig, check: &HealthCheck) -> Result<(), Stri
         if http11 { "Connection: close\r\n" } else { "" }
     );
     stream.write_all(request.as_bytes()).await.map_err(|e| format!("sending the check to {address}: {e}"))?;
-    let wants_body = check.method.has_body() && check.expect.reads_body();
-    let (status, body) = read_response(&mut stream, wants_body).await.map_err(|e| format!("{address}: {e}"))?;
-    check.expect.verdict(status, &body)
+    let wants_body = check.method.has_body() && (check.expect.reads_body() || check.load == Some(LoadSource::Body));
+    let header = match &check.load {
+        Some(LoadSource::Header(name)) => Some(name.as_str()),
+        _ => None,
+    };
+    let answer = read_response(&mut stream, wants_body, header).await.map_err(|e| format!("{address}: {e}"))?;
+    check.expect.verdict(answer.status, &answer.body)?;
+    let report = match &check.load {
+        Some(LoadSource::Body) => Some(String::from_utf8_lossy(&answer.body).into_owned()),
+        Some(LoadSource::Header(_)) => answer.header,
+        None => None,
+    };
+    Ok(report.and_then(|text| {
+        let parsed = crate::config::health::parse_load_report(&text).map(|(busy, ready)| LoadReport { busy, ready });
+        if parsed.is_none() {
+            tracing::debug!(member = %member.url, "no busy=N&ready=M load report in {text:?}");
+        }
+        parsed
+    }))
 }
 
-/// Read a response: its status, and when `wants_body` its body (de-chunked, at most
-/// [`MAX_READ`] bytes). Stops as soon as it has what it needs.
-async fn read_response(stream: &mut TcpStream, wants_body: bool) -> Result<(u16, Vec<u8>), String> {
+/// What a check read of an answer.
+struct Answer {
+    status: u16,
+    /// The body (when asked for), de-chunked, at most [`MAX_READ`] bytes.
+    body: Vec<u8>,
+    /// The value of the header asked for, if the answer has it.
+    header: Option<String>,
+}
+
+/// Read a response: its status, the value of `header` if asked for, and when `wants_body` its
+/// body. Stops as soon as it has what it needs.
+async fn read_response(stream: &mut TcpStream, wants_body: bool, header: Option<&str>) -> Result<Answer, String> {
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
     loop {
@@ -81,8 +108,15 @@ async fn read_response(stream: &mut TcpStream, wants_body: bool) -> Result<(u16,
             buf.drain(..head_len);
             continue;
         }
+        let wanted = header.and_then(|name| {
+            response
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| String::from_utf8_lossy(h.value).into_owned())
+        });
         if !wants_body {
-            return Ok((status, Vec::new()));
+            return Ok(Answer { status, body: Vec::new(), header: wanted });
         }
         let header = |name: &str| {
             response
@@ -107,7 +141,7 @@ async fn read_response(stream: &mut TcpStream, wants_body: bool) -> Result<(u16,
             body.truncate(length);
         }
         body.truncate(MAX_READ);
-        return Ok((status, body));
+        return Ok(Answer { status, body, header: wanted });
     }
 }
 
@@ -152,6 +186,30 @@ mod tests {
 
     use super::*;
     use crate::config::{HcCondition, HcMethod};
+
+    /// A member's answer, where the check reads the report → the report.
+    #[tokio::test]
+    async fn load_reports_are_read_from_the_body_or_a_header() {
+        /// The member's answer, the check, where it reads the report, the report (busy, ready).
+        type Case = (&'static str, HcMethod, LoadSource, Option<(u32, u32)>);
+        let cases: &[Case] = &[
+            ("HTTP/1.0 200 OK\r\n\r\nbusy=2&ready=30", HcMethod::Get, LoadSource::Body, Some((2, 30))),
+            (
+                "HTTP/1.1 200 OK\r\nX-Load: ready=5&busy=1\r\nContent-Length: 0\r\n\r\n",
+                HcMethod::Head11,
+                LoadSource::Header("x-load".into()),
+                Some((1, 5)),
+            ),
+            ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", HcMethod::Get11, LoadSource::Body, None),
+        ];
+        for (answer, method, source, expected) in cases {
+            let (port, _) = answering(answer).await;
+            let mut hc = with(*method, HcCondition::default_condition(), 1000);
+            hc.load = Some(source.clone());
+            let report = check(&member(port), &hc).await.expect("passes");
+            assert_eq!(report.map(|r| (r.busy, r.ready)), *expected, "{answer:?}");
+        }
+    }
 
     #[test]
     fn chunked_bodies_are_decoded() {
@@ -206,6 +264,7 @@ mod tests {
             passes: 1,
             fails: 1,
             expect,
+            load: None,
         }
     }
 
@@ -266,7 +325,7 @@ mod tests {
     #[tokio::test]
     async fn tcp_checks_connect_and_nothing_else() {
         let (port, seen) = answering("").await;
-        assert_eq!(check(&member(port), &with(HcMethod::Tcp, HcCondition::default_condition(), 1000)).await, Ok(()));
+        assert_eq!(check(&member(port), &with(HcMethod::Tcp, HcCondition::default_condition(), 1000)).await, Ok(None));
         // A port nobody listens on: take one and let it go.
         let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
         let refused = check(&member(closed), &with(HcMethod::Tcp, HcCondition::default_condition(), 1000)).await;

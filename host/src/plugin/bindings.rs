@@ -1,11 +1,12 @@
 //! Host bindings generated from the WIT, the one definition of the plugin interface: `wit/` (the
-//! current version, `fulcrum:plugin@0.2.0`) and `host/wit-0.1.0/` (the previous one, frozen, for
-//! plugins built against it).
+//! current version, `fulcrum:plugin@0.3.0`) and the previous ones, frozen, for plugins built
+//! against them: `host/wit-0.2.0/` and `host/wit-0.1.0/`.
 //!
-//! Both versions share their `types` (identical shapes; the component model checks types by
-//! structure, so one set of Rust types serves both). Selectors are called through
-//! [`super::selector`]'s own typed functions, found by the version the component exports (the
-//! `selector` interface has the same shapes in both versions); rules have a binding per version.
+//! Every version shares its `types` (identical shapes; the component model checks types by
+//! structure, so one set of Rust types serves them all). Exports are called through typed
+//! functions found by the version the component exports ([`super::selector`], [`super::rules`]):
+//! the `rules` interface of 0.3.0 has the shapes of 0.2.0, and the `selector` interface of 0.2.0
+//! those of 0.1.0 (0.3.0 added the load column), so one set of Rust types per shape serves.
 
 pub mod selector_world {
     wasmtime::component::bindgen!({
@@ -30,6 +31,18 @@ pub mod v0_1 {
     wasmtime::component::bindgen!({
         path: "wit-0.1.0",
         world: "fulcrum:plugin/rules-plugin",
+        with: {
+            "fulcrum:plugin/types": crate::plugin::bindings::selector_world::fulcrum::plugin::types,
+        },
+    });
+}
+
+/// `fulcrum:plugin@0.2.0`'s selector world: the selector shapes of 0.1.0 and 0.2.0 (no load
+/// column), and its `host` import (linked under its version).
+pub mod v0_2 {
+    wasmtime::component::bindgen!({
+        path: "wit-0.2.0",
+        world: "fulcrum:plugin/selector-plugin",
         with: {
             "fulcrum:plugin/types": crate::plugin::bindings::selector_world::fulcrum::plugin::types,
         },

@@ -3,7 +3,8 @@
 //! Rules keep no per-request state, so one rule set serves concurrent requests from a small pool
 //! of warm instances (each configured once); a trapped instance is dropped, not returned.
 //!
-//! Two interface versions are spoken. `fulcrum:plugin@0.2.0` (`wit/rules.wit`): the names are
+//! Two interface shapes are spoken. `fulcrum:plugin@0.3.0` (`wit/rules.wit`) and `@0.2.0`, whose
+//! `rules` interfaces are the same: the names are
 //! declared once, at configure (header names parsed here, then), and per call only the values
 //! cross, end to end in one string plus a list of lengths built into a reused buffer; the answers
 //! name headers and variables by index, checked here. `fulcrum:plugin@0.1.0`
@@ -15,8 +16,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use hyper::header::{HeaderMap, HeaderName};
 use wasmtime::Store;
+use wasmtime::component::{ComponentExportIndex, Func, InstancePre, TypedFunc};
 
-use super::bindings::rules_world::RulesPlugin;
 use super::bindings::rules_world::exports::fulcrum::plugin::rules as wit;
 use super::bindings::types;
 use super::bindings::v0_1;
@@ -48,8 +49,105 @@ thread_local! {
 
 /// An instance's typed exports, by version.
 pub enum Bindings {
-    V2(RulesPlugin),
+    V2(RulesFuncs),
     V1(v0_1::RulesPlugin),
+}
+
+type ConfigureSig = (Result<wit::Needs, types::PluginError>,);
+type OnRequestSig = (wit::Outcome,);
+
+/// A rules component of the 0.2.0 shapes (`fulcrum:plugin@0.2.0` and `@0.3.0`, whose `rules`
+/// interfaces are the same) ready to instantiate: its `rules` export found at the version the
+/// component was built for.
+#[derive(Clone)]
+pub struct RulesPreV2 {
+    pre: InstancePre<StoreState>,
+    configure: ComponentExportIndex,
+    on_request: ComponentExportIndex,
+    on_response: ComponentExportIndex,
+}
+
+impl RulesPreV2 {
+    /// Find `fulcrum:plugin/rules@{version}` and its functions (their types are checked at
+    /// instantiation, which `configure` does at load).
+    pub fn new(pre: InstancePre<StoreState>, version: &str) -> wasmtime::Result<RulesPreV2> {
+        let interface = format!("{}/rules@{version}", super::registry::WIT_PACKAGE);
+        let component = pre.component();
+        let instance = component
+            .get_export_index(None, &interface)
+            .ok_or_else(|| wasmtime::format_err!("no exported instance named `{interface}`"))?;
+        let lookup = |name: &str| {
+            component
+                .get_export_index(Some(&instance), name)
+                .ok_or_else(|| wasmtime::format_err!("`{interface}` does not export `{name}`"))
+        };
+        let (configure, on_request, on_response) =
+            (lookup("configure")?, lookup("on-request")?, lookup("on-response")?);
+        Ok(RulesPreV2 { pre, configure, on_request, on_response })
+    }
+
+    /// A new instance, its functions type-checked.
+    fn instantiate(&self, store: &mut Store<StoreState>) -> wasmtime::Result<RulesFuncs> {
+        let instance = self.pre.instantiate(&mut *store)?;
+        let configure =
+            *instance.get_typed_func::<(&types::PluginConfig,), ConfigureSig>(&mut *store, self.configure)?.func();
+        let on_request =
+            *instance.get_typed_func::<(&wit::Inputs, wit::Clock), OnRequestSig>(&mut *store, self.on_request)?.func();
+        let on_response = *instance
+            .get_typed_func::<(u16, wit::ResponseOrigin, &wit::Inputs, wit::Clock), OnRequestSig>(
+                &mut *store,
+                self.on_response,
+            )?
+            .func();
+        Ok(RulesFuncs { configure, on_request, on_response })
+    }
+}
+
+/// An instance's typed `rules` functions (0.2.0 shapes).
+pub struct RulesFuncs {
+    configure: Func,
+    on_request: Func,
+    on_response: Func,
+}
+
+impl RulesFuncs {
+    fn call_configure(
+        &self,
+        store: &mut Store<StoreState>,
+        config: &types::PluginConfig,
+    ) -> wasmtime::Result<Result<wit::Needs, types::PluginError>> {
+        // SAFETY: the signature was checked when the instance was made ([`RulesPreV2::instantiate`]).
+        let f = unsafe { TypedFunc::<(&types::PluginConfig,), ConfigureSig>::new_unchecked(self.configure) };
+        Ok(f.call(store, (config,))?.0)
+    }
+
+    fn call_on_request(
+        &self,
+        store: &mut Store<StoreState>,
+        inputs: &wit::Inputs,
+        clock: wit::Clock,
+    ) -> wasmtime::Result<wit::Outcome> {
+        // SAFETY: checked in [`RulesPreV2::instantiate`].
+        let f = unsafe { TypedFunc::<(&wit::Inputs, wit::Clock), OnRequestSig>::new_unchecked(self.on_request) };
+        Ok(f.call(store, (inputs, clock))?.0)
+    }
+
+    fn call_on_response(
+        &self,
+        store: &mut Store<StoreState>,
+        status: u16,
+        origin: wit::ResponseOrigin,
+        inputs: &wit::Inputs,
+        clock: wit::Clock,
+    ) -> wasmtime::Result<wit::Outcome> {
+        // SAFETY: checked in [`RulesPreV2::instantiate`].
+        let f = unsafe {
+            TypedFunc::<(u16, wit::ResponseOrigin, &wit::Inputs, wit::Clock), OnRequestSig>::new_unchecked(
+                self.on_response,
+            )
+        };
+        Ok(f.call(store, (status, origin, inputs, clock))?.0)
+    }
 }
 
 type Live = super::call::Instance<Bindings>;
@@ -111,8 +209,7 @@ impl WasmRules {
         let (bindings, answer) = match pre {
             RulesPre::V2(pre) => {
                 let bindings = pre.instantiate(&mut store).map_err(instantiation_failed)?;
-                let answer =
-                    bindings.fulcrum_plugin_rules().call_configure(&mut store, &self.config).map_err(trapped)?;
+                let answer = bindings.call_configure(&mut store, &self.config).map_err(trapped)?;
                 (Bindings::V2(bindings), answer.map(Declared::V2))
             }
             RulesPre::V1(pre) => {
@@ -239,7 +336,7 @@ impl WasmRules {
         request: &RequestInfo<'_>,
         response: Option<&HeaderMap>,
         env: &Env,
-        f: impl FnOnce(&mut Store<StoreState>, &RulesPlugin, &wit::Inputs) -> wasmtime::Result<wit::Outcome>,
+        f: impl FnOnce(&mut Store<StoreState>, &RulesFuncs, &wit::Inputs) -> wasmtime::Result<wit::Outcome>,
     ) -> Result<RulesOutcome, RulesFault> {
         let outcome = INPUTS.with(|cell| {
             let mut inputs = cell.borrow_mut();
@@ -295,9 +392,9 @@ impl RequestRules for WasmRules {
             Some(RulesPre::V1(_)) => self.call_v1(request, env, clock, |store, b, view, vars| {
                 b.fulcrum_plugin_rules().call_on_request(store, view, vars)
             }),
-            _ => self.call_v2(request, None, env, |store, b, inputs| {
-                b.fulcrum_plugin_rules().call_on_request(store, inputs, wit_clock(clock))
-            }),
+            _ => {
+                self.call_v2(request, None, env, |store, b, inputs| b.call_on_request(store, inputs, wit_clock(clock)))
+            }
         }
     }
 
@@ -335,7 +432,7 @@ impl RequestRules for WasmRules {
                     Origin::Generated => wit::ResponseOrigin::Generated,
                 };
                 self.call_v2(request, Some(response.headers), env, |store, b, inputs| {
-                    b.fulcrum_plugin_rules().call_on_response(store, response.status, origin, inputs, wit_clock(clock))
+                    b.call_on_response(store, response.status, origin, inputs, wit_clock(clock))
                 })
             }
         }

@@ -8,29 +8,42 @@ use wasmtime::component::{ComponentExportIndex, Func, InstancePre, TypedFunc};
 use super::PluginLimits;
 use super::bindings::selector_world::exports::fulcrum::plugin::selector as wit;
 use super::bindings::types;
+use super::bindings::v0_2::exports::fulcrum::plugin::selector as wit2;
 use super::registry::CompiledPlugin;
 use super::store::{self, StoreState};
 use crate::Error;
 use crate::balancer::{
-    BalancerSpec, FaultKind, MemberSelector, RequestInfo, SelectState, Selection, SelectorFault, SelectorNeeds,
-    StateColumns,
+    BalancerSpec, FaultKind, LoadReport, MemberSelector, RequestInfo, SelectState, Selection, SelectorFault,
+    SelectorNeeds, StateColumns,
 };
 
 /// One warm instance: its store and its typed exports.
 type Live = super::call::Instance<SelectorPlugin>;
 
 /// A selector component ready to instantiate: its `selector` export, found at the version the
-/// component was built for (`0.1.0` and `0.2.0` have the same shapes, so the same Rust types and
-/// typed functions serve both; the component model checks types by structure).
+/// component was built for. `0.1.0` and `0.2.0` have the same shapes ([`Shape::V2`]: the same
+/// Rust types and typed functions serve both, as the component model checks types by structure);
+/// `0.3.0` added the load column to `needs` and `state` ([`Shape::V3`]).
 #[derive(Clone)]
 pub struct SelectorPre {
     pre: InstancePre<StoreState>,
+    shape: Shape,
     configure: ComponentExportIndex,
     select: ComponentExportIndex,
     sticky: ComponentExportIndex,
 }
 
+/// The shapes of a selector interface version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// `fulcrum:plugin@0.1.0` and `@0.2.0`: lbstatus, busy and traffic columns.
+    V2,
+    /// `fulcrum:plugin@0.3.0`: and the load column.
+    V3,
+}
+
 type ConfigureSig = (Result<wit::Needs, types::PluginError>,);
+type ConfigureSigV2 = (Result<wit2::Needs, types::PluginError>,);
 
 impl SelectorPre {
     /// Find `fulcrum:plugin/selector@{version}` and its functions, and check their types.
@@ -46,61 +59,128 @@ impl SelectorPre {
                 .ok_or_else(|| wasmtime::format_err!("`{interface}` does not export `{name}`"))
         };
         let (configure, select, sticky) = (lookup("configure")?, lookup("select")?, lookup("sticky")?);
-        Ok(SelectorPre { pre, configure, select, sticky })
+        let shape = if matches!(version, "0.1.0" | "0.2.0") { Shape::V2 } else { Shape::V3 };
+        Ok(SelectorPre { pre, shape, configure, select, sticky })
     }
 
     /// A new instance, its functions type-checked.
     fn instantiate(&self, store: &mut Store<StoreState>) -> wasmtime::Result<SelectorPlugin> {
         let instance = self.pre.instantiate(&mut *store)?;
-        let configure =
-            *instance.get_typed_func::<(&wit::BalancerInfo,), ConfigureSig>(&mut *store, self.configure)?.func();
-        let select = *instance
-            .get_typed_func::<(&types::RequestView, &wit::State), (wit::Decision,)>(&mut *store, self.select)?
-            .func();
-        let sticky = *instance.get_typed_func::<(u32, &wit::State), (Vec<i64>,)>(&mut *store, self.sticky)?.func();
-        Ok(SelectorPlugin { configure, select, sticky })
+        // `balancer-info` and `decision` have the same shapes in every version.
+        let (configure, select, sticky) = match self.shape {
+            Shape::V3 => (
+                *instance.get_typed_func::<(&wit::BalancerInfo,), ConfigureSig>(&mut *store, self.configure)?.func(),
+                *instance
+                    .get_typed_func::<(&types::RequestView, &wit::State), (wit::Decision,)>(&mut *store, self.select)?
+                    .func(),
+                *instance.get_typed_func::<(u32, &wit::State), (Vec<i64>,)>(&mut *store, self.sticky)?.func(),
+            ),
+            Shape::V2 => (
+                *instance.get_typed_func::<(&wit::BalancerInfo,), ConfigureSigV2>(&mut *store, self.configure)?.func(),
+                *instance
+                    .get_typed_func::<(&types::RequestView, &wit2::State), (wit::Decision,)>(&mut *store, self.select)?
+                    .func(),
+                *instance.get_typed_func::<(u32, &wit2::State), (Vec<i64>,)>(&mut *store, self.sticky)?.func(),
+            ),
+        };
+        Ok(SelectorPlugin { shape: self.shape, configure, select, sticky })
     }
 }
 
 /// An instance's typed `selector` functions.
 pub struct SelectorPlugin {
+    shape: Shape,
     configure: Func,
     select: Func,
     sticky: Func,
 }
 
+/// What `configure` answered.
+enum Configured {
+    Needs(SelectorNeeds),
+    /// Needs the host cannot take (a header name that is not one).
+    Invalid(String),
+    /// The plugin refused the configuration.
+    Refused(String),
+}
+
+/// The state handed to a call, in the shape of the plugin's version.
+struct States {
+    v3: wit::State,
+    v2: wit2::State,
+}
+
 impl SelectorPlugin {
-    fn call_configure(
-        &self,
-        store: &mut Store<StoreState>,
-        info: &wit::BalancerInfo,
-    ) -> wasmtime::Result<Result<wit::Needs, types::PluginError>> {
-        // SAFETY: the signature was checked when the instance was made ([`SelectorPre::instantiate`]).
-        let f = unsafe { TypedFunc::<(&wit::BalancerInfo,), ConfigureSig>::new_unchecked(self.configure) };
-        Ok(f.call(store, (info,))?.0)
+    fn call_configure(&self, store: &mut Store<StoreState>, info: &wit::BalancerInfo) -> wasmtime::Result<Configured> {
+        // SAFETY: the signatures were checked when the instance was made ([`SelectorPre::instantiate`]).
+        let answer = match self.shape {
+            Shape::V3 => {
+                let f = unsafe { TypedFunc::<(&wit::BalancerInfo,), ConfigureSig>::new_unchecked(self.configure) };
+                f.call(&mut *store, (info,))?.0.map(|needs| convert_needs(needs.fields, &needs.headers, needs.columns))
+            }
+            Shape::V2 => {
+                let f = unsafe { TypedFunc::<(&wit::BalancerInfo,), ConfigureSigV2>::new_unchecked(self.configure) };
+                f.call(&mut *store, (info,))?.0.map(|needs| {
+                    let c = needs.columns;
+                    let mut columns = wit::StateColumns::empty();
+                    for (old, new) in [
+                        (wit2::StateColumns::LBSTATUS, wit::StateColumns::LBSTATUS),
+                        (wit2::StateColumns::BUSY, wit::StateColumns::BUSY),
+                        (wit2::StateColumns::TRAFFIC, wit::StateColumns::TRAFFIC),
+                    ] {
+                        if c.contains(old) {
+                            columns |= new;
+                        }
+                    }
+                    convert_needs(needs.fields, &needs.headers, columns)
+                })
+            }
+        };
+        Ok(match answer {
+            Ok(Ok(needs)) => Configured::Needs(needs),
+            Ok(Err(why)) => Configured::Invalid(why),
+            Err(types::PluginError::InvalidOption((key, why))) => {
+                Configured::Refused(format!("refused option `{key}`: {why}"))
+            }
+            Err(types::PluginError::Other(why)) => Configured::Refused(format!("refused its configuration: {why}")),
+        })
     }
 
     fn call_select(
         &self,
         store: &mut Store<StoreState>,
         request: &types::RequestView,
-        state: &wit::State,
+        states: &States,
     ) -> wasmtime::Result<wit::Decision> {
         // SAFETY: checked in [`SelectorPre::instantiate`].
-        let f =
-            unsafe { TypedFunc::<(&types::RequestView, &wit::State), (wit::Decision,)>::new_unchecked(self.select) };
-        Ok(f.call(store, (request, state))?.0)
+        Ok(match self.shape {
+            Shape::V3 => {
+                let f = unsafe {
+                    TypedFunc::<(&types::RequestView, &wit::State), (wit::Decision,)>::new_unchecked(self.select)
+                };
+                f.call(store, (request, &states.v3))?.0
+            }
+            Shape::V2 => {
+                let f = unsafe {
+                    TypedFunc::<(&types::RequestView, &wit2::State), (wit::Decision,)>::new_unchecked(self.select)
+                };
+                f.call(store, (request, &states.v2))?.0
+            }
+        })
     }
 
-    fn call_sticky(
-        &self,
-        store: &mut Store<StoreState>,
-        member: u32,
-        state: &wit::State,
-    ) -> wasmtime::Result<Vec<i64>> {
+    fn call_sticky(&self, store: &mut Store<StoreState>, member: u32, states: &States) -> wasmtime::Result<Vec<i64>> {
         // SAFETY: checked in [`SelectorPre::instantiate`].
-        let f = unsafe { TypedFunc::<(u32, &wit::State), (Vec<i64>,)>::new_unchecked(self.sticky) };
-        Ok(f.call(store, (member, state))?.0)
+        Ok(match self.shape {
+            Shape::V3 => {
+                let f = unsafe { TypedFunc::<(u32, &wit::State), (Vec<i64>,)>::new_unchecked(self.sticky) };
+                f.call(store, (member, &states.v3))?.0
+            }
+            Shape::V2 => {
+                let f = unsafe { TypedFunc::<(u32, &wit2::State), (Vec<i64>,)>::new_unchecked(self.sticky) };
+                f.call(store, (member, &states.v2))?.0
+            }
+        })
     }
 }
 
@@ -112,7 +192,7 @@ pub struct WasmSelector {
     limits: PluginLimits,
     live: Option<Live>,
     /// Reused for every call so the per-request path does not allocate the lists.
-    state: wit::State,
+    states: States,
 }
 
 impl WasmSelector {
@@ -147,7 +227,16 @@ impl WasmSelector {
             needs: SelectorNeeds::default(),
             limits,
             live: None,
-            state: wit::State { candidates: Vec::new(), lbstatus: Vec::new(), busy: Vec::new(), traffic: Vec::new() },
+            states: States {
+                v3: wit::State {
+                    candidates: Vec::new(),
+                    lbstatus: Vec::new(),
+                    busy: Vec::new(),
+                    traffic: Vec::new(),
+                    load: Vec::new(),
+                },
+                v2: wit2::State { candidates: Vec::new(), lbstatus: Vec::new(), busy: Vec::new(), traffic: Vec::new() },
+            },
         };
         let (live, needs) = selector.instantiate().map_err(|fault| Error::msg(fault.detail))?;
         selector.needs = needs;
@@ -167,15 +256,9 @@ impl WasmSelector {
             .call_configure(&mut store, &self.info)
             .map_err(|e| setup(format!("plugin `{name}`: configure trapped: {}", super::trap_detail(name, &e))))?;
         let needs = match answer {
-            Ok(needs) => {
-                convert_needs(needs).map_err(|why| setup(format!("plugin `{name}`: configure answered {why}")))?
-            }
-            Err(types::PluginError::InvalidOption((key, why))) => {
-                return Err(setup(format!("plugin `{name}` refused option `{key}`: {why}")));
-            }
-            Err(types::PluginError::Other(why)) => {
-                return Err(setup(format!("plugin `{name}` refused its configuration: {why}")));
-            }
+            Configured::Needs(needs) => needs,
+            Configured::Invalid(why) => return Err(setup(format!("plugin `{name}`: configure answered {why}"))),
+            Configured::Refused(why) => return Err(setup(format!("plugin `{name}` {why}"))),
         };
         Ok((Live::new(store, bindings), needs))
     }
@@ -185,7 +268,7 @@ impl WasmSelector {
     fn call<R>(
         &mut self,
         request_id: u64,
-        f: impl FnOnce(&mut Store<StoreState>, &SelectorPlugin, &wit::State) -> wasmtime::Result<R>,
+        f: impl FnOnce(&mut Store<StoreState>, &SelectorPlugin, &States) -> wasmtime::Result<R>,
     ) -> Result<R, SelectorFault> {
         let live = self.live.take();
         let (answer, live) = super::call::call(
@@ -194,22 +277,35 @@ impl WasmSelector {
             request_id,
             live,
             || self.instantiate().map(|(live, _)| live).map_err(|fault| fault.detail),
-            |store, bindings| f(store, bindings, &self.state),
+            |store, bindings| f(store, bindings, &self.states),
         );
         self.live = live;
         answer
     }
 
     fn load_state(&mut self, state: &SelectState<'_>) {
-        let s = &mut self.state;
-        s.candidates.clear();
-        s.candidates.extend_from_slice(state.candidates);
-        s.lbstatus.clear();
-        s.lbstatus.extend_from_slice(state.lbstatus);
-        s.busy.clear();
-        s.busy.extend_from_slice(state.busy);
-        s.traffic.clear();
-        s.traffic.extend_from_slice(state.traffic);
+        let v3 = self.plugin.selector.as_ref().is_some_and(|pre| pre.shape == Shape::V3);
+        macro_rules! fill {
+            ($s:expr) => {{
+                let s = $s;
+                s.candidates.clear();
+                s.candidates.extend_from_slice(state.candidates);
+                s.lbstatus.clear();
+                s.lbstatus.extend_from_slice(state.lbstatus);
+                s.busy.clear();
+                s.busy.extend_from_slice(state.busy);
+                s.traffic.clear();
+                s.traffic.extend_from_slice(state.traffic);
+            }};
+        }
+        if v3 {
+            fill!(&mut self.states.v3);
+            let load = &mut self.states.v3.load;
+            load.clear();
+            load.extend(state.load.iter().map(|r| r.map(|LoadReport { busy, ready }| wit::LoadReport { busy, ready })));
+        } else {
+            fill!(&mut self.states.v2);
+        }
     }
 
     fn request_view(&self, request: &RequestInfo<'_>) -> types::RequestView {
@@ -244,15 +340,19 @@ impl MemberSelector for WasmSelector {
     }
 }
 
-fn convert_needs(needs: wit::Needs) -> Result<SelectorNeeds, String> {
-    let c = needs.columns;
+fn convert_needs(
+    fields: types::RequestFields,
+    headers: &[String],
+    c: wit::StateColumns,
+) -> Result<SelectorNeeds, String> {
     Ok(SelectorNeeds {
-        fields: super::convert_fields(needs.fields),
-        headers: super::header_names(&needs.headers)?,
+        fields: super::convert_fields(fields),
+        headers: super::header_names(headers)?,
         columns: StateColumns {
             lbstatus: c.contains(wit::StateColumns::LBSTATUS),
             busy: c.contains(wit::StateColumns::BUSY),
             traffic: c.contains(wit::StateColumns::TRAFFIC),
+            load: c.contains(wit::StateColumns::LOAD),
         },
     })
 }
