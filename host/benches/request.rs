@@ -43,7 +43,7 @@ fn bench(c: &mut Criterion) {
         let runtime = Arc::new(Runtime::build(config).expect("runtime"));
         let listeners = runtime.bind().expect("bind");
         let addr = listeners[0].local_addr().unwrap();
-        start_workers(&listeners, &runtime.shared(), 1).expect("worker");
+        let _workers = start_workers(listeners, &runtime.shared(), 1).expect("worker");
         let mut send = client_rt.block_on(async {
             let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             stream.set_nodelay(true).unwrap();

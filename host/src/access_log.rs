@@ -3,11 +3,15 @@
 //!
 //! Lines are formatted on the request path and written by a background thread through a bounded
 //! queue, so a slow disk never blocks a request; when the queue is full the line is dropped and
-//! counted (and the count logged), rather than stalling traffic.
+//! counted (and the count logged), rather than stalling traffic. Dropping the log (at exit, or the
+//! old proxy's after a reload) writes what is queued before it returns, so the lines of the last
+//! requests are not lost; it waits at most [`WRITE_ON_DROP`], so a disk that hangs cannot hang an
+//! exit or a worker.
 
 use std::io::{BufWriter, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,6 +26,9 @@ pub const COMBINED: &str = "%h %l %u %t \"%r\" %>s %b \"%{Referer}i\" \"%{User-A
 
 /// Lines waiting for the writer before new ones are dropped.
 const QUEUE: usize = 16_384;
+
+/// How long dropping the log waits for the writer to write what is queued.
+const WRITE_ON_DROP: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
@@ -150,6 +157,8 @@ pub struct Entry<'a> {
 pub struct AccessLog {
     format: LogFormat,
     queue: SyncSender<String>,
+    /// Disconnected once the writer has written the last line and ended (in a mutex to be `Sync`).
+    written: Mutex<Receiver<()>>,
     dropped: AtomicU64,
 }
 
@@ -160,8 +169,12 @@ impl AccessLog {
             LogTarget::File(path) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
         };
         let (queue, lines) = std::sync::mpsc::sync_channel(QUEUE);
-        std::thread::Builder::new().name("fulcrum-access-log".into()).spawn(move || write_lines(out, lines))?;
-        Ok(AccessLog { format, queue, dropped: AtomicU64::new(0) })
+        let (done, written) = std::sync::mpsc::sync_channel::<()>(0);
+        std::thread::Builder::new().name("fulcrum-access-log".into()).spawn(move || {
+            write_lines(out, lines);
+            drop(done);
+        })?;
+        Ok(AccessLog { format, queue, written: Mutex::new(written), dropped: AtomicU64::new(0) })
     }
 
     /// Does the format print env variable `name` (`%{NAME}e`)?
@@ -176,6 +189,18 @@ impl AccessLog {
             if dropped.is_power_of_two() {
                 tracing::warn!("access log cannot keep up: {dropped} lines dropped so far");
             }
+        }
+    }
+}
+
+impl Drop for AccessLog {
+    /// Close the queue (the writer then writes what is left and ends) and wait for the writer,
+    /// at most [`WRITE_ON_DROP`].
+    fn drop(&mut self) {
+        let (closed, _) = std::sync::mpsc::sync_channel(0);
+        drop(std::mem::replace(&mut self.queue, closed));
+        if let Ok(written) = self.written.get_mut() {
+            let _ = written.recv_timeout(WRITE_ON_DROP);
         }
     }
 }
@@ -299,6 +324,32 @@ mod tests {
             format.render(&entry),
             "127.0.0.1 - - [26/Nov/2026:02:46:01 +0000] \"GET /a?b=1 HTTP/1.1\" 200 42 \"-\" \"curl/8 \\\"quoted\\\"\" web2 -\n"
         );
+    }
+
+    /// Every line logged is in the file once the log is dropped (as at exit), none left queued.
+    #[test]
+    fn dropping_the_log_writes_every_queued_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let log = AccessLog::open(&LogTarget::File(path.clone()), LogFormat::parse("%r").unwrap()).unwrap();
+        let (parts, ()) = hyper::Request::get("/last").body(()).unwrap().into_parts();
+        let (headers, env) = (HeaderMap::new(), Env::default());
+        let entry = Entry {
+            client: [127, 0, 0, 1].into(),
+            received: SystemTime::now(),
+            elapsed: Duration::ZERO,
+            request: &parts,
+            status: 200,
+            response_headers: &headers,
+            env: &env,
+            server_name: "www.example.com",
+        };
+        for _ in 0..1000 {
+            log.log(&entry);
+        }
+        drop(log);
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(written.lines().filter(|l| *l == "GET /last HTTP/1.1").count(), 1000);
     }
 
     #[test]

@@ -145,6 +145,7 @@ fn run(config: Config, watch_config: bool) -> Result<(), fulcrum::Error> {
     let runtime = std::sync::Arc::new(Runtime::build(config)?);
     let listeners = runtime.bind()?;
     rt.block_on(async {
+        let mut signals = StopSignals::new()?;
         if let Some(admin) = runtime.bind_admin().await? {
             if let Ok(addr) = admin.local_addr() {
                 println!("fulcrum admin on http://{addr}/metrics");
@@ -152,11 +153,11 @@ fn run(config: Config, watch_config: bool) -> Result<(), fulcrum::Error> {
             tokio::spawn(server::serve_admin(admin, runtime.shared()));
         }
         runtime::watch(std::sync::Arc::clone(&runtime), watch_config)?;
-        server::start_workers(&listeners, &runtime.shared(), server::worker_count())?;
-        runtime.start_checks();
         announce(&listeners);
-        shutdown_signal().await;
-        tracing::info!("shutting down");
+        let workers = server::start_workers(listeners, &runtime.shared(), server::worker_count())?;
+        runtime.start_checks();
+        // Read when the signal comes: a configuration reload may have changed it.
+        signals.stop(workers, || runtime.proxy().config().shutdown_timeout).await;
         Ok(())
     })
 }
@@ -170,21 +171,56 @@ fn announce(listeners: &[std::net::TcpListener]) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM and SIGINT (Ctrl-C): the first stops gracefully ([`server::Workers::shutdown`]), a
+/// second one at once. Made before the listeners are announced, so that a signal sent as soon as
+/// Fulcrum listens is never the default one that kills the process.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> Result<StopSignals, fulcrum::Error> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let watch = |kind, name| signal(kind).map_err(|e| fulcrum::Error::msg(format!("cannot watch {name}: {e}")));
+            Ok(StopSignals {
+                term: watch(SignalKind::terminate(), "SIGTERM")?,
+                int: watch(SignalKind::interrupt(), "SIGINT")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(StopSignals {})
+    }
+
+    /// The next signal's name.
+    async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    /// Serve until a signal, then stop `workers` gracefully within `timeout()` (`shutdown_timeout`
+    /// as it is then), or at once on another signal. Either way the process then exits with 0: it
+    /// was asked to stop, and did.
+    async fn stop(&mut self, workers: server::Workers, timeout: impl FnOnce() -> std::time::Duration) {
+        let signal = self.recv().await;
+        tracing::info!("{signal}: stopping (send it again to stop at once)");
+        tokio::select! {
+            _ = workers.shutdown(timeout()) => {}
+            again = self.recv() => tracing::warn!("{again} again: exiting without waiting for the connections still open"),
+        }
+    }
 }
 
 fn check(path: &Path) -> Result<(), fulcrum::Error> {
@@ -199,6 +235,9 @@ fn check(path: &Path) -> Result<(), fulcrum::Error> {
     println!("{}: OK", c.source.display());
     for addr in &c.listen {
         println!("listen {addr}");
+    }
+    if c.shutdown_timeout != fulcrum::config::DEFAULT_SHUTDOWN_TIMEOUT {
+        println!("shutdown_timeout {}s", c.shutdown_timeout.as_secs());
     }
     for v in &c.vhosts {
         let aliases =
@@ -253,6 +292,7 @@ fn demo(path: Option<&Path>) -> Result<(), fulcrum::Error> {
     let runtime = Runtime::build(config)?;
     let proxy = runtime.proxy();
     rt.block_on(async {
+        let mut signals = StopSignals::new()?;
         let mut backends = Vec::new();
         for b in &proxy.config().balancers {
             for m in &b.members {
@@ -270,14 +310,14 @@ fn demo(path: Option<&Path>) -> Result<(), fulcrum::Error> {
             }
         }
         let listeners = runtime.bind()?;
-        server::start_workers(&listeners, &runtime.shared(), server::worker_count())?;
-        runtime.start_checks();
         announce(&listeners);
+        let workers = server::start_workers(listeners, &runtime.shared(), server::worker_count())?;
+        runtime.start_checks();
         if let Some(addr) = proxy.config().listen.first() {
             println!("try: curl -s http://{addr}/   (repeat it: the answers alternate between the members)");
         }
-        shutdown_signal().await;
-        tracing::info!("shutting down");
+        signals.stop(workers, || proxy.config().shutdown_timeout).await;
+        // The backends last: the requests in flight still need them.
         drop(backends);
         Ok(())
     })

@@ -1,5 +1,22 @@
 //! Serving: the listening sockets, the workers that accept and serve connections, the admin
 //! listener. What they serve is the proxy in force ([`crate::runtime`]).
+//!
+//! # Stopping
+//!
+//! SIGTERM and SIGINT stop Fulcrum the way Apache's `graceful-stop`, nginx's `quit` and HAProxy's
+//! soft-stop do, so that a restart or a deploy loses no request: [`Workers::shutdown`] stops
+//! accepting at once, lets every request in flight finish and write its whole response, closes
+//! idle keep-alive connections, and returns when the last connection is gone or when
+//! `shutdown_timeout` has passed, whichever is first (past it, what is still open is cut).
+//!
+//! New connections are refused, not left in the listen backlog for a process that will never
+//! accept them: `shutdown(SHUT_RD)` on a listening socket takes it out of LISTEN on Linux for
+//! every descriptor of it (the workers each hold one), so a client's SYN gets a reset and it can
+//! try another server at once; the descriptors close as the accept loops end. One `watch`
+//! channel tells every accept loop and every connection that shutdown began (hyper's
+//! `graceful_shutdown` on each connection), and a second one counts the connections still open:
+//! the last one out wakes the waiter. A worker's runtime lives until every connection is done,
+//! since dropping it would cut the connections it drives.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +27,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::sync::watch;
 
 use crate::Error;
 use crate::balancer::ClientAddr;
@@ -60,17 +78,26 @@ pub fn worker_count() -> usize {
 }
 
 /// Serve `listeners` on `workers` threads, each with a runtime of its own (one worker thread, so
-/// that a long plugin call can still hand its other tasks on with `block_in_place`).
+/// that a long plugin call can still hand its other tasks on with `block_in_place`); the
+/// [`Workers`] handle stops them ([`Workers::shutdown`]).
 ///
 /// A connection lives on the worker that accepted it from start to end, and that worker also
 /// drives the member connections its requests use ([`crate::proxy::bind_worker`]): no request
 /// crosses threads, as in nginx's and HAProxy's one event loop per core. Every worker watches the
 /// same listening sockets (no `SO_REUSEPORT`, so a second Fulcrum on the same port still fails to
 /// start instead of sharing it); the one that wakes first takes the connection.
-pub fn start_workers(listeners: &[std::net::TcpListener], proxy: &SharedProxy, workers: usize) -> Result<(), Error> {
+pub fn start_workers(
+    listeners: Vec<std::net::TcpListener>,
+    proxy: &SharedProxy,
+    workers: usize,
+) -> Result<Workers, Error> {
     // One bound on client connections for all listeners and workers: past it, connections wait
     // in the kernel's listen backlog instead of costing sockets, memory and members' connections.
     let permits = Arc::new(Semaphore::new(proxy.load().limits().max_connections));
+    let (stop, _) = watch::channel(false);
+    let (open, _) = watch::channel(0);
+    // Each worker thread holds a sender until its runtime is gone; `recv` answers `None` after the last.
+    let (ended, workers_ended) = tokio::sync::mpsc::channel::<()>(1);
     for worker in 0..workers.max(1) {
         let sockets = listeners
             .iter()
@@ -85,6 +112,7 @@ pub fn start_workers(listeners: &[std::net::TcpListener], proxy: &SharedProxy, w
             .build()
             .map_err(|e| Error::msg(format!("cannot start worker {worker}: {e}")))?;
         let (proxy, permits) = (Arc::clone(proxy), Arc::clone(&permits));
+        let (stopping, open, ended) = (stop.subscribe(), open.clone(), ended.clone());
         std::thread::Builder::new()
             .name(format!("fulcrum-w{worker}-main"))
             .spawn(move || {
@@ -93,20 +121,117 @@ pub fn start_workers(listeners: &[std::net::TcpListener], proxy: &SharedProxy, w
                     for socket in sockets {
                         match TcpListener::from_std(socket) {
                             Ok(listener) => {
-                                tasks.spawn(accept_loop(listener, Arc::clone(&proxy), Arc::clone(&permits)));
+                                let (proxy, permits) = (Arc::clone(&proxy), Arc::clone(&permits));
+                                tasks.spawn(accept_loop(listener, proxy, permits, stopping.clone(), open.clone()));
                             }
                             Err(e) => tracing::error!("worker {worker}: cannot watch a listening socket: {e}"),
                         }
                     }
                     while tasks.join_next().await.is_some() {}
+                    // Accepting has stopped: the connections still open run on this runtime, so
+                    // it lives until they are done (the shutdown deadline is the caller's).
+                    let _ = open.subscribe().wait_for(|&n| n == 0).await;
                 });
+                drop(runtime);
+                drop(ended);
             })
             .map_err(|e| Error::msg(format!("cannot start worker {worker}: {e}")))?;
     }
-    Ok(())
+    Ok(Workers { listeners, stop, open, workers_ended })
 }
 
-async fn accept_loop(listener: TcpListener, proxy: SharedProxy, permits: Arc<Semaphore>) {
+/// The running workers ([`start_workers`]). [`Workers::shutdown`] stops them gracefully; dropped
+/// without it, they serve until the process ends.
+#[derive(Debug)]
+#[must_use = "dropped, the workers serve until the process ends: call Workers::shutdown to stop them"]
+pub struct Workers {
+    /// The listening sockets (each worker has a descriptor of its own for each).
+    listeners: Vec<std::net::TcpListener>,
+    /// Becomes `true` when shutdown begins: the accept loops end, and every connection finishes
+    /// its request in flight and closes.
+    stop: watch::Sender<bool>,
+    /// How many client connections are open ([`Open`]).
+    open: watch::Sender<usize>,
+    /// Closed when every worker's runtime is gone.
+    workers_ended: tokio::sync::mpsc::Receiver<()>,
+}
+
+impl Workers {
+    /// Stop gracefully: refuse new connections at once, let the requests in flight finish and
+    /// close every connection after its response, within `timeout`. Returns how many connections
+    /// were still open at the deadline (they are cut when the process exits); 0 when every one
+    /// finished. Logs at info what it waits for and when it is done, at warn what it cuts.
+    pub async fn shutdown(self, timeout: Duration) -> usize {
+        let Workers { listeners, stop, open, mut workers_ended } = self;
+        let connections = *open.borrow();
+        // First the signal, then the sockets: an accept loop that sees its socket fail knows why.
+        stop.send_replace(true);
+        for listener in &listeners {
+            if let Err(e) = socket2::SockRef::from(listener).shutdown(std::net::Shutdown::Read) {
+                // Elsewhere than Linux the socket may stay in LISTEN until its last descriptor
+                // closes, when the accept loops end.
+                let addr = listener.local_addr().map_or("a listener".into(), |a| a.to_string());
+                tracing::debug!("shutdown(SHUT_RD) of {addr}: {e}");
+            }
+        }
+        drop(listeners);
+        // Said once new connections are refused.
+        tracing::info!("shutting down: {connections} connections open, waiting up to {}s", timeout.as_secs());
+        let mut last_out = open.subscribe();
+        let finished = async move {
+            let _ = last_out.wait_for(|&n| n == 0).await;
+            // The workers' runtimes end after the last connection, closing the members'
+            // connections; one accepted just before the signal may still be on one of them.
+            while workers_ended.recv().await.is_some() {}
+        };
+        let _ = tokio::time::timeout(timeout, finished).await;
+        let cut = *open.borrow();
+        if cut == 0 {
+            tracing::info!("shut down: every connection finished");
+        } else {
+            tracing::warn!(
+                "shutdown_timeout ({}s) has passed: exiting, cutting {cut} connections still open",
+                timeout.as_secs()
+            );
+        }
+        cut
+    }
+}
+
+/// A client connection, counted from its accept to its close.
+struct Open(watch::Sender<usize>);
+
+impl Open {
+    fn new(open: &watch::Sender<usize>) -> Open {
+        open.send_modify(|n| *n += 1);
+        Open(open.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        // Only the last one out wakes anyone.
+        self.0.send_if_modified(|n| {
+            *n -= 1;
+            *n == 0
+        });
+    }
+}
+
+/// Resolves once shutdown has begun; never when the [`Workers`] handle was dropped without it.
+async fn stopping(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|&stopping| stopping).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    proxy: SharedProxy,
+    permits: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+    open: watch::Sender<usize>,
+) {
     let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     // Bound at start: a reload keeps `[limits]` until the next start.
     let limits = *proxy.load().limits();
@@ -121,27 +246,37 @@ async fn accept_loop(listener: TcpListener, proxy: SharedProxy, permits: Arc<Sem
         .keep_alive(true);
     let mut saturated = false;
     loop {
-        let permit = match Arc::clone(&permits).try_acquire_owned() {
-            Ok(permit) => {
-                saturated = false;
-                permit
-            }
-            Err(_) => {
-                if !saturated {
-                    tracing::warn!(
-                        "{} client connections open (limits.max_connections): new ones wait",
-                        limits.max_connections
-                    );
-                    saturated = true;
+        let next = async {
+            let permit = match Arc::clone(&permits).try_acquire_owned() {
+                Ok(permit) => {
+                    saturated = false;
+                    permit
                 }
-                match Arc::clone(&permits).acquire_owned().await {
-                    Ok(permit) => permit,
-                    Err(_) => return,
+                Err(_) => {
+                    if !saturated {
+                        tracing::warn!(
+                            "{} client connections open (limits.max_connections): new ones wait",
+                            limits.max_connections
+                        );
+                        saturated = true;
+                    }
+                    Arc::clone(&permits).acquire_owned().await.ok()?
                 }
-            }
+            };
+            Some((permit, listener.accept().await))
         };
-        let (stream, peer) = match listener.accept().await {
+        let (permit, accepted) = tokio::select! {
+            biased;
+            () = stopping(&mut stop) => return,
+            next = next => match next {
+                Some(next) => next,
+                None => return,
+            },
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
+            // Its socket was shut down.
+            Err(_) if *stop.borrow() => return,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!("accept on {local} failed: {e}");
@@ -150,18 +285,54 @@ async fn accept_loop(listener: TcpListener, proxy: SharedProxy, permits: Arc<Sem
             }
         };
         let _ = stream.set_nodelay(true);
+        let open = Open::new(&open);
         let proxy = Arc::clone(&proxy);
         let http = http.clone();
+        let mut stop = stop.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _held = (permit, open);
             let client = Arc::new(ClientAddr::new(peer.ip()));
             // The proxy in force when each request arrives: a reload applies from the next request
             // on, also on connections already open.
             let service = service_fn(move |request| proxy.load_full().handle(request, Arc::clone(&client), local));
-            let served = http.serve_connection(TokioIo::new(stream), service).await;
+            let mut connection = std::pin::pin!(http.serve_connection(TokioIo::new(stream), service));
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                // hyper finishes the request in flight (its whole response is written) and then
+                // closes instead of waiting for another; an idle connection closes at once.
+                () = stopping(&mut stop) => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
             if let Err(e) = served {
                 tracing::debug!(client = %peer, "connection ended: {e}");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{ErrorKind, Read};
+
+    /// What [`super::Workers::shutdown`] relies on, on Linux: `shutdown(SHUT_RD)` through one
+    /// descriptor takes the listening socket out of LISTEN for all of them (each worker holds its
+    /// own), so a new connection is refused at once, and one waiting in the backlog is reset,
+    /// instead of waiting for an accept that will never come.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn shut_rd_refuses_connections_on_every_descriptor() {
+        let listener = super::listen(&"127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let worker_copy = listener.try_clone().unwrap();
+        let mut waiting = std::net::TcpStream::connect(addr).expect("a connection into the backlog");
+        socket2::SockRef::from(&listener).shutdown(std::net::Shutdown::Read).unwrap();
+        let refused = std::net::TcpStream::connect(addr).expect_err("connected after SHUT_RD");
+        assert_eq!(refused.kind(), ErrorKind::ConnectionRefused, "{refused}");
+        waiting.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let reset = waiting.read(&mut [0u8; 1]).expect_err("the backlog's connection is still open");
+        assert_eq!(reset.kind(), ErrorKind::ConnectionReset, "{reset}");
+        drop((listener, worker_copy));
     }
 }

@@ -24,6 +24,7 @@ mod plugin_new;
 mod reload;
 mod routing;
 mod rules_component;
+mod shutdown;
 mod sticky;
 mod support;
 mod tiers;

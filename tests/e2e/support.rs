@@ -108,6 +108,11 @@ impl Fulcrum {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
+
+    /// How the process ended, if it has (without waiting).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("the state of fulcrum")
+    }
 }
 
 impl Drop for Fulcrum {

@@ -28,6 +28,9 @@ pub use limits::{DEFAULT_MAX_CONNECTIONS, Limits};
 pub const DEFAULT_RETRY: Duration = Duration::from_secs(60);
 /// Apache's default `ProxyTimeout`: the server's `Timeout`, which Debian's apache2.conf sets to 300 s.
 pub const DEFAULT_PROXY_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long SIGTERM or SIGINT lets requests in flight finish (`shutdown_timeout`): systemd's
+/// default `TimeoutStopSec` is 90 s, Kubernetes' grace period 30 s; 30 s stops within both.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -44,6 +47,8 @@ pub struct Config {
     /// The access log and its format, when configured.
     pub access_log: Option<(LogTarget, LogFormat)>,
     pub proxy_timeout: Duration,
+    /// How long a SIGTERM or SIGINT waits for requests in flight; zero waits for none.
+    pub shutdown_timeout: Duration,
     /// `[limits]`: request limits, read timeouts, connections.
     pub limits: Limits,
     pub vhosts: Vec<VirtualHost>,
@@ -587,6 +592,11 @@ impl Loader<'_> {
             Some(t) => self.timeout(t, "proxy_timeout").unwrap_or(DEFAULT_PROXY_TIMEOUT),
             None => DEFAULT_PROXY_TIMEOUT,
         };
+        // 0 is a choice here (exit without waiting), not a typo that fails every request.
+        let shutdown_timeout = match &raw.shutdown_timeout {
+            Some(t) => self.seconds(t, "shutdown_timeout").unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+            None => DEFAULT_SHUTDOWN_TIMEOUT,
+        };
 
         let limits = match &raw.limits {
             Some(l) => {
@@ -640,6 +650,7 @@ impl Loader<'_> {
             plugin_cache_max_bytes,
             access_log,
             proxy_timeout,
+            shutdown_timeout,
             limits,
             vhosts,
             balancers,

@@ -28,6 +28,9 @@ pub struct RawConfig {
     pub log_format: Option<Spanned<String>>,
     /// `ProxyTimeout`, seconds: how long to wait for a member's response (default 60).
     pub proxy_timeout: Option<Spanned<u64>>,
+    /// Seconds that SIGTERM or SIGINT lets requests in flight finish before exiting (default 30).
+    /// Apache's `GracefulShutdownTimeout`, except that 0 exits at once (Apache's 0 waits forever).
+    pub shutdown_timeout: Option<Spanned<u64>>,
     /// `[limits]`: request size limits, read timeouts, connections (Apache's defaults).
     pub limits: Option<Spanned<super::limits::RawLimits>>,
     #[serde(default, rename = "vhost")]

@@ -376,3 +376,30 @@ fn health_check_mistakes_are_reported_at_their_key() {
         assert!(err.starts_with("test.toml:"), "no location in: {err}");
     }
 }
+
+/// `shutdown_timeout`: 30 s when not written, 0 accepted (exit without waiting), and a bad value
+/// refused at its file, line and column like every other key.
+#[test]
+fn shutdown_timeout_defaults_to_30_seconds_and_may_be_0() {
+    assert_eq!(parse(GOOD).unwrap().shutdown_timeout, Duration::from_secs(30));
+    let with = |value: &str| {
+        GOOD.replacen(
+            "listen = [\"127.0.0.1:8080\"]",
+            &format!("listen = [\"127.0.0.1:8080\"]\nshutdown_timeout = {value}"),
+            1,
+        )
+    };
+    assert_eq!(parse(&with("0")).unwrap().shutdown_timeout, Duration::ZERO);
+    assert_eq!(parse(&with("5")).unwrap().shutdown_timeout, Duration::from_secs(5));
+    for (value, message) in [
+        ("\"5\"", "invalid type: string \"5\", expected u64"),
+        ("-1", "invalid value: integer `-1`, expected u64"),
+        ("99999999999", "more than a year of seconds: is this a typo?"),
+    ] {
+        let text = with(value);
+        let err = parse(&text).expect_err(value).to_string();
+        let expected = format!("{}: `shutdown_timeout`: {message}", at(&text, "shutdown_timeout = "));
+        assert!(err.lines().count() == 1, "{value}: expected one problem, got:\n{err}");
+        assert!(err.starts_with(&expected), "{value}:\nexpected `{expected}`\n     got `{err}`");
+    }
+}
