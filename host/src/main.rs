@@ -155,6 +155,7 @@ fn run(config: Config, watch_config: bool) -> Result<(), fulcrum::Error> {
         runtime::watch(std::sync::Arc::clone(&runtime), watch_config)?;
         announce(&listeners);
         let workers = server::start_workers(listeners, &runtime.shared(), server::worker_count())?;
+        runtime.serve_on(workers.listeners());
         runtime.start_checks();
         // Read when the signal comes: a configuration reload may have changed it.
         signals.stop(workers, || runtime.proxy().config().shutdown_timeout).await;

@@ -9,9 +9,13 @@
 //! route ([`Balancer::succeed`]): a member that stays keeps its counters, error state, health and
 //! connection pool; one removed gets no new request once the swap is done.
 //!
-//! What is bound or loaded once per process (listeners, the admin listener, the plugin folder and
-//! cache, `[limits]`, plugin sandbox limits) keeps its value until the next start; a reload that
-//! changes it says so in the log.
+//! Listeners follow the file too: new `listen` addresses are bound before the new configuration
+//! goes in force (an address that cannot be bound refuses the reload), and addresses no longer
+//! listed stop accepting once it is (connections open on them finish).
+//!
+//! What is bound or loaded once per process (the admin listener, the plugin folder and cache,
+//! `[limits]`, plugin sandbox limits) keeps its value until the next start; a reload that changes
+//! it says so in the log.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -28,6 +32,7 @@ use crate::plugin::cache::ArtifactCache;
 use crate::plugin::{PluginLimits, PluginRegistry, RegistryOptions, Rescan};
 use crate::proxy::{Proxy, SharedProxy};
 use crate::rules::{RequestRules, RulesFactory};
+use crate::server::ListenerSet;
 
 /// Plugins, the proxy in force, and the health checks of its members.
 #[derive(Debug)]
@@ -35,6 +40,8 @@ pub struct Runtime {
     pub plugins: PluginRegistry,
     current: SharedProxy,
     checks: Mutex<Option<health::Checks>>,
+    /// The workers' listening sockets, once they serve ([`Runtime::serve_on`]).
+    listeners: Mutex<Option<Arc<ListenerSet>>>,
 }
 
 /// What a reload did.
@@ -85,7 +92,12 @@ impl Runtime {
             failed_files.iter().map(|f| config.problem("plugins_dir", f.message.clone())).collect();
         let failed: Vec<String> = failed_files.into_iter().map(|f| f.name).collect();
         let proxy = assemble(config, &plugins, &failed, problems, None)?;
-        Ok(Runtime { plugins, current: Arc::new(ArcSwap::from_pointee(proxy)), checks: Mutex::new(None) })
+        Ok(Runtime {
+            plugins,
+            current: Arc::new(ArcSwap::from_pointee(proxy)),
+            checks: Mutex::new(None),
+            listeners: Mutex::new(None),
+        })
     }
 
     /// The proxy in force now.
@@ -96,6 +108,11 @@ impl Runtime {
     /// The handle the workers load the proxy in force from.
     pub fn shared(&self) -> SharedProxy {
         Arc::clone(&self.current)
+    }
+
+    /// The workers serve on `listeners`: a reload may change them from now on.
+    pub fn serve_on(&self, listeners: Arc<ListenerSet>) {
+        *self.listeners.lock().unwrap_or_else(PoisonError::into_inner) = Some(listeners);
     }
 
     /// (Re)start the health checks of the proxy in force (call from within the control runtime);
@@ -120,7 +137,20 @@ impl Runtime {
                 return Reloaded::Refused;
             }
         };
-        keep_process_settings(old, &mut config);
+        let listeners = self.listeners.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        keep_process_settings(old, &mut config, listeners.is_some());
+        // New addresses are bound first: one that cannot be refuses the whole reload.
+        let bound = match listeners.as_ref().map(|l| l.bind(&config.listen)).transpose() {
+            Ok(bound) => bound,
+            Err(e) => {
+                tracing::error!(
+                    "configuration reload of {} refused: {e:#}; keeping the configuration in force",
+                    path.display()
+                );
+                crate::counters::config_reload("refused");
+                return Reloaded::Refused;
+            }
+        };
         let rescan = self.rescan_plugins();
         let problems: Vec<Problem> = rescan.errors.iter().map(|e| config.problem("plugins_dir", e.clone())).collect();
         let proxy = match assemble(config, &self.plugins, &rescan.failed, problems, Some(&current)) {
@@ -137,7 +167,14 @@ impl Runtime {
             }
         };
         let summary = summary(&current, &proxy);
+        let listen = proxy.config().listen.clone();
         self.current.store(Arc::new(proxy));
+        if let (Some(listeners), Some(bound)) = (listeners, bound) {
+            for addr in bound.local_addrs() {
+                tracing::info!("listening on http://{addr}");
+            }
+            listeners.apply(bound, &listen);
+        }
         tracing::info!("configuration reloaded from {}: {summary}", path.display());
         crate::counters::config_reload("applied");
         Reloaded::Applied
@@ -262,9 +299,9 @@ fn log_refused(error: &ConfigError) {
 
 /// Settings bound or loaded once per process keep their values; a change is logged as waiting
 /// for the next start.
-fn keep_process_settings(old: &Config, new: &mut Config) {
+fn keep_process_settings(old: &Config, new: &mut Config, listeners_follow: bool) {
     let mut waiting = Vec::new();
-    if new.listen != old.listen {
+    if new.listen != old.listen && !listeners_follow {
         waiting.push("listen");
         new.listen.clone_from(&old.listen);
     }

@@ -98,12 +98,10 @@ pub fn start_workers(
     let (open, _) = watch::channel(0);
     // Each worker thread holds a sender until its runtime is gone; `recv` answers `None` after the last.
     let (ended, workers_ended) = tokio::sync::mpsc::channel::<()>(1);
+    let mut to_workers = Vec::new();
     for worker in 0..workers.max(1) {
-        let sockets = listeners
-            .iter()
-            .map(|l| l.try_clone().and_then(|s| s.set_nonblocking(true).map(|()| s)))
-            .collect::<std::io::Result<Vec<_>>>()
-            .map_err(|e| Error::msg(format!("cannot share the listening sockets with worker {worker}: {e}")))?;
+        let (sockets, mut new_sockets) = tokio::sync::mpsc::unbounded_channel::<Arc<Listening>>();
+        to_workers.push(sockets);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name(format!("fulcrum-w{worker}"))
@@ -112,19 +110,34 @@ pub fn start_workers(
             .build()
             .map_err(|e| Error::msg(format!("cannot start worker {worker}: {e}")))?;
         let (proxy, permits) = (Arc::clone(proxy), Arc::clone(&permits));
-        let (stopping, open, ended) = (stop.subscribe(), open.clone(), ended.clone());
+        let (mut stopping_rx, open, ended) = (stop.subscribe(), open.clone(), ended.clone());
         std::thread::Builder::new()
             .name(format!("fulcrum-w{worker}-main"))
             .spawn(move || {
                 runtime.block_on(async move {
                     let mut tasks = tokio::task::JoinSet::new();
-                    for socket in sockets {
-                        match TcpListener::from_std(socket) {
-                            Ok(listener) => {
-                                let (proxy, permits) = (Arc::clone(&proxy), Arc::clone(&permits));
-                                tasks.spawn(accept_loop(listener, proxy, permits, stopping.clone(), open.clone()));
+                    // Listening sockets come over the channel: those of the start, then those a
+                    // configuration reload opens. The worker accepts until shutdown.
+                    loop {
+                        tokio::select! {
+                            () = stopping(&mut stopping_rx) => break,
+                            socket = new_sockets.recv() => {
+                                let Some(socket) = socket else { break };
+                                let listener = socket
+                                    .socket
+                                    .try_clone()
+                                    .and_then(|s| s.set_nonblocking(true).map(|()| s))
+                                    .and_then(TcpListener::from_std);
+                                match listener {
+                                    Ok(listener) => {
+                                        let (proxy, permits) = (Arc::clone(&proxy), Arc::clone(&permits));
+                                        let signals = (stopping_rx.clone(), socket.closed.subscribe());
+                                        tasks.spawn(accept_loop(listener, proxy, permits, signals, open.clone()));
+                                    }
+                                    Err(e) => tracing::error!("worker {worker}: cannot watch {}: {e}", socket.addr),
+                                }
                             }
-                            Err(e) => tracing::error!("worker {worker}: cannot watch a listening socket: {e}"),
+                            Some(_) = tasks.join_next() => {}
                         }
                     }
                     while tasks.join_next().await.is_some() {}
@@ -137,7 +150,19 @@ pub fn start_workers(
             })
             .map_err(|e| Error::msg(format!("cannot start worker {worker}: {e}")))?;
     }
-    Ok(Workers { listeners, stop, open, workers_ended })
+    let configured = proxy.load().config().listen.clone();
+    let set = Arc::new(ListenerSet { to_workers, open: std::sync::Mutex::new(Vec::new()) });
+    let first: Vec<Listening> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(i, socket)| {
+            let addr =
+                configured.get(i).copied().or_else(|| socket.local_addr().ok()).unwrap_or(([0, 0, 0, 0], 0).into());
+            Listening::new(addr, socket)
+        })
+        .collect();
+    set.change(first, &[]);
+    Ok(Workers { listeners: set, stop, open, workers_ended })
 }
 
 /// The running workers ([`start_workers`]). [`Workers::shutdown`] stops them gracefully; dropped
@@ -145,8 +170,8 @@ pub fn start_workers(
 #[derive(Debug)]
 #[must_use = "dropped, the workers serve until the process ends: call Workers::shutdown to stop them"]
 pub struct Workers {
-    /// The listening sockets (each worker has a descriptor of its own for each).
-    listeners: Vec<std::net::TcpListener>,
+    /// The listening sockets, which a reload may change ([`Workers::listeners`]).
+    listeners: Arc<ListenerSet>,
     /// Becomes `true` when shutdown begins: the accept loops end, and every connection finishes
     /// its request in flight and closes.
     stop: watch::Sender<bool>,
@@ -156,7 +181,112 @@ pub struct Workers {
     workers_ended: tokio::sync::mpsc::Receiver<()>,
 }
 
+/// One listening socket, watched by every worker.
+#[derive(Debug)]
+struct Listening {
+    /// The address as configured (port 0 stays 0: the port the system chose is the socket's).
+    addr: SocketAddr,
+    socket: std::net::TcpListener,
+    /// Becomes `true` when a reload closes it: its accept loops end.
+    closed: watch::Sender<bool>,
+}
+
+impl Listening {
+    fn new(addr: SocketAddr, socket: std::net::TcpListener) -> Listening {
+        Listening { addr, socket, closed: watch::channel(false).0 }
+    }
+
+    /// Stop taking connections on it: its accept loops end, and new connections are refused at
+    /// once ([`Workers::shutdown`] says why `SHUT_RD`).
+    fn close(&self) {
+        self.closed.send_replace(true);
+        if let Err(e) = socket2::SockRef::from(&self.socket).shutdown(std::net::Shutdown::Read) {
+            tracing::debug!("shutdown(SHUT_RD) of {}: {e}", self.addr);
+        }
+    }
+}
+
+/// The listening sockets the workers accept on, changed by a configuration reload: new
+/// addresses are bound before the new configuration goes in force (one that cannot be bound
+/// refuses the reload), addresses no longer configured stop accepting after it; connections
+/// already open on them finish as they would.
+#[derive(Debug)]
+pub struct ListenerSet {
+    to_workers: Vec<tokio::sync::mpsc::UnboundedSender<Arc<Listening>>>,
+    open: std::sync::Mutex<Vec<Arc<Listening>>>,
+}
+
+/// Sockets bound for a reload, not yet accepted on ([`ListenerSet::bind`]).
+#[derive(Debug)]
+pub struct Bound(Vec<Listening>);
+
+impl Bound {
+    /// The addresses the system gave them (a configured port 0 is a real port here).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.0.iter().filter_map(|l| l.socket.local_addr().ok()).collect()
+    }
+}
+
+impl ListenerSet {
+    /// The configured addresses listened on.
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().map(|l| l.addr).collect()
+    }
+
+    /// Bind the addresses of `wanted` not listened on yet. Errors name the address.
+    pub fn bind(&self, wanted: &[SocketAddr]) -> Result<Bound, Error> {
+        let have = self.addresses();
+        let mut bound = Vec::new();
+        for addr in wanted.iter().filter(|a| !have.contains(a)) {
+            let socket = listen(addr).map_err(|e| Error::msg(format!("cannot listen on {addr}: {e}")))?;
+            bound.push(Listening::new(*addr, socket));
+        }
+        Ok(Bound(bound))
+    }
+
+    /// Start accepting on `bound` and stop on every address not in `keep` (a reload's `listen`).
+    pub fn apply(&self, bound: Bound, keep: &[SocketAddr]) {
+        let remove: Vec<SocketAddr> = self.addresses().into_iter().filter(|a| !keep.contains(a)).collect();
+        self.change(bound.0, &remove);
+    }
+
+    fn change(&self, add: Vec<Listening>, remove: &[SocketAddr]) {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for listening in add {
+            let listening = Arc::new(listening);
+            for worker in &self.to_workers {
+                let _ = worker.send(Arc::clone(&listening));
+            }
+            if let Ok(local) = listening.socket.local_addr() {
+                tracing::debug!("listening on {local}");
+            }
+            open.push(listening);
+        }
+        open.retain(|l| {
+            let gone = remove.contains(&l.addr);
+            if gone {
+                l.close();
+                tracing::info!("no longer listening on {}", l.addr);
+            }
+            !gone
+        });
+    }
+
+    /// Close them all (shutdown).
+    fn close_all(&self) {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for l in open.drain(..) {
+            l.close();
+        }
+    }
+}
+
 impl Workers {
+    /// The listening sockets, for a configuration reload to change.
+    pub fn listeners(&self) -> Arc<ListenerSet> {
+        Arc::clone(&self.listeners)
+    }
+
     /// Stop gracefully: refuse new connections at once, let the requests in flight finish and
     /// close every connection after its response, within `timeout`. Returns how many connections
     /// were still open at the deadline (they are cut when the process exits); 0 when every one
@@ -165,16 +295,10 @@ impl Workers {
         let Workers { listeners, stop, open, mut workers_ended } = self;
         let connections = *open.borrow();
         // First the signal, then the sockets: an accept loop that sees its socket fail knows why.
+        // Elsewhere than Linux a socket may stay in LISTEN until its last descriptor closes,
+        // when the accept loops end.
         stop.send_replace(true);
-        for listener in &listeners {
-            if let Err(e) = socket2::SockRef::from(listener).shutdown(std::net::Shutdown::Read) {
-                // Elsewhere than Linux the socket may stay in LISTEN until its last descriptor
-                // closes, when the accept loops end.
-                let addr = listener.local_addr().map_or("a listener".into(), |a| a.to_string());
-                tracing::debug!("shutdown(SHUT_RD) of {addr}: {e}");
-            }
-        }
-        drop(listeners);
+        listeners.close_all();
         // Said once new connections are refused.
         tracing::info!("shutting down: {connections} connections open, waiting up to {}s", timeout.as_secs());
         let mut last_out = open.subscribe();
@@ -229,7 +353,7 @@ async fn accept_loop(
     listener: TcpListener,
     proxy: SharedProxy,
     permits: Arc<Semaphore>,
-    mut stop: watch::Receiver<bool>,
+    (mut stop, mut closed): (watch::Receiver<bool>, watch::Receiver<bool>),
     open: watch::Sender<usize>,
 ) {
     let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -268,6 +392,8 @@ async fn accept_loop(
         let (permit, accepted) = tokio::select! {
             biased;
             () = stopping(&mut stop) => return,
+            // A reload closed this socket: connections already open go on.
+            () = stopping(&mut closed) => return,
             next = next => match next {
                 Some(next) => next,
                 None => return,
@@ -276,7 +402,7 @@ async fn accept_loop(
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             // Its socket was shut down.
-            Err(_) if *stop.borrow() => return,
+            Err(_) if *stop.borrow() || *closed.borrow() => return,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!("accept on {local} failed: {e}");

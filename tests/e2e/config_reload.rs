@@ -239,8 +239,8 @@ async fn watch_config_reloads_when_the_file_changes() {
     let fulcrum = Fulcrum::start_with_args(&config(&[(&web1, 1)], false), "info", &[], &["--watch-config"]);
     let client = client();
     assert_eq!(get(&client, &fulcrum.url("/"), &[]).await.served_by(), "web1");
-    // web2 replaces web1; a new listen address waits for the next start.
-    let next = config(&[(&web2, 1)], false).replace("listen = [\"127.0.0.1:0\"]", "listen = [\"127.0.0.1:1\"]");
+    // web2 replaces web1; new `[limits]` wait for the next start.
+    let next = config(&[(&web2, 1)], false) + "\n[limits]\nrequest_fields = 50\n";
     fulcrum.rewrite_config(&next);
     let start = Instant::now();
     while reloads(&fulcrum) < 1 {
@@ -250,5 +250,46 @@ async fn watch_config_reloads_when_the_file_changes() {
     for _ in 0..3 {
         assert_eq!(get(&client, &fulcrum.url("/"), &[]).await.served_by(), "web2");
     }
-    assert!(fulcrum.log().contains("listen changed; that takes effect at the next start"), "{}", fulcrum.log());
+    assert!(fulcrum.log().contains("[limits] changed; that takes effect at the next start"), "{}", fulcrum.log());
+}
+
+/// A port nobody listens on now (taken from the system and let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Listeners follow the file: an address added is listened on once the reload is done, one
+/// removed refuses new connections, and an address that cannot be bound refuses the reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_opens_and_closes_listeners() {
+    let (web1, _web2) = two_backends().await;
+    let fulcrum = Fulcrum::start(&config(&[(&web1, 1)], false));
+    let first = fulcrum.addr;
+    let port = free_port();
+    let both = config(&[(&web1, 1)], false)
+        .replace("listen = [\"127.0.0.1:0\"]", &format!("listen = [\"127.0.0.1:0\", \"127.0.0.1:{port}\"]"));
+    fulcrum.rewrite_config(&both);
+    reload(&fulcrum, 1).await;
+    let client = client();
+    let added = get(&client, &format!("http://127.0.0.1:{port}/"), &[]).await;
+    assert_eq!((added.status.as_u16(), added.served_by()), (200, "web1"), "the new listener serves");
+    assert_eq!(get(&client, &fulcrum.url("/"), &[]).await.status, 200, "the old one still does");
+
+    // Only the new address: the first one stops taking connections.
+    fulcrum.rewrite_config(&config(&[(&web1, 1)], false).replace("127.0.0.1:0", &format!("127.0.0.1:{port}")));
+    reload(&fulcrum, 2).await;
+    let refused = std::net::TcpStream::connect_timeout(&first, Duration::from_secs(2));
+    assert!(refused.is_err(), "{first} still accepts after the reload removed it");
+    assert_eq!(get(&client, &format!("http://127.0.0.1:{port}/"), &[]).await.status, 200);
+
+    // An address in use elsewhere: the reload is refused, and nothing changes.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let clash =
+        config(&[(&web1, 1)], false).replace("127.0.0.1:0", &format!("127.0.0.1:{port}\", \"127.0.0.1:{taken_port}"));
+    fulcrum.rewrite_config(&clash);
+    fulcrum.signal("HUP");
+    logged(&fulcrum, &["configuration reload", "refused", &format!("cannot listen on 127.0.0.1:{taken_port}")]).await;
+    assert_eq!(reloads(&fulcrum), 2);
+    assert_eq!(get(&client, &format!("http://127.0.0.1:{port}/"), &[]).await.status, 200);
 }
