@@ -148,6 +148,7 @@ async fn fifty_reloads_under_load_fail_no_request() {
         checked += usize::from(!gone.is_empty());
     }
     assert!(checked > 100, "only {checked} requests started after a reload");
+    eprintln!("50 reloads: {} requests, 0 failed; {checked} checked against the members removed", sent.len());
     assert!(!fulcrum.log().contains("refused"), "{}", fulcrum.log());
 }
 
