@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 #[allow(dead_code)]
-#[path = "../../host/src/proxy/path.rs"]
+#[path = "../../host/src/path.rs"]
 mod path;
 
 fuzz_target!(|data: &[u8]| {

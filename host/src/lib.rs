@@ -29,13 +29,16 @@ pub mod conformance;
 pub mod counters;
 pub mod demo;
 pub mod health;
+pub mod local;
 pub mod log;
+pub mod path;
 pub mod plugin;
 pub mod proxy;
 pub mod request;
 pub mod rules;
 pub mod runtime;
 pub mod server;
+pub mod stats;
 
 /// Errors that end a command: they carry their whole context (file, balancer, plugin) in words.
 pub use anyhow::Error;

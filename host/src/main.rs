@@ -142,7 +142,7 @@ fn control_runtime() -> Result<tokio::runtime::Runtime, fulcrum::Error> {
 
 fn run(config: Config, watch_config: bool) -> Result<(), fulcrum::Error> {
     let rt = control_runtime()?;
-    let runtime = std::sync::Arc::new(Runtime::build(config)?);
+    let runtime = Runtime::build(config)?.into_shared();
     let listeners = runtime.bind()?;
     rt.block_on(async {
         let mut signals = StopSignals::new()?;
@@ -244,6 +244,10 @@ fn check(path: &Path) -> Result<(), fulcrum::Error> {
         let aliases =
             if v.server_alias.is_empty() { String::new() } else { format!(" (alias {})", v.server_alias.join(", ")) };
         println!("vhost {}{aliases}{}", v.server_name, if v.preserve_host { ", preserve_host" } else { "" });
+        for l in &v.locations {
+            let allow: Vec<String> = l.allow.iter().map(ToString::to_string).collect();
+            println!("  location {} {} require_ip {}", l.path, l.handler.name(), allow.join(" "));
+        }
         for r in &v.routes {
             match &r.target {
                 RouteTarget::Exclude => println!("  proxy_pass {} !", r.path),
@@ -290,7 +294,7 @@ fn demo(path: Option<&Path>) -> Result<(), fulcrum::Error> {
         None => Config::parse(GUIDE_CONFIG, Path::new(GUIDE_PATH))?,
     };
     let rt = control_runtime()?;
-    let runtime = Runtime::build(config)?;
+    let runtime = Runtime::build(config)?.into_shared();
     let proxy = runtime.proxy();
     rt.block_on(async {
         let mut signals = StopSignals::new()?;

@@ -42,6 +42,12 @@ pub struct Runtime {
     checks: Mutex<Option<health::Checks>>,
     /// The workers' listening sockets, once they serve ([`Runtime::serve_on`]).
     listeners: Mutex<Option<Arc<ListenerSet>>>,
+    /// Itself, for the proxies it builds to reach it ([`Runtime::into_shared`]).
+    me: std::sync::OnceLock<std::sync::Weak<Runtime>>,
+    /// One change at a time: a reload, or a change from the balancer-manager.
+    changing: Mutex<()>,
+    /// Tells the control runtime to restart the health checks ([`watch`]).
+    triggers: std::sync::OnceLock<tokio::sync::mpsc::Sender<Trigger>>,
 }
 
 /// What a reload did.
@@ -58,6 +64,7 @@ impl Runtime {
     /// [`ConfigError`] listing every problem, each at the key of the file it comes from
     /// (`fulcrum check` shows them).
     pub fn build(config: Config) -> Result<Runtime, Error> {
+        crate::stats::start();
         if config.admin_listen.is_some() {
             crate::admin::recorder()?;
         }
@@ -97,7 +104,33 @@ impl Runtime {
             current: Arc::new(ArcSwap::from_pointee(proxy)),
             checks: Mutex::new(None),
             listeners: Mutex::new(None),
+            me: std::sync::OnceLock::new(),
+            changing: Mutex::new(()),
+            triggers: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Share the runtime: the proxies it builds can then reach it, for the balancer-manager's
+    /// changes ([`crate::local::Reconfigure`]).
+    pub fn into_shared(self) -> Arc<Runtime> {
+        let runtime = Arc::new(self);
+        let _ = runtime.me.set(Arc::downgrade(&runtime));
+        runtime.link(&runtime.proxy());
+        runtime
+    }
+
+    /// Give `proxy` the way back to this runtime.
+    fn link(&self, proxy: &Proxy) {
+        if let Some(me) = self.me.get() {
+            let me: std::sync::Weak<dyn crate::local::Reconfigure> = me.clone();
+            proxy.set_reconfigure(me);
+        }
+    }
+
+    /// Put `proxy` in force.
+    fn install(&self, proxy: Proxy) {
+        self.link(&proxy);
+        self.current.store(Arc::new(proxy));
     }
 
     /// The proxy in force now.
@@ -126,6 +159,7 @@ impl Runtime {
     /// docs). Every problem is logged with its file:line; one summary line says what changed.
     /// Plugins are rescanned first, so a reload also picks up new plugin files.
     pub fn reload_config(&self) -> Reloaded {
+        let _one_at_a_time = self.changing.lock().unwrap_or_else(PoisonError::into_inner);
         let current = self.proxy();
         let old = current.config();
         let path = old.source.clone();
@@ -168,7 +202,7 @@ impl Runtime {
         };
         let summary = summary(&current, &proxy);
         let listen = proxy.config().listen.clone();
-        self.current.store(Arc::new(proxy));
+        self.install(proxy);
         if let (Some(listeners), Some(bound)) = (listeners, bound) {
             for addr in bound.local_addrs() {
                 tracing::info!("listening on http://{addr}");
@@ -512,6 +546,8 @@ enum Trigger {
     Plugins,
     /// SIGHUP or the configuration file changed: the whole configuration (plugins included).
     Config,
+    /// The balancer-manager rebuilt a balancer: its members' health checks start again.
+    Checks,
 }
 
 /// Reload on SIGHUP (the configuration, plugins included), when the plugin folder changes (the
@@ -519,6 +555,7 @@ enum Trigger {
 /// a burst of writes gives one reload, after the writes settle. Reloads run one at a time.
 pub fn watch(runtime: Arc<Runtime>, watch_config: bool) -> Result<(), Error> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Trigger>(16);
+    let _ = runtime.triggers.set(tx.clone());
     let mut watchers = Vec::new();
     if let Some(dir) = runtime.plugins.dir() {
         let events = tx.clone();
@@ -550,12 +587,18 @@ pub fn watch(runtime: Arc<Runtime>, watch_config: bool) -> Result<(), Error> {
     tokio::spawn(async move {
         let _watchers = watchers;
         while let Some(first) = rx.recv().await {
+            if first == Trigger::Checks {
+                runtime.start_checks();
+                continue;
+            }
             // Let a copy in progress finish, then take every event that came meanwhile as one.
             tokio::time::sleep(Duration::from_millis(100)).await;
             let mut trigger = first;
             while let Ok(more) = rx.try_recv() {
-                if more == Trigger::Config {
-                    trigger = Trigger::Config;
+                match more {
+                    Trigger::Config => trigger = Trigger::Config,
+                    Trigger::Checks => runtime.start_checks(),
+                    Trigger::Plugins => {}
                 }
             }
             let worker = Arc::clone(&runtime);
@@ -566,6 +609,7 @@ pub fn watch(runtime: Arc<Runtime>, watch_config: bool) -> Result<(), Error> {
                     false
                 }
                 Trigger::Config => worker.reload_config() == Reloaded::Applied,
+                Trigger::Checks => true,
             })
             .await;
             // The new proxy's members get their checks (those that stayed keep their health).
@@ -575,4 +619,96 @@ pub fn watch(runtime: Arc<Runtime>, watch_config: bool) -> Result<(), Error> {
         }
     });
     Ok(())
+}
+
+/// The balancer-manager's changes of settings: the configuration in force with the change, built
+/// and put in force as a reload would (members keep their state), in memory only (the file is
+/// not written; a reload from the file undoes it, as a restart undoes Apache's).
+impl crate::local::Reconfigure for Runtime {
+    fn reconfigure(&self, balancer: &str, change: &crate::local::manager::Change) -> Result<(), String> {
+        use crate::local::manager::Change;
+        let _one_at_a_time = self.changing.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.proxy();
+        let mut config = current.config().clone();
+        let b = config
+            .balancers
+            .iter_mut()
+            .find(|b| b.name == balancer)
+            .ok_or_else(|| format!("no balancer `{balancer}`"))?;
+        match change {
+            Change::Member { member, loadfactor, lbset, route, redirect } => {
+                let others: Vec<String> =
+                    b.members.iter().filter(|m| m.url != *member).map(|m| m.route.clone()).collect();
+                let m = b.members.iter_mut().find(|m| m.url == *member).ok_or_else(|| format!("no member {member}"))?;
+                if let Some(lf) = loadfactor {
+                    m.lbfactor = lf * 100;
+                }
+                if let Some(ls) = lbset {
+                    m.lbset = *ls;
+                }
+                if let Some(r) = route {
+                    if !r.is_empty() && others.contains(r) {
+                        return Err(format!("route `{r}` is already another member's"));
+                    }
+                    m.route.clone_from(r);
+                }
+                if let Some(r) = redirect {
+                    m.redirect = (!r.is_empty()).then(|| r.clone());
+                }
+                let routes: Vec<String> = b.members.iter().map(|m| m.route.clone()).collect();
+                if let Some(to) = b.members.iter().filter_map(|m| m.redirect.as_ref()).find(|to| !routes.contains(to)) {
+                    return Err(format!("no member has route `{to}` (a route redirect must name one)"));
+                }
+            }
+            Change::Balancer { lbmethod, sticky, timeout, maxattempts, nofailover, add_member } => {
+                if let Some(method) = lbmethod {
+                    // The old lbmethod's options are not the new one's.
+                    b.lbmethod.clone_from(method);
+                    b.lbmethod_config = toml::Table::new();
+                }
+                if let Some(name) = sticky {
+                    let (separator, keep) = b.sticky.as_ref().map_or(('.', false), |s| (s.separator, s.nofailover));
+                    b.sticky = (!name.is_empty()).then(|| crate::balancer::StickySession::parse(name, separator, keep));
+                }
+                if let Some(seconds) = timeout {
+                    b.timeout = (*seconds > 0).then(|| Duration::from_secs(*seconds));
+                }
+                if let Some(n) = maxattempts {
+                    b.maxattempts = *n;
+                }
+                if let (Some(on), Some(s)) = (nofailover, b.sticky.as_mut()) {
+                    s.nofailover = *on;
+                }
+                if let Some(url) = add_member {
+                    if b.members.iter().any(|m| m.url == *url) {
+                        return Err(format!("{url} is already a member"));
+                    }
+                    b.members.push(crate::config::MemberConfig::with_url(url)?);
+                }
+            }
+        }
+        let proxy = assemble(config, &self.plugins, &[], Vec::new(), Some(&current)).map_err(|e| {
+            let text = format!("{e:#}");
+            // A problem located in the file means nothing here: keep its message.
+            text.rsplit_once(": ").map_or(text.clone(), |(_, why)| why.to_string())
+        })?;
+        self.install(proxy);
+        if let Some(triggers) = self.triggers.get() {
+            let _ = triggers.try_send(Trigger::Checks);
+        }
+        tracing::info!(balancer, "balancer-manager: {change:?} in force");
+        Ok(())
+    }
+
+    fn current(&self) -> (Vec<Arc<Balancer>>, Vec<String>) {
+        self.proxy().handler_view()
+    }
+
+    fn lbmethods(&self) -> Vec<String> {
+        self.plugins
+            .names()
+            .into_iter()
+            .filter(|name| self.plugins.get(name).is_ok_and(|p| p.selector.is_some()))
+            .collect()
+    }
 }

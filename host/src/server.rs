@@ -328,12 +328,14 @@ struct Open(watch::Sender<usize>);
 impl Open {
     fn new(open: &watch::Sender<usize>) -> Open {
         open.send_modify(|n| *n += 1);
+        crate::stats::connection_opened();
         Open(open.clone())
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
+        crate::stats::connection_closed();
         // Only the last one out wakes anyone.
         self.0.send_if_modified(|n| {
             *n -= 1;

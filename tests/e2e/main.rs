@@ -18,6 +18,7 @@ mod hardening;
 mod health;
 mod http_fuzz;
 mod languages;
+mod manager;
 mod no_loss;
 mod plugin_folder;
 mod plugin_new;

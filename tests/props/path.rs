@@ -1,9 +1,9 @@
-//! Path normalisation (`proxy::path::canonical`): no panic on any path; what it returns starts
+//! Path normalisation (`path::canonical`): no panic on any path; what it returns starts
 //! with `/`, has no `//`, no `.` or `..` segment and no escape of an unreserved character, and is
 //! its own canonical form; `%2F` (any case), `%00` and a climb above the root are refused; and the
 //! result is exactly that of a small reference model of the documented steps.
 
-use fulcrum::proxy::path::{Refused, canonical};
+use fulcrum::path::{Refused, canonical};
 use proptest::prelude::*;
 
 use crate::support::{config, noise, pick};

@@ -40,8 +40,10 @@ pub struct Member {
 struct Live {
     /// Requests in flight.
     busy: AtomicU64,
-    /// Bytes sent to plus read from the member.
-    traffic: AtomicU64,
+    /// Request body bytes sent to the member (Apache's `transferred`) and response body bytes read
+    /// from it (`read`).
+    sent: AtomicU64,
+    read: AtomicU64,
     /// Times chosen.
     elected: AtomicU64,
     /// Milliseconds since the balancer's epoch until which the member is in error; 0 = not in error.
@@ -64,7 +66,8 @@ impl Member {
     fn new(config: MemberConfig, changes: Arc<AtomicU64>) -> Member {
         let live = Live {
             busy: AtomicU64::new(0),
-            traffic: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            read: AtomicU64::new(0),
             elected: AtomicU64::new(0),
             error_until_ms: AtomicU64::new(0),
             status: AtomicU8::new(config.status.bits()),
@@ -89,8 +92,17 @@ impl Member {
         self.live.elected.load(Ordering::Relaxed)
     }
 
+    /// Bytes sent to plus read from the member (what `bytraffic` balances on).
     pub fn traffic(&self) -> u64 {
-        self.live.traffic.load(Ordering::Relaxed)
+        self.sent() + self.read()
+    }
+
+    pub fn sent(&self) -> u64 {
+        self.live.sent.load(Ordering::Relaxed)
+    }
+
+    pub fn read(&self) -> u64 {
+        self.live.read.load(Ordering::Relaxed)
     }
 
     pub fn status(&self) -> MemberStatus {
@@ -132,8 +144,14 @@ impl Member {
         self.live.changes.fetch_add(1, Ordering::Release);
     }
 
-    pub fn add_traffic(&self, bytes: u64) {
-        self.live.traffic.fetch_add(bytes, Ordering::Relaxed);
+    /// Count request body bytes sent to the member.
+    pub fn add_sent(&self, bytes: u64) {
+        self.live.sent.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Count response body bytes read from the member.
+    pub fn add_read(&self, bytes: u64) {
+        self.live.read.fetch_add(bytes, Ordering::Relaxed);
     }
 }
 
@@ -326,6 +344,12 @@ impl Balancer {
         let mut core = self.lock();
         core.needs = selector.needs().clone();
         core.selector = selector;
+    }
+
+    /// Every member's lbstatus back to 0 (the balancer-manager re-enabling a member, as Apache
+    /// does: byrequests starts over with the first member).
+    pub fn reset_lbstatus(&self) {
+        self.lock().lbstatus.iter_mut().for_each(|l| *l = 0);
     }
 
     /// The lbstatus counters as they are now (the balancer-manager's "Load" column).

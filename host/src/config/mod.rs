@@ -6,6 +6,7 @@
 mod error;
 pub mod health;
 mod limits;
+pub mod location;
 mod raw;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +24,7 @@ use crate::balancer::sticky::StickySession;
 pub use error::{ConfigError, Location, Problem};
 pub use health::{HcCondition, HcMethod, HealthCheck, LoadSource};
 pub use limits::{DEFAULT_MAX_CONNECTIONS, Limits};
+pub use location::{Handler, LocalHandler};
 
 /// Apache's default `retry` for a member in error state.
 pub const DEFAULT_RETRY: Duration = Duration::from_secs(60);
@@ -182,6 +184,8 @@ pub struct VirtualHost {
     pub reverse: Vec<ReverseRule>,
     /// `ProxyPassMatch` rules, tried in order before the prefix routes.
     pub matches: Vec<MatchRoute>,
+    /// Local handlers (`<Location> SetHandler`) on paths excluded from proxying.
+    pub locations: Vec<LocalHandler>,
 }
 
 /// `ProxyPassReverse PATH URL`.
@@ -320,6 +324,28 @@ pub struct MemberConfig {
 }
 
 impl MemberConfig {
+    /// A member at `url` with Apache's defaults (what the balancer-manager adds).
+    pub fn with_url(url: &str) -> Result<MemberConfig, String> {
+        let url = url.trim();
+        let (scheme, authority, path) =
+            parse_member_url(url).map_err(|why| format!("bad member URL `{url}`: {why}"))?;
+        Ok(MemberConfig {
+            url: url.to_string(),
+            scheme,
+            authority,
+            path,
+            route: String::new(),
+            lbfactor: 100,
+            lbset: 0,
+            retry: DEFAULT_RETRY,
+            timeout: None,
+            connection_timeout: None,
+            status: MemberStatus::default(),
+            redirect: None,
+            health: None,
+        })
+    }
+
     /// `host:port` to connect to (the port defaults to 80).
     pub fn socket_address(&self) -> String {
         let port = self.authority.port_u16().unwrap_or(80);
@@ -911,6 +937,34 @@ impl Loader<'_> {
             let location = Location::of(self.text, table.span().start);
             rules.push(RulesConfig { plugin, config, location, option_lines });
         }
+        let mut locations = Vec::new();
+        for (j, spanned) in raw.location.iter().enumerate() {
+            let k = format!("vhost[{i}].location[{j}]");
+            let mut found = Vec::new();
+            let location = location::validate(spanned.get_ref(), &k, spanned.span(), &mut |span, key, message| {
+                found.push((span, key, message))
+            });
+            for (span, key, message) in found {
+                self.problem(Some(span), key, message);
+            }
+            let Some(location) = location else { continue };
+            // As in Apache, a proxy_pass wins over a handler: the path must be excluded.
+            if let Some(route) = routes.iter().find(|r| crate::path::prefix_matches(&location.path, &r.path))
+                && !matches!(route.target, RouteTarget::Exclude)
+            {
+                self.at(
+                    &spanned.get_ref().path,
+                    &format!("{k}.path"),
+                    format!(
+                        "`{}` is proxied by proxy_pass `{}`: exclude it first with {{ path = \"{}\", to = \"!\" }} \
+                         (Apache's ProxyPass {} !)",
+                        location.path, route.path, location.path, location.path
+                    ),
+                );
+                continue;
+            }
+            locations.push(location);
+        }
         VirtualHost {
             server_name,
             server_alias: raw.server_alias.iter().map(|a| a.get_ref().trim().to_ascii_lowercase()).collect(),
@@ -919,6 +973,7 @@ impl Loader<'_> {
             rules,
             reverse,
             matches,
+            locations,
         }
     }
 

@@ -87,6 +87,9 @@ pub struct RawVhost {
     /// Rule sets, run in order: `plugin` (default `apache-rules`) and the plugin's own keys.
     #[serde(default)]
     pub rules: Vec<Spanned<toml::Table>>,
+    /// Local handlers (`<Location PATH> SetHandler NAME`, `Require ip`) on excluded paths.
+    #[serde(default)]
+    pub location: Vec<Spanned<super::location::RawLocation>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,6 +4,7 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 
 use super::body::ProxyBody;
+use crate::local::html as escape_html;
 
 /// An Apache-style HTML error page for `status`. Everything interpolated is HTML-escaped.
 pub fn error_page(status: StatusCode, host: &str, port: u16) -> Response<ProxyBody> {
@@ -54,25 +55,6 @@ pub fn error_page(status: StatusCode, host: &str, port: u16) -> Response<ProxyBo
         response.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
-}
-
-/// `text` with `& < > " '` as HTML character references, for anything Fulcrum writes into a page.
-pub fn escape_html(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.contains(['&', '<', '>', '"', '\'']) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 16);
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    std::borrow::Cow::Owned(out)
 }
 
 /// Apache closes the client connection after these statuses (docs/apache-behaviour.md §7.5: httpd's

@@ -532,7 +532,7 @@ impl Body for MemberBody {
             match step {
                 Step::Data(data, last) => {
                     if let Some(lease) = &this.lease {
-                        lease.member().add_traffic(data.len() as u64);
+                        lease.member().add_read(data.len() as u64);
                     }
                     this.sleep = None;
                     if last {

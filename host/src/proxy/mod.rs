@@ -13,7 +13,6 @@ mod error_page;
 mod headers;
 pub mod host;
 mod member_http;
-pub mod path;
 pub mod request_body;
 mod reverse;
 mod upstream;
@@ -31,6 +30,7 @@ use hyper::http::request::Parts;
 use hyper::http::uri::Uri;
 use hyper::{Request, Response, StatusCode};
 
+use crate::path;
 use crate::rules::{self, Clock, Env, Origin, RequestRules, ResponseInfo};
 pub use body::ProxyBody;
 pub use error_page::error_page;
@@ -66,6 +66,8 @@ pub struct Proxy {
     matches: Vec<Vec<usize>>,
     /// Request ids, continued from the proxy this one replaced.
     next_id: Arc<AtomicU64>,
+    /// What the balancer-manager changes settings through (the runtime), once it exists.
+    reconfigure: std::sync::OnceLock<std::sync::Weak<dyn crate::local::Reconfigure>>,
     /// This process's part of every `UNIQUE_ID`: start second and pid, as hex.
     unique_prefix: Arc<str>,
 }
@@ -188,7 +190,13 @@ impl Proxy {
             access_log,
             next_id: previous.map_or_else(|| Arc::new(AtomicU64::new(1)), |p| Arc::clone(&p.next_id)),
             unique_prefix,
+            reconfigure: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Let the balancer-manager change settings through `reconfigure` (the runtime).
+    pub fn set_reconfigure(&self, reconfigure: std::sync::Weak<dyn crate::local::Reconfigure>) {
+        let _ = self.reconfigure.set(reconfigure);
     }
 
     /// The pool of this proxy's member that is `balancer`'s member `index` (the same member, kept
@@ -239,6 +247,21 @@ impl Proxy {
         client: Arc<ClientAddr>,
         local: SocketAddr,
     ) -> Result<Response<ProxyBody>, Infallible> {
+        let response = self.answer(request, client, local).await;
+        crate::stats::request_finished(
+            response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0),
+        );
+        Ok(response)
+    }
+
+    /// [`Proxy::handle`], counted in [`crate::stats`] by the caller.
+    async fn answer(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        client: Arc<ClientAddr>,
+        local: SocketAddr,
+    ) -> Response<ProxyBody> {
+        crate::stats::request_started();
         let client = &*client;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let arrival =
@@ -264,7 +287,7 @@ impl Proxy {
                 // `OPTIONS *`: about the server itself, answered here (as Apache does).
                 let mut response = Response::new(ProxyBody::empty());
                 response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET,HEAD,POST,OPTIONS"));
-                return Ok(response);
+                return response;
             }
             Err(refusal) => {
                 // Debug, not info: anyone can send these, as fast as they like (Apache logs them
@@ -281,7 +304,7 @@ impl Proxy {
                 // Closes the connection after 400, 413, 414 and 501, as Apache does (§7.5).
                 let response = error_page(refusal.status, page_host, local.port());
                 self.log_access(&arrival, &parts, &response, &Env::default(), vhost);
-                return Ok(response);
+                return response;
             }
         };
         let body_timeout = self.config.limits.body_timeout.map(|initial| BodyTimeout {
@@ -332,6 +355,7 @@ impl Proxy {
             host: host_header.as_deref(),
             path: &path,
             fault: &fault,
+            local: local.ip(),
         };
         let (mut response, origin) = match self.forward(&exchange, &mut env, body).await {
             Ok(response) => (response, Origin::Proxied),
@@ -362,7 +386,7 @@ impl Proxy {
             }
         }
         self.log_access(&arrival, &parts, &response, &env, vhost);
-        Ok(response)
+        response
     }
 
     fn log_access(
@@ -397,8 +421,9 @@ impl Proxy {
     }
 
     /// Where a request for `path` on virtual host `vhost_index` goes: `proxy_pass_match` rules
-    /// first (in order), then the `proxy_pass` prefixes (longest first); 404 for no match or `!`.
-    fn route(&self, vhost_index: usize, path: &str) -> Result<Target, StatusCode> {
+    /// first (in order), then the `proxy_pass` prefixes (longest first); a path excluded with `!`
+    /// goes to its local handler if it has one; 404 for no match, or `!` without a handler.
+    fn route(&self, vhost_index: usize, path: &str) -> Result<Routed<'_>, StatusCode> {
         let vhost = &self.config.vhosts[vhost_index];
         let matched = vhost.matches.iter().zip(&self.matches[vhost_index]).find_map(|(m, &balancer)| {
             m.regex.captures(path).map(|caps| {
@@ -408,15 +433,74 @@ impl Proxy {
             })
         });
         if let Some(target) = matched {
-            return Ok(target);
+            return Ok(Routed::Member(target));
         }
         let route = vhost.routes.iter().find(|r| path::prefix_matches(path, &r.path)).ok_or(StatusCode::NOT_FOUND)?;
         match &route.target {
-            RouteTarget::Exclude => Err(StatusCode::NOT_FOUND),
-            RouteTarget::Balancer { index, path: target } => {
-                Ok(Target { balancer: *index, path: format!("{target}{}", &path[route.path.len()..]), balanced: true })
-            }
+            RouteTarget::Exclude => vhost
+                .locations
+                .iter()
+                .find(|l| path::prefix_matches(path, &l.path))
+                .map(Routed::Local)
+                .ok_or(StatusCode::NOT_FOUND),
+            RouteTarget::Balancer { index, path: target } => Ok(Routed::Member(Target {
+                balancer: *index,
+                path: format!("{target}{}", &path[route.path.len()..]),
+                balanced: true,
+            })),
         }
+    }
+
+    /// What the local handlers show: the configured balancers (not the `proxy_pass_match`
+    /// workers) and each one's path (the first `proxy_pass` prefix routed to it).
+    pub fn handler_view(&self) -> (Vec<Arc<Balancer>>, Vec<String>) {
+        let configured = self.config.balancers.len().min(self.balancers.len());
+        let balancers = self.balancers[..configured].to_vec();
+        let paths = (0..configured)
+            .map(|i| {
+                self.config
+                    .vhosts
+                    .iter()
+                    .flat_map(|v| &v.routes)
+                    .find(|r| matches!(r.target, RouteTarget::Balancer { index, .. } if index == i))
+                    .map_or_else(|| "/".to_string(), |r| r.path.clone())
+            })
+            .collect();
+        (balancers, paths)
+    }
+
+    /// Answer a request with a local handler ([`crate::local`]).
+    async fn serve_local(
+        &self,
+        ex: &Exchange<'_>,
+        location: &crate::config::LocalHandler,
+        body: RequestBody,
+    ) -> Result<Response<ProxyBody>, StatusCode> {
+        if !location.allows(ex.client.ip()) {
+            tracing::info!(request = ex.id, client = %ex.client.ip(), "{} refused to a client require_ip does not allow", location.handler.name());
+            return Err(StatusCode::FORBIDDEN);
+        }
+        let form = if ex.parts.method == hyper::Method::POST { Some(read_form(body).await) } else { None };
+        let (balancers, paths) = self.handler_view();
+        let reconfigure = self.reconfigure.get().and_then(std::sync::Weak::upgrade);
+        let cx = crate::local::Context { balancers: &balancers, paths: &paths, reconfigure: reconfigure.as_deref() };
+        let host = ex.host.map_or(ex.vhost.server_name.as_str(), strip_port);
+        let request = crate::local::LocalRequest {
+            method: &ex.parts.method,
+            uri: &ex.parts.uri,
+            headers: &ex.parts.headers,
+            host,
+            local: ex.local,
+            form,
+        };
+        let page = crate::local::serve(location, ex.client.ip(), &request, &cx);
+        let mut response = Response::new(ProxyBody::text(page.body));
+        *response.status_mut() = page.status;
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(page.content_type));
+        for (name, value) in page.headers {
+            response.headers_mut().insert(name, value);
+        }
+        Ok(response)
     }
 
     /// Route the request and relay a member's response, or say which status Fulcrum must answer.
@@ -427,7 +511,10 @@ impl Proxy {
         body: RequestBody,
     ) -> Result<Response<ProxyBody>, StatusCode> {
         let (id, vhost_index, vhost, parts, path) = (ex.id, ex.vhost_index, ex.vhost, ex.parts, ex.path);
-        let target = self.route(vhost_index, path)?;
+        let target = match self.route(vhost_index, path)? {
+            Routed::Member(target) => target,
+            Routed::Local(location) => return self.serve_local(ex, location, body).await,
+        };
         let balancer = &self.balancers[target.balancer];
         let info = request_info(id, parts, ex.client, ex.host);
 
@@ -702,6 +789,8 @@ struct Exchange<'a> {
     path: &'a str,
     /// Where the request body reports a fault of the client's.
     fault: &'a FaultSlot,
+    /// The address the client connected to.
+    local: IpAddr,
 }
 
 /// When and from whom a request came: what its access-log line needs besides the exchange.
@@ -709,6 +798,32 @@ struct Arrival {
     client: IpAddr,
     received: std::time::SystemTime,
     started: std::time::Instant,
+}
+
+/// Where routing sends a request.
+enum Routed<'a> {
+    Member(Target),
+    /// A local handler on an excluded path.
+    Local(&'a crate::config::LocalHandler),
+}
+
+/// A POST's form body, at most [`crate::local::MAX_FORM`] bytes (the rest is not read, as Apache
+/// reads no more).
+async fn read_form(mut body: RequestBody) -> bytes::Bytes {
+    use http_body_util::BodyExt as _;
+    let mut form = bytes::BytesMut::new();
+    while form.len() < crate::local::MAX_FORM {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    form.extend_from_slice(&data);
+                }
+            }
+            _ => break,
+        }
+    }
+    form.truncate(crate::local::MAX_FORM);
+    form.freeze()
 }
 
 /// Where a routed request goes: the balancer (an index into the proxy's) and the path that

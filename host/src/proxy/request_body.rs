@@ -165,7 +165,7 @@ impl Body for RequestBody {
                         return this.fail(ClientFault::TooLarge(this.limit));
                     }
                     if let Some((balancer, member)) = &this.charge {
-                        balancer.members[*member].add_traffic(n);
+                        balancer.members[*member].add_sent(n);
                     }
                     if let (Some(t), Some((start, _))) = (this.timeout, &this.clock) {
                         let deadline = this.deadline(*start, &t);
