@@ -5,6 +5,7 @@ mod admin;
 mod apache;
 mod apache_diff;
 mod balancing;
+mod browser;
 mod cache;
 mod check;
 mod compat;
