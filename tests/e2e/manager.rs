@@ -265,3 +265,53 @@ async fn hostile_names_render_inert() {
     assert!(pages[0].contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{}", pages[0]);
     assert!(pages[3].contains("a&#39;b"), "the quote is escaped in the form's values:\n{}", pages[3]);
 }
+
+/// Must-show 5: the JSON API disables and re-enables a member with the token, and refuses
+/// without it (or with another), changing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_api_changes_members_with_the_token_only() {
+    let (web1, web2) = two_backends().await;
+    let token = "s3cret-token-for-tests";
+    let config =
+        handlers_config(&[(&web1.url(), "route = \"web1\""), (&web2.url(), "route = \"web2\"")], "\"127.0.0.1\"")
+            .replacen(
+                "handler = \"balancer-manager\"\n",
+                &format!("handler = \"balancer-manager\"\napi_token = \"{token}\"\n"),
+                1,
+            );
+    let fulcrum = Fulcrum::start(&config);
+    let api = |method: &str, auth: Option<&str>, body: &str| {
+        let auth = auth.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        raw(
+            fulcrum.addr,
+            &format!(
+                "{method} /balancer-manager/api HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    let disable = format!("{{\"balancer\": \"default\", \"member\": \"{}\", \"disabled\": true}}", web1.url());
+    for (auth, expected) in [(None, 401), (Some("wrong-token-wrong-token"), 401)] {
+        let (status, head, _) = api("POST", auth, &disable);
+        assert_eq!(status, expected, "{head}");
+        assert_eq!(routes(&fulcrum, 2, &[]).await, ["web1", "web2"], "nothing changed ({auth:?})");
+    }
+    let (status, _, state) = api("GET", Some(token), "");
+    assert_eq!(status, 200);
+    let state: serde_json::Value = serde_json::from_str(state.trim()).expect("JSON");
+    assert_eq!(state["balancers"][0]["members"][0]["status"], "Init Ok");
+
+    let (status, _, after) = api("POST", Some(token), &disable);
+    assert_eq!(status, 200, "{after}");
+    let after: serde_json::Value = serde_json::from_str(after.trim()).expect("JSON");
+    assert_eq!(after["balancers"][0]["members"][0]["status"], "Init Dis");
+    assert_eq!(routes(&fulcrum, 3, &[]).await, ["web2", "web2", "web2"]);
+
+    let enable = disable.replace("true", "false");
+    assert_eq!(api("POST", Some(token), &enable).0, 200);
+    assert_eq!(routes(&fulcrum, 2, &[]).await, ["web1", "web2"], "back, lbstatus reset");
+    let (status, _, why) = api("POST", Some(token), "{\"balancer\": \"default\", \"member\": \"nope\"}");
+    assert_eq!(status, 400);
+    assert!(why.contains("no member nope"), "{why}");
+}

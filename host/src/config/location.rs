@@ -52,6 +52,9 @@ pub struct LocalHandler {
     pub handler: Handler,
     /// `Require ip`: the addresses and networks allowed; everyone else gets a 403.
     pub allow: Vec<IpNet>,
+    /// The balancer-manager's JSON API (`PATH/api`) takes requests with this bearer token (from
+    /// an allowed address); without one the API is off.
+    pub api_token: Option<String>,
 }
 
 impl LocalHandler {
@@ -71,6 +74,8 @@ pub struct RawLocation {
     pub handler: Spanned<String>,
     /// `Require ip`: addresses (`127.0.0.1`, `::1`) and networks (`10.0.0.0/8`).
     pub require_ip: Option<Spanned<Vec<Spanned<String>>>>,
+    /// balancer-manager only: the bearer token of its JSON API (at least 16 characters).
+    pub api_token: Option<Spanned<String>>,
 }
 
 /// Where a problem is: a span of the file, the key's path, the message.
@@ -127,8 +132,27 @@ pub fn validate(
             }
         }
     }
+    let api_token = match &raw.api_token {
+        None => None,
+        Some(t) if handler != Some(Handler::BalancerManager) => {
+            report(t.span(), format!("{key}.api_token"), "only the balancer-manager has an API".into());
+            ok = false;
+            None
+        }
+        Some(t) if t.get_ref().trim().chars().count() < 16 || t.get_ref().trim().contains(char::is_whitespace) => {
+            report(
+                t.span(),
+                format!("{key}.api_token"),
+                "a token needs at least 16 characters and no white space (a guessable token lets anyone in                  require_ip change members)"
+                    .into(),
+            );
+            ok = false;
+            None
+        }
+        Some(t) => Some(t.get_ref().trim().to_string()),
+    };
     let handler = handler?;
-    ok.then_some(LocalHandler { path, handler, allow })
+    ok.then_some(LocalHandler { path, handler, allow, api_token })
 }
 
 #[cfg(test)]
@@ -143,6 +167,7 @@ mod tests {
                 .iter()
                 .map(|a| a.parse::<IpNet>().or_else(|_| a.parse::<IpAddr>().map(IpNet::from)).unwrap())
                 .collect(),
+            api_token: None,
         }
     }
 

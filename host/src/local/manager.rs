@@ -85,7 +85,8 @@ fn uuid() -> String {
 /// The form or query parameters, first value of each name.
 fn params(request: &LocalRequest<'_>) -> BTreeMap<String, String> {
     let source: &[u8] = if request.method == Method::POST {
-        request.form.as_deref().unwrap_or(b"")
+        let form = request.form.as_deref().unwrap_or(b"");
+        &form[..form.len().min(super::MAX_FORM)]
     } else {
         request.uri.query().unwrap_or("").as_bytes()
     };
@@ -174,7 +175,13 @@ pub fn page(request: &LocalRequest<'_>, cx: &Context<'_>) -> Page {
     Page::new("text/html; charset=ISO-8859-1", out).with("vary", "Accept-Encoding").with("cache-control", "no-cache")
 }
 
-fn change_member(b: &Balancer, i: usize, params: &BTreeMap<String, String>, cx: &Context<'_>) -> Result<(), String> {
+/// Apply a member's settings as the edit form names them (`w_status_D`, `w_lf`, …).
+pub(super) fn change_member(
+    b: &Balancer,
+    i: usize,
+    params: &BTreeMap<String, String>,
+    cx: &Context<'_>,
+) -> Result<(), String> {
     let m = &b.members[i];
     let was_out = m.status().contains(MemberStatus::DISABLED) || m.status().contains(MemberStatus::STOPPED);
     for (letter, flag, _) in FLAGS {
@@ -220,7 +227,8 @@ fn change_member(b: &Balancer, i: usize, params: &BTreeMap<String, String>, cx: 
     reconfigure.reconfigure(&b.config.name, &change)
 }
 
-fn change_balancer(b: &Balancer, params: &BTreeMap<String, String>, cx: &Context<'_>) -> Result<(), String> {
+/// Apply a balancer's settings as its edit form names them (`b_lbm`, `b_ss`, …).
+pub(super) fn change_balancer(b: &Balancer, params: &BTreeMap<String, String>, cx: &Context<'_>) -> Result<(), String> {
     let get = |k: &str| params.get(k).map(|v| v.trim().to_string());
     let lbmethod = get("b_lbm").filter(|m| !m.is_empty() && *m != b.config.lbmethod);
     let sticky = get("b_ss").filter(|s| Some(s.as_str()) != b.config.sticky.as_ref().map(|s| s.cookie.as_str()));

@@ -7,6 +7,7 @@
 //! [`Reconfigure`] the runtime provides (what a configuration reload would change). Every value
 //! written into a page is escaped for where it goes (HTML text and attributes, XML).
 
+pub mod api;
 pub mod manager;
 pub mod status;
 
@@ -53,12 +54,15 @@ pub struct LocalRequest<'a> {
     pub host: &'a str,
     /// The address the client connected to, for "(via …)".
     pub local: IpAddr,
-    /// A POST's form body (at most [`MAX_FORM`] bytes).
+    /// A POST's body (at most [`MAX_BODY`] bytes; the manager's forms read the first
+    /// [`MAX_FORM`] of them, as Apache does).
     pub form: Option<Bytes>,
 }
 
-/// How much of a POST body the manager reads (Apache reads 1024 bytes).
+/// How much of a POST form the manager reads (Apache reads 1024 bytes).
 pub const MAX_FORM: usize = 1024;
+/// How much of a POST body is read at all (the JSON API's requests).
+pub const MAX_BODY: usize = 64 * 1024;
 
 /// Changes the manager makes that rebuild a balancer (factor, set, route, redirect, lbmethod,
 /// stickysession, timeout, maxattempts, nofailover, a new member): the runtime applies them as a
@@ -96,6 +100,9 @@ pub fn serve(location: &LocalHandler, client: IpAddr, request: &LocalRequest<'_>
     }
     match location.handler {
         Handler::ServerStatus => status::page(request, cx),
+        Handler::BalancerManager if request.uri.path() == format!("{}/api", location.path.trim_end_matches('/')) => {
+            api::handle(location, request, cx)
+        }
         Handler::BalancerManager => manager::page(request, cx),
     }
 }

@@ -807,12 +807,11 @@ enum Routed<'a> {
     Local(&'a crate::config::LocalHandler),
 }
 
-/// A POST's form body, at most [`crate::local::MAX_FORM`] bytes (the rest is not read, as Apache
-/// reads no more).
+/// A POST's body, at most [`crate::local::MAX_BODY`] bytes (the rest is not read).
 async fn read_form(mut body: RequestBody) -> bytes::Bytes {
     use http_body_util::BodyExt as _;
     let mut form = bytes::BytesMut::new();
-    while form.len() < crate::local::MAX_FORM {
+    while form.len() < crate::local::MAX_BODY {
         match body.frame().await {
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
@@ -822,7 +821,7 @@ async fn read_form(mut body: RequestBody) -> bytes::Bytes {
             _ => break,
         }
     }
-    form.truncate(crate::local::MAX_FORM);
+    form.truncate(crate::local::MAX_BODY);
     form.freeze()
 }
 
