@@ -300,3 +300,160 @@ async fn hostile_requests() {
     }
     assert!(differ.is_empty(), "(Apache, Fulcrum, proxied by Apache, by Fulcrum, request) differ: {differ:#?}");
 }
+
+/// One request by hand to `addr` (`Connection: close`, Host 127.0.0.1): status and body,
+/// de-chunked.
+fn fetch(addr: SocketAddr, method: &str, target: &str, extra: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let length = if method == "POST" {
+        format!("Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n", body.len())
+    } else {
+        String::new()
+    };
+    let request =
+        format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}{length}Connection: close\r\n\r\n{body}");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+            if n == 0 || after.len() < n {
+                break;
+            }
+            out.push_str(&after[..n]);
+            rest = after[n..].trim_start_matches("\r\n");
+        }
+        out
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+/// The balancer-manager's member table, as cells: Worker URL, Route, RouteRedir, Factor, Set,
+/// Status, Elected, Busy, Load (To and From count bytes both servers write differently).
+fn member_rows(page: &str, members: &[&str]) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for row in page.split("<tr") {
+        let cells: Vec<String> = row
+            .split("<td")
+            .skip(1)
+            .map(|cell| {
+                let inner = cell.split_once('>').map_or("", |(_, rest)| rest);
+                let inner = inner.split("</td>").next().unwrap_or("");
+                // Text without tags.
+                let mut text = String::new();
+                let mut in_tag = false;
+                for c in inner.chars() {
+                    match c {
+                        '<' => in_tag = true,
+                        '>' => in_tag = false,
+                        c if !in_tag => text.push(c),
+                        _ => {}
+                    }
+                }
+                text
+            })
+            .collect();
+        if cells.len() >= 9 && members.contains(&cells[0].as_str()) {
+            rows.push(cells[..9].to_vec());
+        }
+    }
+    rows
+}
+
+fn nonce_in(page: &str) -> String {
+    let at = page.find("nonce=").expect("a nonce in the manager page") + "nonce=".len();
+    page[at..].chars().take_while(|c| c.is_ascii_hexdigit() || *c == '-').collect()
+}
+
+/// Must-show 3 of the balancer-manager: after the same requests, Apache's and Fulcrum's member
+/// tables (Route, Factor, Set, Status, Elected, Busy, Load) and `?auto` member lines are equal,
+/// and the §9.7 edit sequence (disable web1, a web1 session, enable it) gives the same routing,
+/// cookies and X-Balance lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balancer_manager_and_server_status() {
+    let (web1, web2) = two_backends().await;
+    let (w1, w2) = (web1.url(), web2.url());
+    let apache = Apache::start(&Members { web1: &w1, web2: &w2, web1_params: GUIDE_APACHE, web2_params: GUIDE_APACHE });
+    let fulcrum = Fulcrum::start(&fulcrum_config(&w1, &w2, GUIDE_FULCRUM, GUIDE_FULCRUM));
+    let client = client();
+    let host: &[(&str, &str)] = &[("host", "www.example.com")];
+    let sticky: &[(&str, &str)] = &[("host", "www.example.com"), ("cookie", "BALANCEID=balancer.web2")];
+    for headers in [host, host, host, sticky, host] {
+        for addr in [apache.addr, fulcrum.addr] {
+            get(&client, &format!("http://{addr}/"), headers).await;
+        }
+    }
+    let members = [w1.as_str(), w2.as_str()];
+    let (status, a_page) = fetch(apache.addr, "GET", "/balancer-manager", "", "");
+    assert_eq!(status, 200, "{a_page}");
+    let (_, f_page) = fetch(fulcrum.addr, "GET", "/balancer-manager", "", "");
+    let (a_rows, f_rows) = (member_rows(&a_page, &members), member_rows(&f_page, &members));
+    assert_eq!(a_rows.len(), 2, "Apache's table:\n{a_page}");
+    assert_eq!(f_rows, a_rows, "member tables\nApache:\n{a_page}\nFulcrum:\n{f_page}");
+
+    let member_lines = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("ProxyBalancer["))
+            // Sent and Rcvd count bytes as each server writes them (headers differ): their unit
+            // and form are compared, the figures only below.
+            .map(|l| {
+                if l.contains("]Sent: ") || l.contains("]Rcvd: ") {
+                    l.split(':').next().unwrap().to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect()
+    };
+    let (_, a_auto) = fetch(apache.addr, "GET", "/server-status?auto", "", "");
+    let (_, f_auto) = fetch(fulcrum.addr, "GET", "/server-status?auto", "", "");
+    assert_eq!(member_lines(&f_auto), member_lines(&a_auto), "?auto\nApache:\n{a_auto}\nFulcrum:\n{f_auto}");
+    eprintln!(
+        "?auto figures, Apache:\n{}\nFulcrum:\n{}",
+        a_auto.lines().filter(|l| l.contains("]Sent") || l.contains("]Rcvd")).collect::<Vec<_>>().join("\n"),
+        f_auto.lines().filter(|l| l.contains("]Sent") || l.contains("]Rcvd")).collect::<Vec<_>>().join("\n")
+    );
+
+    // §9.7 on both: disable web1, traffic and a web1 session, enable web1, traffic.
+    let edit = |addr: SocketAddr, page: &str, on: &str| {
+        let form = format!(
+            "b=default&w={}&nonce={}&w_status_D={on}",
+            w1.replace(':', "%3A").replace('/', "%2F"),
+            nonce_in(page)
+        );
+        fetch(addr, "POST", "/balancer-manager", "Referer: http://127.0.0.1/balancer-manager\r\n", &form)
+    };
+    let web1_session: &[(&str, &str)] = &[("host", "www.example.com"), ("cookie", "BALANCEID=balancer.web1")];
+    let steps: [(Option<&str>, &[(&str, &str)]); 6] =
+        [(Some("1"), host), (None, host), (None, web1_session), (Some("0"), host), (None, host), (None, host)];
+    for (i, (change, headers)) in steps.into_iter().enumerate() {
+        if let Some(on) = change {
+            let (a, _) = edit(apache.addr, &a_page, on);
+            let (f, _) = edit(fulcrum.addr, &f_page, on);
+            assert_eq!((a, f), (200, 200), "step {i}");
+            let (_, ap) = fetch(apache.addr, "GET", "/balancer-manager", "", "");
+            let (_, fp) = fetch(fulcrum.addr, "GET", "/balancer-manager", "", "");
+            assert_eq!(member_rows(&fp, &members), member_rows(&ap, &members), "member tables after w_status_D={on}");
+        }
+        let a = get(&client, &format!("http://{}/", apache.addr), headers).await;
+        let f = get(&client, &fulcrum.url("/"), headers).await;
+        assert_eq!(
+            observe(&f, true),
+            observe(&a, false),
+            "step {i} of §9.7\nApache error log:\n{}",
+            apache.error_log()
+        );
+    }
+    let (_, a_page) = fetch(apache.addr, "GET", "/balancer-manager", "", "");
+    let (_, f_page) = fetch(fulcrum.addr, "GET", "/balancer-manager", "", "");
+    assert_eq!(member_rows(&f_page, &members), member_rows(&a_page, &members), "after §9.7");
+}

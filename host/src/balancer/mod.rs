@@ -346,12 +346,6 @@ impl Balancer {
         core.selector = selector;
     }
 
-    /// Every member's lbstatus back to 0 (the balancer-manager re-enabling a member, as Apache
-    /// does: byrequests starts over with the first member).
-    pub fn reset_lbstatus(&self) {
-        self.lock().lbstatus.iter_mut().for_each(|l| *l = 0);
-    }
-
     /// The lbstatus counters as they are now (the balancer-manager's "Load" column).
     pub fn lbstatus(&self) -> Vec<i64> {
         self.lock().lbstatus.clone()

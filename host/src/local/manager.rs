@@ -9,10 +9,10 @@
 //! in Apache; the attempt is logged. A GET never changes anything; with the nonce and a same-host
 //! Referer it shows a member's edit form or the XML.
 //!
-//! Effects (§9.7): status flags apply at once; re-enabling a member (`Disabled` or `Stopped` off)
-//! ends its error state and sets every member's lbstatus back to 0, so byrequests starts over
-//! with the first member. Factor, set, route, redirect and the balancer's settings rebuild the
-//! balancer as a configuration reload would ([`super::Reconfigure`]), keeping the members' state.
+//! Effects (§9.7): status flags apply at once, each alone; re-enabling a member brings it back
+//! with its counters (and byrequests' lbstatus) as they were, as Apache 2.4 does. Factor, set,
+//! route, redirect and the balancer's settings rebuild the balancer as a configuration reload
+//! would ([`super::Reconfigure`]), keeping the members' state.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -183,7 +183,6 @@ pub(super) fn change_member(
     cx: &Context<'_>,
 ) -> Result<(), String> {
     let m = &b.members[i];
-    let was_out = m.status().contains(MemberStatus::DISABLED) || m.status().contains(MemberStatus::STOPPED);
     for (letter, flag, _) in FLAGS {
         match params.get(&format!("w_status_{letter}")).map(String::as_str) {
             Some("1") => {
@@ -196,12 +195,9 @@ pub(super) fn change_member(
             None => {}
         }
     }
-    let is_out = m.status().contains(MemberStatus::DISABLED) || m.status().contains(MemberStatus::STOPPED);
-    if was_out && !is_out {
-        // Apache: back at once, and every member's lbstatus from 0 (§9.7).
-        b.clear_error(i);
-        b.reset_lbstatus();
-    }
+    // As Apache 2.4: a flag changes only itself. Re-enabling a member brings it back at once (being
+    // disabled is not an error state) with its counters as they were: lbstatus is not reset
+    // (measured against Apache 2.4.67 by `apache_diff::balancer_manager_and_server_status`).
     let number = |key: &str, range: std::ops::RangeInclusive<u32>| -> Result<Option<u32>, String> {
         match params.get(key).map(|v| v.trim()) {
             None | Some("") => Ok(None),
