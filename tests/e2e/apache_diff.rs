@@ -433,7 +433,9 @@ async fn balancer_manager_and_server_status() {
         fetch(addr, "POST", "/balancer-manager", "Referer: http://127.0.0.1/balancer-manager\r\n", &form)
     };
     let web1_session: &[(&str, &str)] = &[("host", "www.example.com"), ("cookie", "BALANCEID=balancer.web1")];
-    let steps: [(Option<&str>, &[(&str, &str)]); 6] =
+    /// A change to make first (`w_status_D` of web1), then a request with these headers.
+    type Step<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)]);
+    let steps: [Step; 6] =
         [(Some("1"), host), (None, host), (None, web1_session), (Some("0"), host), (None, host), (None, host)];
     for (i, (change, headers)) in steps.into_iter().enumerate() {
         if let Some(on) = change {
