@@ -32,6 +32,7 @@ pub mod health;
 pub mod local;
 pub mod log;
 pub mod path;
+pub mod persist;
 pub mod plugin;
 pub mod proxy;
 pub mod request;

@@ -63,8 +63,9 @@ impl Runtime {
     /// Load plugins and build the proxy: everything `run` needs but its sockets. What fails is a
     /// [`ConfigError`] listing every problem, each at the key of the file it comes from
     /// (`fulcrum check` shows them).
-    pub fn build(config: Config) -> Result<Runtime, Error> {
+    pub fn build(mut config: Config) -> Result<Runtime, Error> {
         crate::stats::start();
+        crate::persist::apply(&mut config);
         if config.admin_listen.is_some() {
             crate::admin::recorder()?;
         }
@@ -173,6 +174,7 @@ impl Runtime {
         };
         let listeners = self.listeners.lock().unwrap_or_else(PoisonError::into_inner).clone();
         keep_process_settings(old, &mut config, listeners.is_some());
+        crate::persist::apply(&mut config);
         // New addresses are bound first: one that cannot be refuses the whole reload.
         let bound = match listeners.as_ref().map(|l| l.bind(&config.listen)).transpose() {
             Ok(bound) => bound,
@@ -529,6 +531,7 @@ fn assemble(
                 maxattempts: 0,
                 forcerecovery: true,
                 retry_idempotent: crate::config::RetryOn::default(),
+                persist: false,
                 members: vec![m.worker.clone()],
             };
             routes.push(balancers.len());
@@ -702,6 +705,23 @@ impl crate::local::Reconfigure for Runtime {
 
     fn current(&self) -> (Vec<Arc<Balancer>>, Vec<String>) {
         self.proxy().handler_view()
+    }
+
+    fn changed(&self) {
+        let proxy = self.proxy();
+        let config = proxy.config();
+        if !config.balancers.iter().any(|b| b.persist) {
+            return;
+        }
+        // What the file itself says, to tell the members the manager added.
+        let file = Config::load(&config.source).unwrap_or_else(|_| config.clone());
+        let (balancers, _) = proxy.handler_view();
+        match crate::persist::save(config, &balancers, &file) {
+            Ok(()) => tracing::debug!("balancer-manager changes saved to {}", config.state_file.display()),
+            Err(e) => {
+                tracing::error!("cannot save the balancer-manager's changes to {}: {e}", config.state_file.display())
+            }
+        }
     }
 
     fn lbmethods(&self) -> Vec<String> {

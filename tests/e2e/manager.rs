@@ -316,3 +316,28 @@ async fn the_json_api_changes_members_with_the_token_only() {
     assert_eq!(status, 400);
     assert!(why.contains("no member nope"), "{why}");
 }
+
+/// `persist = true` (Apache's BalancerPersist): the manager's changes survive a restart; a
+/// balancer without it starts from its file again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persisting_balancers_keep_manager_changes_across_restarts() {
+    let (web1, web2) = two_backends().await;
+    let config =
+        handlers_config(&[(&web1.url(), "route = \"web1\""), (&web2.url(), "route = \"web2\"")], "\"127.0.0.1\"")
+            .replace("[balancer.default]\n", "[balancer.default]\npersist = true\n");
+    let fulcrum = Fulcrum::start(&config);
+    let (_, _, page) = get_page(fulcrum.addr, "/balancer-manager", None);
+    let nonce = nonce(&page);
+    let same_host = "http://127.0.0.1/balancer-manager";
+    post(fulcrum.addr, &format!("b=default&w={}&nonce={nonce}&w_status_D=1", enc(&web2.url())), Some(same_host));
+    post(fulcrum.addr, &format!("b=default&w={}&nonce={nonce}&w_lf=3", enc(&web1.url())), Some(same_host));
+    let state = std::fs::read_to_string(fulcrum.file("fulcrum.state.json")).expect("the state file");
+    assert!(state.contains("\"status\": \"D\"") && state.contains("\"loadfactor\": 3"), "{state}");
+
+    let fulcrum = fulcrum.restart();
+    assert_eq!(routes(&fulcrum, 3, &[]).await, ["web1", "web1", "web1"], "web2 is still disabled");
+    let (_, _, page) = get_page(fulcrum.addr, "/balancer-manager", None);
+    assert!(page.contains("Init Dis ") && page.contains("<td>3.00</td>"), "{page}");
+    assert!(fulcrum.log().contains("balancer-manager changes restored"), "{}", fulcrum.log());
+    assert_ne!(nonce, self::nonce(&page), "a new nonce at every start");
+}

@@ -42,8 +42,20 @@ impl Fulcrum {
     /// Like [`Fulcrum::start_with_env`], with extra arguments after `run --config FILE`.
     pub fn start_with_args(config: &str, filter: &str, env: &[(&str, &str)], args: &[&str]) -> Fulcrum {
         let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("fulcrum.toml"), config).expect("write config");
+        Self::spawn(dir, filter, env, args)
+    }
+
+    /// Stop the process and start it again on the same folder (its config and state files).
+    pub fn restart(mut self) -> Fulcrum {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        Self::spawn(dir, "info", &[], &[])
+    }
+
+    fn spawn(dir: tempfile::TempDir, filter: &str, env: &[(&str, &str)], args: &[&str]) -> Fulcrum {
         let path = dir.path().join("fulcrum.toml");
-        std::fs::write(&path, config).expect("write config");
         let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
             .args(["run", "--config"])

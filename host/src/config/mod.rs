@@ -51,6 +51,8 @@ pub struct Config {
     pub proxy_timeout: Duration,
     /// How long a SIGTERM or SIGINT waits for requests in flight; zero waits for none.
     pub shutdown_timeout: Duration,
+    /// Where the balancer-manager's changes to `persist` balancers are kept.
+    pub state_file: PathBuf,
     /// `[limits]`: request limits, read timeouts, connections.
     pub limits: Limits,
     pub vhosts: Vec<VirtualHost>,
@@ -280,6 +282,8 @@ pub struct BalancerConfig {
     /// When an idempotent request without a body whose member failed before answering goes to
     /// another member, within `maxattempts` (RFC 9110 §9.2.2; nginx's `proxy_next_upstream`).
     pub retry_idempotent: RetryOn,
+    /// `BalancerPersist`: the balancer-manager's changes are kept in the state file.
+    pub persist: bool,
     pub members: Vec<MemberConfig>,
 }
 
@@ -677,6 +681,13 @@ impl Loader<'_> {
             access_log,
             proxy_timeout,
             shutdown_timeout,
+            state_file: match &raw.state_file {
+                Some(f) => base.join(f.get_ref()),
+                None => base.join(format!(
+                    "{}.state.json",
+                    self.file.file_stem().map_or("fulcrum".into(), |s| s.to_string_lossy().into_owned())
+                )),
+            },
             limits,
             vhosts,
             balancers,
@@ -1088,6 +1099,7 @@ impl Loader<'_> {
             maxattempts,
             forcerecovery: raw.forcerecovery.unwrap_or(true),
             retry_idempotent,
+            persist: raw.persist,
             members,
         }
     }

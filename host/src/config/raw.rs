@@ -31,6 +31,9 @@ pub struct RawConfig {
     /// Seconds that SIGTERM or SIGINT lets requests in flight finish before exiting (default 30).
     /// Apache's `GracefulShutdownTimeout`, except that 0 exits at once (Apache's 0 waits forever).
     pub shutdown_timeout: Option<Spanned<u64>>,
+    /// Where balancers with `persist = true` keep the balancer-manager's changes (default: this
+    /// file's name with `.state.json`, next to it).
+    pub state_file: Option<Spanned<String>>,
     /// `[limits]`: request size limits, read timeouts, connections (Apache's defaults).
     pub limits: Option<Spanned<super::limits::RawLimits>>,
     #[serde(default, rename = "vhost")]
@@ -147,6 +150,10 @@ pub struct RawBalancer {
     /// After which member failures an idempotent request without a body goes to another member:
     /// `"error"` (the default), `"timeout"` (Fulcrum's, like nginx's `proxy_next_upstream`).
     pub retry_idempotent: Option<Vec<Spanned<String>>>,
+    /// `BalancerPersist`: the balancer-manager's changes outlive restarts and reloads (kept in
+    /// `state_file`).
+    #[serde(default)]
+    pub persist: bool,
     #[serde(default, rename = "member")]
     pub members: Vec<Spanned<RawMember>>,
 }

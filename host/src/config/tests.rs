@@ -403,3 +403,44 @@ fn shutdown_timeout_defaults_to_30_seconds_and_may_be_0() {
         assert!(err.starts_with(&expected), "{value}:\nexpected `{expected}`\n     got `{err}`");
     }
 }
+
+/// Local handlers: a bad `[[vhost.location]]` in, its line and message out.
+#[test]
+fn local_handler_mistakes_are_reported_at_their_key() {
+    let with = |location: &str| {
+        GOOD.replace(
+            "proxy_pass = [{ path = \"/\", to = \"balancer://default/\" }]",
+            "proxy_pass = [{ path = \"/server-status\", to = \"!\" }, { path = \"/\", to = \"balancer://default/\" }]",
+        )
+        .replace("\n[balancer.default]", &format!("{location}\n[balancer.default]"))
+    };
+    let good = with(
+        "[[vhost.location]]\npath = \"/server-status\"\nhandler = \"server-status\"\nrequire_ip = [\"10.0.0.0/8\", \"::1\"]\n",
+    );
+    let c = parse(&good).unwrap();
+    assert_eq!(c.vhosts[0].locations[0].handler, Handler::ServerStatus);
+    assert!(c.vhosts[0].locations[0].allows("10.1.2.3".parse().unwrap()));
+    let cases: &[(&str, &str)] = &[
+        ("path = \"/server-status\"\nhandler = \"server-status\"", "no `require_ip`"),
+        ("path = \"/server-status\"\nhandler = \"info\"\nrequire_ip = []", "`info` is not a handler Fulcrum has"),
+        (
+            "path = \"/server-status\"\nhandler = \"server-status\"\nrequire_ip = [\"10.1\"]",
+            "`10.1` is neither an IP address nor a network",
+        ),
+        ("path = \"/x\"\nhandler = \"server-status\"\nrequire_ip = []", "`/x` is proxied by proxy_pass `/`"),
+        (
+            "path = \"/server-status\"\nhandler = \"server-status\"\nrequire_ip = []\napi_token = \"0123456789abcdefg\"",
+            "only the balancer-manager has an API",
+        ),
+        (
+            "path = \"/server-status\"\nhandler = \"balancer-manager\"\nrequire_ip = []\napi_token = \"short\"",
+            "at least 16 characters",
+        ),
+    ];
+    for (lines, expected) in cases {
+        let text = with(&format!("[[vhost.location]]\n{lines}\n"));
+        let err = parse(&text).expect_err(lines).to_string();
+        assert!(err.contains(expected), "{lines}: expected `{expected}` in: {err}");
+        assert!(err.starts_with("test.toml:"), "{lines}: no location in: {err}");
+    }
+}

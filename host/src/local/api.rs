@@ -49,7 +49,12 @@ pub fn handle(location: &LocalHandler, request: &LocalRequest<'_>, cx: &Context<
                 Err(e) => return answer(StatusCode::BAD_REQUEST, json!({"error": format!("not JSON: {e}")})),
             };
             match apply(&change, cx) {
-                Ok(()) => answer(StatusCode::OK, state_in_force(cx)),
+                Ok(()) => {
+                    if let Some(r) = cx.reconfigure {
+                        r.changed();
+                    }
+                    answer(StatusCode::OK, state_in_force(cx))
+                }
                 Err(why) => {
                     tracing::warn!("balancer-manager API: change refused: {why}");
                     answer(StatusCode::BAD_REQUEST, json!({"error": why}))

@@ -135,7 +135,12 @@ pub fn page(request: &LocalRequest<'_>, cx: &Context<'_>) -> Page {
                 None => change_balancer(b, &params, cx),
             };
             match result {
-                Ok(()) => tracing::info!(balancer = %b.config.name, "balancer-manager: settings changed"),
+                Ok(()) => {
+                    tracing::info!(balancer = %b.config.name, "balancer-manager: settings changed");
+                    if let Some(r) = cx.reconfigure {
+                        r.changed();
+                    }
+                }
                 Err(why) => {
                     tracing::warn!(balancer = %b.config.name, "balancer-manager: change refused: {why}");
                     notice = Some(why);
@@ -278,9 +283,10 @@ fn overview(request: &LocalRequest<'_>, cx: &Context<'_>, notice: Option<&str>) 
          th {{ border-width: 1px; padding: 2px; border-style: dotted; border-color: gray; background-color: lightgray; }}\n\
          td {{ border-width: 1px; padding: 2px; border-style: dotted; border-color: gray; background-color: white; }}\n\
          </style>\n</head>\n<body><h1>Load Balancer Manager for {}</h1>\n\n\
-         <dl><dt>Server Version: {}</dt>\n<dt>Balancer changes will NOT be persisted on restart.</dt>\n</dl>\n",
+         <dl><dt>Server Version: {}</dt>\n<dt>Balancer changes will {}be persisted on restart.</dt>\n</dl>\n",
         html(request.host),
-        crate::proxy::SERVER
+        crate::proxy::SERVER,
+        if cx.balancers.iter().any(|b| b.config.persist) { "" } else { "NOT " }
     );
     if let Some(why) = notice {
         let _ = writeln!(out, "<p><strong>Not changed: {}</strong></p>", html(why));

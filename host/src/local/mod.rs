@@ -76,6 +76,9 @@ pub trait Reconfigure: Send + Sync {
 
     /// The balancers in force now and their paths (after a change, the rebuilt ones).
     fn current(&self) -> (Vec<Arc<Balancer>>, Vec<String>);
+
+    /// A change was made (any, status flags included): keep it where the balancer persists.
+    fn changed(&self);
 }
 
 /// What the handlers see of the proxy in force.
