@@ -341,3 +341,34 @@ async fn persisting_balancers_keep_manager_changes_across_restarts() {
     assert!(fulcrum.log().contains("balancer-manager changes restored"), "{}", fulcrum.log());
     assert_ne!(nonce, self::nonce(&page), "a new nonce at every start");
 }
+
+/// The balancer form: a member added (with the confirmation box, as Apache wants) takes traffic
+/// at once; an lbmethod among the loaded ones can be chosen, and an unknown one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_balancer_form_adds_a_member_and_changes_the_lbmethod() {
+    let (web1, web2) = two_backends().await;
+    let config = handlers_config(&[(&web1.url(), "route = \"web1\"")], "\"127.0.0.1\"");
+    let fulcrum = Fulcrum::start(&config);
+    let (_, _, page) = get_page(fulcrum.addr, "/balancer-manager", None);
+    let nonce = nonce(&page);
+    let same_host = "http://127.0.0.1/balancer-manager";
+    let (_, _, form) = get_page(fulcrum.addr, &format!("/balancer-manager?b=default&nonce={nonce}"), Some(same_host));
+    assert!(
+        form.contains("<option value='heartbeat'>") && form.contains("<option value='byrequests' selected>"),
+        "{form}"
+    );
+
+    // Without the confirmation nothing is added.
+    post(fulcrum.addr, &format!("b=default&nonce={nonce}&b_nwrkr={}", enc(&web2.url())), Some(same_host));
+    assert_eq!(routes(&fulcrum, 2, &[]).await, ["web1", "web1"]);
+    let (_, _, page) =
+        post(fulcrum.addr, &format!("b=default&nonce={nonce}&b_nwrkr={}&b_wyes=1", enc(&web2.url())), Some(same_host));
+    assert!(page.contains(&format!(">{}</a>", web2.url())), "{page}");
+    let served = routes(&fulcrum, 4, &[]).await;
+    assert_eq!(served.iter().filter(|r| *r == "web2").count(), 2, "{served:?}");
+
+    let (_, _, page) = post(fulcrum.addr, &format!("b=default&nonce={nonce}&b_lbm=bytraffic"), Some(same_host));
+    assert!(page.contains("<td>bytraffic</td>"), "{page}");
+    let (_, _, page) = post(fulcrum.addr, &format!("b=default&nonce={nonce}&b_lbm=no-such-method"), Some(same_host));
+    assert!(page.contains("Not changed:") && page.contains("<td>bytraffic</td>"), "{page}");
+}
