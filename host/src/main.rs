@@ -1,5 +1,6 @@
 //! The `fulcrum` command: `run`, `check`, `demo`, `plugin inspect`.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -233,34 +234,40 @@ fn check(path: &Path) -> Result<(), fulcrum::Error> {
     }
     let proxy = runtime.proxy();
     let c = proxy.config();
-    println!("{}: OK", c.source.display());
+    // `fulcrum check | head` closes the pipe early: stop writing then, do not panic.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}: OK", c.source.display());
     for addr in &c.listen {
-        println!("listen {addr}");
+        let _ = writeln!(out, "listen {addr}");
     }
     if c.shutdown_timeout != fulcrum::config::DEFAULT_SHUTDOWN_TIMEOUT {
-        println!("shutdown_timeout {}s", c.shutdown_timeout.as_secs());
+        let _ = writeln!(out, "shutdown_timeout {}s", c.shutdown_timeout.as_secs());
     }
     for v in &c.vhosts {
         let aliases =
             if v.server_alias.is_empty() { String::new() } else { format!(" (alias {})", v.server_alias.join(", ")) };
-        println!("vhost {}{aliases}{}", v.server_name, if v.preserve_host { ", preserve_host" } else { "" });
+        let _ =
+            writeln!(out, "vhost {}{aliases}{}", v.server_name, if v.preserve_host { ", preserve_host" } else { "" });
         for l in &v.locations {
             let allow: Vec<String> = l.allow.iter().map(ToString::to_string).collect();
-            println!("  location {} {} require_ip {}", l.path, l.handler.name(), allow.join(" "));
+            let _ = writeln!(out, "  location {} {} require_ip {}", l.path, l.handler.name(), allow.join(" "));
         }
         for r in &v.routes {
             match &r.target {
-                RouteTarget::Exclude => println!("  proxy_pass {} !", r.path),
+                RouteTarget::Exclude => {
+                    let _ = writeln!(out, "  proxy_pass {} !", r.path);
+                }
                 RouteTarget::Balancer { index, path } => {
-                    println!("  proxy_pass {} balancer://{}{path}", r.path, c.balancers[*index].name)
+                    let _ = writeln!(out, "  proxy_pass {} balancer://{}{path}", r.path, c.balancers[*index].name);
                 }
             }
         }
     }
     for b in &c.balancers {
-        println!("balancer {} lbmethod={}", b.name, b.lbmethod);
+        let _ = writeln!(out, "balancer {} lbmethod={}", b.name, b.lbmethod);
         for m in &b.members {
-            println!(
+            let _ = writeln!(
+                out,
                 "  member {} route={} loadfactor={} lbset={} retry={}s{}",
                 m.url,
                 if m.route.is_empty() { "-" } else { &m.route },
@@ -273,7 +280,8 @@ fn check(path: &Path) -> Result<(), fulcrum::Error> {
                 let target = if hc.method.http().is_some() { format!(" {}", hc.uri) } else { String::new() };
                 let expect =
                     if hc.expect.name.is_empty() { String::new() } else { format!(" hcexpr={}", hc.expect.name) };
-                println!(
+                let _ = writeln!(
+                    out,
                     "    health check {}{target} every {:?}, out after {} failure(s), back after {} pass(es){expect}",
                     hc.method.name(),
                     hc.interval,
@@ -283,7 +291,7 @@ fn check(path: &Path) -> Result<(), fulcrum::Error> {
             }
         }
     }
-    println!("plugins: {}", runtime.plugins.names().join(", "));
+    let _ = writeln!(out, "plugins: {}", runtime.plugins.names().join(", "));
     Ok(())
 }
 
