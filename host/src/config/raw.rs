@@ -26,7 +26,7 @@ pub struct RawConfig {
     pub access_log: Option<Spanned<String>>,
     /// `LogFormat`: Apache's format string, or `combined` (the default) / `common`.
     pub log_format: Option<Spanned<String>>,
-    /// `ProxyTimeout`, seconds: how long to wait for a member's response (default 60).
+    /// `ProxyTimeout`, seconds: how long to wait for a member's response (default 300, Debian's `Timeout`).
     pub proxy_timeout: Option<Spanned<u64>>,
     /// Seconds that SIGTERM or SIGINT lets requests in flight finish before exiting (default 30).
     /// Apache's `GracefulShutdownTimeout`, except that 0 exits at once (Apache's 0 waits forever).
