@@ -55,3 +55,15 @@ pub struct RequestInfo<'a> {
     pub client: &'a ClientAddr,
     pub host: &'a str,
 }
+
+/// Every value of header `name`, joined with ", " (how Apache merges repeated request headers).
+pub fn joined(headers: &HeaderMap, name: hyper::header::HeaderName) -> Option<String> {
+    let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+    let first = values.next()?;
+    let mut out = first.to_string();
+    for v in values {
+        out.push_str(", ");
+        out.push_str(v);
+    }
+    Some(out)
+}

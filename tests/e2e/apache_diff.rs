@@ -301,11 +301,8 @@ async fn hostile_requests() {
     assert!(differ.is_empty(), "(Apache, Fulcrum, proxied by Apache, by Fulcrum, request) differ: {differ:#?}");
 }
 
-/// One request by hand to `addr` (`Connection: close`, Host 127.0.0.1): status and body,
-/// de-chunked.
+/// One request by hand to `addr` (`Connection: close`, Host 127.0.0.1): status and body.
 fn fetch(addr: SocketAddr, method: &str, target: &str, extra: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let length = if method == "POST" {
         format!("Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n", body.len())
     } else {
@@ -313,27 +310,7 @@ fn fetch(addr: SocketAddr, method: &str, target: &str, extra: &str, body: &str) 
     };
     let request =
         format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}{length}Connection: close\r\n\r\n{body}");
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        let mut out = String::new();
-        let mut rest = body;
-        while let Some((size, after)) = rest.split_once("\r\n") {
-            let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
-            if n == 0 || after.len() < n {
-                break;
-            }
-            out.push_str(&after[..n]);
-            rest = after[n..].trim_start_matches("\r\n");
-        }
-        out
-    } else {
-        body.to_string()
-    };
+    let (status, _, body) = raw_exchange(addr, &request);
     (status, body)
 }
 

@@ -2,9 +2,7 @@
 //! (docs/apache-behaviour.md §9), their access rule, Apache's cross-site protection of changes,
 //! the effects of a change on routing, and escaping.
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use crate::support::*;
 
@@ -24,23 +22,9 @@ fn handlers_config(members: &[(&str, &str)], allow: &str) -> String {
     c
 }
 
-/// One request written by hand (`Connection: close`): status, head, body.
-fn raw(addr: SocketAddr, request: &str) -> (u16, String, String) {
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    // Chunked bodies: good enough to search in (the chunk sizes stay in).
-    (status, head.to_string(), body.to_string())
-}
-
 fn get_page(addr: SocketAddr, target: &str, referer: Option<&str>) -> (u16, String, String) {
     let referer = referer.map_or(String::new(), |r| format!("Referer: {r}\r\n"));
-    raw(
+    raw_exchange(
         addr,
         &format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{referer}Connection: close\r\n\r\n", addr.port()),
     )
@@ -48,7 +32,7 @@ fn get_page(addr: SocketAddr, target: &str, referer: Option<&str>) -> (u16, Stri
 
 fn post(addr: SocketAddr, form: &str, referer: Option<&str>) -> (u16, String, String) {
     let referer = referer.map_or(String::new(), |r| format!("Referer: {r}\r\n"));
-    raw(
+    raw_exchange(
         addr,
         &format!(
             "POST /balancer-manager HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{referer}Content-Type: \
@@ -283,7 +267,7 @@ async fn the_json_api_changes_members_with_the_token_only() {
     let fulcrum = Fulcrum::start(&config);
     let api = |method: &str, auth: Option<&str>, body: &str| {
         let auth = auth.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-        raw(
+        raw_exchange(
             fulcrum.addr,
             &format!(
                 "{method} /balancer-manager/api HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\n\

@@ -40,7 +40,7 @@ impl Balancer {
         let mut decision = Decision::default();
         let Some(sticky) = &self.config.sticky else { return Ok((decision, None)) };
         let uri = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let cookie = joined_cookies(request);
+        let cookie = crate::request::joined(request.headers, COOKIE);
         decision.session_route = sticky.route(uri, cookie.as_deref()).map(str::to_string);
         let mut lease = None;
         if let Some(index) = decision.session_route.as_deref().and_then(|r| self.member_by_route(r)) {
@@ -69,16 +69,4 @@ impl Balancer {
         }
         Ok((decision, lease))
     }
-}
-
-/// The request's Cookie lines joined with ", " (how Apache sees repeated request headers).
-fn joined_cookies(request: &RequestInfo<'_>) -> Option<String> {
-    let mut values = request.headers.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok());
-    let first = values.next()?;
-    let mut out = first.to_string();
-    for v in values {
-        out.push_str(", ");
-        out.push_str(v);
-    }
-    Some(out)
 }

@@ -68,6 +68,30 @@ impl Default for PluginLimits {
 
 /// A trap in words: which WASI function it called without a grant, or wasmtime's own account
 /// (with the Wasm backtrace).
+/// The functions `names` of the component's `fulcrum:plugin/{interface}@{version}` export, found
+/// at the version the component was built for (their types are checked when an instance is made).
+fn export_functions<const N: usize>(
+    pre: &wasmtime::component::InstancePre<store::StoreState>,
+    interface: &str,
+    version: &str,
+    names: [&str; N],
+) -> wasmtime::Result<[wasmtime::component::ComponentExportIndex; N]> {
+    let interface = format!("{}/{interface}@{version}", registry::WIT_PACKAGE);
+    let component = pre.component();
+    let instance = component
+        .get_export_index(None, &interface)
+        .ok_or_else(|| wasmtime::format_err!("no exported instance named `{interface}`"))?;
+    let mut found = Vec::with_capacity(N);
+    for name in names {
+        found.push(
+            component
+                .get_export_index(Some(&instance), name)
+                .ok_or_else(|| wasmtime::format_err!("`{interface}` does not export `{name}`"))?,
+        );
+    }
+    Ok(found.try_into().unwrap_or_else(|_| unreachable!("one index per name")))
+}
+
 fn trap_detail(plugin: &str, error: &wasmtime::Error) -> String {
     match ungranted_wasi_call(error) {
         Some(function) => {

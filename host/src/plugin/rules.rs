@@ -71,18 +71,8 @@ impl RulesPreV2 {
     /// Find `fulcrum:plugin/rules@{version}` and its functions (their types are checked at
     /// instantiation, which `configure` does at load).
     pub fn new(pre: InstancePre<StoreState>, version: &str) -> wasmtime::Result<RulesPreV2> {
-        let interface = format!("{}/rules@{version}", super::registry::WIT_PACKAGE);
-        let component = pre.component();
-        let instance = component
-            .get_export_index(None, &interface)
-            .ok_or_else(|| wasmtime::format_err!("no exported instance named `{interface}`"))?;
-        let lookup = |name: &str| {
-            component
-                .get_export_index(Some(&instance), name)
-                .ok_or_else(|| wasmtime::format_err!("`{interface}` does not export `{name}`"))
-        };
-        let (configure, on_request, on_response) =
-            (lookup("configure")?, lookup("on-request")?, lookup("on-response")?);
+        let [configure, on_request, on_response] =
+            super::export_functions(&pre, "rules", version, ["configure", "on-request", "on-response"])?;
         Ok(RulesPreV2 { pre, configure, on_request, on_response })
     }
 

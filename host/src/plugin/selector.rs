@@ -48,17 +48,8 @@ type ConfigureSigV2 = (Result<wit2::Needs, types::PluginError>,);
 impl SelectorPre {
     /// Find `fulcrum:plugin/selector@{version}` and its functions, and check their types.
     pub fn new(pre: InstancePre<StoreState>, version: &str) -> wasmtime::Result<SelectorPre> {
-        let interface = format!("{}/selector@{version}", super::registry::WIT_PACKAGE);
-        let component = pre.component();
-        let instance = component
-            .get_export_index(None, &interface)
-            .ok_or_else(|| wasmtime::format_err!("no exported instance named `{interface}`"))?;
-        let lookup = |name: &str| {
-            component
-                .get_export_index(Some(&instance), name)
-                .ok_or_else(|| wasmtime::format_err!("`{interface}` does not export `{name}`"))
-        };
-        let (configure, select, sticky) = (lookup("configure")?, lookup("select")?, lookup("sticky")?);
+        let [configure, select, sticky] =
+            super::export_functions(&pre, "selector", version, ["configure", "select", "sticky"])?;
         let shape = if matches!(version, "0.1.0" | "0.2.0") { Shape::V2 } else { Shape::V3 };
         Ok(SelectorPre { pre, shape, configure, select, sticky })
     }

@@ -853,7 +853,7 @@ fn check_request(parts: &Parts, limits: &Limits) -> Result<(), Refusal> {
     // hyper accepts a chunked body whatever codings precede `chunked`; Fulcrum decodes only
     // `chunked` and would forward the rest undeclared.
     if parts.headers.contains_key(header::TRANSFER_ENCODING) {
-        let codings = joined(&parts.headers, header::TRANSFER_ENCODING).unwrap_or_else(|| "?".into());
+        let codings = crate::request::joined(&parts.headers, header::TRANSFER_ENCODING).unwrap_or_else(|| "?".into());
         let mut codings_iter = codings.split(',').map(str::trim).filter(|c| !c.is_empty());
         let only_chunked =
             codings_iter.next().is_some_and(|c| c.eq_ignore_ascii_case("chunked")) && codings_iter.next().is_none();
@@ -902,18 +902,6 @@ fn check_request(parts: &Parts, limits: &Limits) -> Result<(), Refusal> {
         ));
     }
     Ok(())
-}
-
-/// Every value of header `name`, joined with ", " (how Apache merges repeated request headers).
-fn joined(headers: &hyper::HeaderMap, name: header::HeaderName) -> Option<String> {
-    let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
-    let first = values.next()?;
-    let mut out = first.to_string();
-    for v in values {
-        out.push_str(", ");
-        out.push_str(v);
-    }
-    Some(out)
 }
 
 /// `host:port` → `host` (IPv6 literals keep their brackets).
