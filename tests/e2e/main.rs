@@ -30,3 +30,4 @@ mod shutdown;
 mod sticky;
 mod support;
 mod tiers;
+mod websocket;
