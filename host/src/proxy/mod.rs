@@ -129,6 +129,26 @@ fn set_balancer_env(decision: &Decision, env: &mut Env, balancer: &Balancer, mem
     }
 }
 
+/// mod_ssl's variables of a TLS connection, for the rules that read them (mod_ssl sets `HTTPS`
+/// for every request; `%{SSL_PROTOCOL}s` and `%{SSL_CIPHER}s` are read through them too).
+fn set_tls_env(env: &mut Env, tls: &crate::tls::TlsInfo, rules: &[ArcSwap<Box<dyn RequestRules>>]) {
+    let reads = |name: &str| rules.iter().any(|r| r.load().needs().reads_env(name));
+    if reads("HTTPS") {
+        env.set("HTTPS", "on");
+    }
+    if reads("SSL_PROTOCOL") {
+        env.set("SSL_PROTOCOL", tls.protocol);
+    }
+    if reads("SSL_CIPHER") {
+        env.set("SSL_CIPHER", tls.cipher);
+    }
+    if let Some(sni) = &tls.sni
+        && reads("SSL_TLS_SNI")
+    {
+        env.set("SSL_TLS_SNI", sni.to_string());
+    }
+}
+
 /// Apache mod_unique_id's env variable, set for every request that runs rules that read it (or
 /// whose access log prints it).
 pub const UNIQUE_ID_VAR: &str = "UNIQUE_ID";
@@ -324,6 +344,11 @@ impl Proxy {
         {
             // mod_unique_id's variable: 24 hex digits, unique across requests, processes and restarts.
             env.set(UNIQUE_ID_VAR, format!("{}{:010x}", self.unique_prefix, id & 0xff_ffff_ffff));
+        }
+        if let Some(tls) = client.tls()
+            && !rules.is_empty()
+        {
+            set_tls_env(&mut env, tls, rules);
         }
 
         // Request phase of the rules (Apache: SetEnvIf at post-read-request, RequestHeader at
@@ -655,6 +680,7 @@ impl Proxy {
                     forwarded_for: ex.client.as_str(),
                     forwarded_host: ex.host,
                     forwarded_server: &vhost.server_name,
+                    forwarded_proto: ex.client.tls().map(|_| "https"),
                     framing,
                 },
             );
