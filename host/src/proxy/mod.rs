@@ -584,7 +584,8 @@ impl Proxy {
             };
             match self.attempt(ex, &target, lease, request_body).await {
                 Ok(mut response) => {
-                    self.reverse_map(vhost, ex.host, response.headers_mut());
+                    let scheme = if ex.client.tls().is_some() { "https" } else { "http" };
+                    self.reverse_map(vhost, scheme, ex.host, response.headers_mut());
                     tracing::debug!(
                         request = id,
                         balancer = %balancer.config.name,
@@ -771,15 +772,15 @@ impl Proxy {
     }
 
     /// ProxyPassReverse: a Location or Content-Location naming a member becomes this server's URL
-    /// (built from the client's Host, as Apache does with UseCanonicalName Off).
-    fn reverse_map(&self, vhost: &VirtualHost, host: Option<&str>, headers: &mut hyper::HeaderMap) {
+    /// (built from the client's scheme and Host, as Apache does with UseCanonicalName Off).
+    fn reverse_map(&self, vhost: &VirtualHost, scheme: &str, host: Option<&str>, headers: &mut hyper::HeaderMap) {
         if vhost.reverse.is_empty() {
             return;
         }
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             let Some(value) = headers.get(&name).and_then(|v| v.to_str().ok()) else { continue };
             let Some(local) = reverse::map(value, &vhost.reverse, &self.balancers) else { continue };
-            let url = format!("http://{}{local}", host.unwrap_or(&vhost.server_name));
+            let url = format!("{scheme}://{}{local}", host.unwrap_or(&vhost.server_name));
             if let Ok(v) = HeaderValue::from_str(&url) {
                 headers.insert(name, v);
             }
