@@ -21,8 +21,10 @@
 //!   being served pending, the rapid-reset defence).
 //!
 //! A TLS handshake, and the first bytes of an h2c listener's connection, must come within
-//! `[limits] header_timeout`, as a request head must. Shutdown is graceful as for HTTP/1.1: an
-//! HTTP/2 connection gets a GOAWAY, its streams in flight finish, then it closes.
+//! `[limits] header_timeout`, as a request head must; an HTTP/2 connection that starts no request
+//! for as long (none in flight) is closed with a GOAWAY, as an idle HTTP/1.1 keep-alive connection
+//! is closed after that time. Shutdown is graceful as for HTTP/1.1: an HTTP/2 connection gets a
+//! GOAWAY, its streams in flight finish, then it closes.
 
 use std::io;
 use std::net::SocketAddr;
@@ -122,9 +124,11 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, local: SocketAddr, serve
             };
             let io = TokioIo::new(Prefixed { prefix: read.freeze(), inner: stream });
             if is_h2 {
-                serve_http2(io, &http2, service(proxy, client, local), &mut stop).await
+                let activity = Arc::new(Activity::default());
+                let service = service(proxy, client, local, Some(Arc::clone(&activity)));
+                serve_http2(io, &http2, service, (&activity, handshake_timeout), &mut stop).await
             } else {
-                serve_http1(io, &http1, service(proxy, client, local), &mut stop).await
+                serve_http1(io, &http1, service(proxy, client, local, None), &mut stop).await
             }
         }
         Kind::Tls(config) => {
@@ -149,9 +153,11 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, local: SocketAddr, serve
             let client = client.with_tls(TlsInfo::of(connection));
             let io = TokioIo::new(tls);
             if is_h2 {
-                serve_http2(io, &http2, service(proxy, client, local), &mut stop).await
+                let activity = Arc::new(Activity::default());
+                let service = service(proxy, client, local, Some(Arc::clone(&activity)));
+                serve_http2(io, &http2, service, (&activity, handshake_timeout), &mut stop).await
             } else {
-                serve_http1(io, &http1, service(proxy, client, local), &mut stop).await
+                serve_http1(io, &http1, service(proxy, client, local, None), &mut stop).await
             }
         }
     };
@@ -165,6 +171,7 @@ fn service(
     proxy: SharedProxy,
     client: ClientAddr,
     local: SocketAddr,
+    activity: Option<Arc<Activity>>,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = hyper::Response<crate::proxy::ProxyBody>,
@@ -176,8 +183,43 @@ fn service(
         if request.version() == Version::HTTP_2 {
             as_one_request(&mut request);
         }
-        proxy.load_full().handle(request, Arc::clone(&client), local)
+        let busy = activity.as_ref().map(|a| Busy::new(Arc::clone(a)));
+        let handled = proxy.load_full().handle(request, Arc::clone(&client), local);
+        async move {
+            let response = handled.await;
+            drop(busy);
+            response
+        }
     })
+}
+
+/// When an HTTP/2 connection last started a request, and how many it is handling: with none for
+/// `[limits] header_timeout`, the connection is idle and closes (GOAWAY), as an idle HTTP/1.1
+/// keep-alive connection does after the same time.
+#[derive(Debug, Default)]
+struct Activity {
+    /// Requests whose response head is not ready yet.
+    handling: std::sync::atomic::AtomicUsize,
+    /// Bumped by every request's start and end.
+    changes: std::sync::atomic::AtomicU64,
+}
+
+/// One request being handled, counted in [`Activity`] until dropped (answered or cancelled).
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn new(activity: Arc<Activity>) -> Busy {
+        activity.handling.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        activity.changes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Busy(activity)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.handling.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.changes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// An HTTP/2 request as an HTTP/1.1 one would carry it, for the members and the rules: the
@@ -224,6 +266,7 @@ async fn serve_http2<I, S>(
     io: I,
     http: &http2::Builder<TokioExecutor>,
     service: S,
+    (activity, idle): (&Activity, Duration),
     stop: &mut watch::Receiver<bool>,
 ) -> hyper::Result<()>
 where
@@ -232,15 +275,26 @@ where
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    use std::sync::atomic::Ordering::Relaxed;
     let mut connection = std::pin::pin!(http.serve_connection(io, service));
-    tokio::select! {
-        served = connection.as_mut() => served,
-        // GOAWAY: the streams in flight finish, no new one is taken, then the connection closes.
-        () = crate::server::stopping(stop) => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    let mut seen = activity.changes.load(Relaxed);
+    loop {
+        tokio::select! {
+            served = connection.as_mut() => return served,
+            // GOAWAY: the streams in flight finish, no new one is taken, then the connection closes.
+            () = crate::server::stopping(stop) => break,
+            () = tokio::time::sleep(idle) => {
+                let now = activity.changes.load(Relaxed);
+                if now == seen && activity.handling.load(Relaxed) == 0 {
+                    tracing::debug!("HTTP/2 connection idle for {idle:?}: closing it");
+                    break;
+                }
+                seen = now;
+            }
         }
     }
+    connection.as_mut().graceful_shutdown();
+    connection.await
 }
 
 /// Read a connection's first bytes until they are HTTP/2's preface or cannot be: whether they

@@ -507,3 +507,37 @@ async fn h2_member_connection_fields_are_not_relayed() {
         assert!(answer.values(name).is_empty(), "{name} relayed: {answer:?}");
     }
 }
+
+/// An HTTP/2 connection that starts no request for `[limits] header_timeout` is closed with a
+/// GOAWAY (NO_ERROR), as an idle HTTP/1.1 keep-alive connection is closed; one that keeps
+/// sending requests is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_idle_connections_get_goaway_after_the_header_timeout() {
+    let (web1, _web2) = two_backends().await;
+    let member: std::net::SocketAddr = web1.addr;
+    let fulcrum = Fulcrum::start(&h2c_config(member, "[limits]\nheader_timeout = 1"));
+    let fields = [(":method", "GET"), (":scheme", "http"), (":authority", "www.example.com"), (":path", "/")];
+    // Busy for 3 s (a request every 300 ms): never closed.
+    let mut busy = Raw::connect(&fulcrum.url("/"));
+    for i in 0..10u32 {
+        busy.headers(2 * i + 1, &fields, true);
+        let frame = busy.answer(2 * i + 1);
+        assert_eq!(frame.kind, HEADERS, "request {i}: {frame:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Then idle: GOAWAY and the end of the connection, within twice the timeout.
+    let started = std::time::Instant::now();
+    let goaway = loop {
+        let frame = busy.next().expect("closed without GOAWAY");
+        if frame.kind == GOAWAY {
+            break frame;
+        }
+    };
+    assert_eq!(error_code(&goaway), 0);
+    while busy.next().is_some() {}
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // A connection that never sends a request is closed the same way.
+    let mut idle = Raw::connect(&fulcrum.url("/"));
+    let frames: Vec<u8> = std::iter::from_fn(|| idle.next()).map(|f| f.kind).collect();
+    assert!(frames.contains(&GOAWAY), "{frames:?}");
+}
