@@ -377,6 +377,15 @@ async fn tls_members_see_forwarded_proto_and_rules_see_mod_ssl_variables() {
         let expected = format!("{base}/redirected");
         assert_eq!((answer.status, answer.values("location")), (302, vec![expected.as_str()]), "{version}");
     }
+    // The balancer-manager's forms post back over TLS too.
+    let referer = format!("{base}/balancer-manager");
+    let overview = curl(&[&tls[..], &[referer.as_str()]].concat());
+    let at = overview.body.find("nonce=").expect("the overview links carry the nonce") + "nonce=".len();
+    let nonce = &overview.body[at..at + 36];
+    let manager = format!("{base}/balancer-manager?b=default&nonce={nonce}&w=http://127.0.0.1:{}", web1.addr.port());
+    let page = curl(&[&tls[..], &["--referer", referer.as_str(), manager.as_str()]].concat());
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(&format!("action=\"{base}/balancer-manager\"")), "{}", page.body);
 }
 
 /// Certificates are read again on reload (SIGHUP): new connections get the new one, and a

@@ -516,6 +516,7 @@ impl Proxy {
             headers: &ex.parts.headers,
             host,
             local: ex.local,
+            scheme: if ex.client.tls().is_some() { "https" } else { "http" },
             form,
         };
         let page = crate::local::serve(location, ex.client.ip(), &request, &cx);
