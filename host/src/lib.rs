@@ -34,12 +34,14 @@ pub mod log;
 pub mod path;
 pub mod persist;
 pub mod plugin;
+pub mod protocols;
 pub mod proxy;
 pub mod request;
 pub mod rules;
 pub mod runtime;
 pub mod server;
 pub mod stats;
+pub mod tls;
 
 /// Errors that end a command: they carry their whole context (file, balancer, plugin) in words.
 pub use anyhow::Error;

@@ -160,7 +160,7 @@ fn run(config: Config, watch_config: bool) -> Result<(), fulcrum::Error> {
             tokio::spawn(server::serve_admin(admin, runtime.shared()));
         }
         runtime::watch(std::sync::Arc::clone(&runtime), watch_config)?;
-        announce(&listeners);
+        announce(&listeners, runtime.proxy().config());
         let workers = server::start_workers(listeners, &runtime.shared(), server::worker_count())?;
         runtime.serve_on(workers.listeners());
         runtime.start_checks();
@@ -171,10 +171,16 @@ fn run(config: Config, watch_config: bool) -> Result<(), fulcrum::Error> {
 }
 
 /// One line per listener on stdout: people read it, and tests learn the port from it.
-fn announce(listeners: &[std::net::TcpListener]) {
-    for l in listeners {
+fn announce(listeners: &[std::net::TcpListener], config: &Config) {
+    // `bind` binds them in `listen`'s order.
+    for (l, settings) in listeners.iter().zip(config.listeners.iter().map(Some).chain(std::iter::repeat(None))) {
         if let Ok(addr) = l.local_addr() {
-            println!("fulcrum listening on http://{addr}");
+            let (scheme, what) = match settings {
+                Some(s) if s.tls.is_some() => ("https", " (TLS: HTTP/2 and HTTP/1.1)"),
+                Some(s) if s.h2c => ("http", " (HTTP/1.1 and h2c)"),
+                _ => ("http", ""),
+            };
+            println!("fulcrum listening on {scheme}://{addr}{what}");
         }
     }
 }
@@ -243,8 +249,24 @@ fn check(path: &Path) -> Result<(), fulcrum::Error> {
     // `fulcrum check | head` closes the pipe early: stop writing then, do not panic.
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{}: OK", c.source.display());
-    for addr in &c.listen {
-        let _ = writeln!(out, "listen {addr}");
+    for l in &c.listeners {
+        match &l.tls {
+            Some(tls) => {
+                let _ = writeln!(
+                    out,
+                    "listen {} tls (h2, http/1.1) certificate {} key {}",
+                    l.address,
+                    tls.certificate.certificate_file.display(),
+                    tls.certificate.key_file.display()
+                );
+            }
+            None if l.h2c => {
+                let _ = writeln!(out, "listen {} (http/1.1, h2c)", l.address);
+            }
+            None => {
+                let _ = writeln!(out, "listen {}", l.address);
+            }
+        }
     }
     if c.shutdown_timeout != fulcrum::config::DEFAULT_SHUTDOWN_TIMEOUT {
         let _ = writeln!(out, "shutdown_timeout {}s", c.shutdown_timeout.as_secs());
@@ -254,6 +276,10 @@ fn check(path: &Path) -> Result<(), fulcrum::Error> {
             if v.server_alias.is_empty() { String::new() } else { format!(" (alias {})", v.server_alias.join(", ")) };
         let _ =
             writeln!(out, "vhost {}{aliases}{}", v.server_name, if v.preserve_host { ", preserve_host" } else { "" });
+        if let Some(tls) = &v.tls {
+            let (cert, key) = (tls.certificate_file.display(), tls.key_file.display());
+            let _ = writeln!(out, "  tls certificate {cert} key {key}");
+        }
         for l in &v.locations {
             let allow: Vec<String> = l.allow.iter().map(ToString::to_string).collect();
             let _ = writeln!(out, "  location {} {} require_ip {}", l.path, l.handler.name(), allow.join(" "));
@@ -329,7 +355,7 @@ fn demo(path: Option<&Path>) -> Result<(), fulcrum::Error> {
             }
         }
         let listeners = runtime.bind()?;
-        announce(&listeners);
+        announce(&listeners, proxy.config());
         let workers = server::start_workers(listeners, &runtime.shared(), server::worker_count())?;
         runtime.start_checks();
         if let Some(addr) = proxy.config().listen.first() {

@@ -16,16 +16,28 @@ pub struct RequestFields {
 }
 
 /// A client's address, with its text made once per connection: the rules, the selector views and
-/// the `X-Forwarded-For` of every request on the connection use it.
+/// the `X-Forwarded-For` of every request on the connection use it. On a TLS connection, also
+/// what the handshake agreed (`X-Forwarded-Proto`, mod_ssl's variables).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientAddr {
     ip: IpAddr,
     text: Box<str>,
+    tls: Option<Box<crate::tls::TlsInfo>>,
 }
 
 impl ClientAddr {
     pub fn new(ip: IpAddr) -> ClientAddr {
-        ClientAddr { ip, text: ip.to_string().into_boxed_str() }
+        ClientAddr { ip, text: ip.to_string().into_boxed_str(), tls: None }
+    }
+
+    /// The same client, over a TLS connection that agreed `tls`.
+    pub fn with_tls(self, tls: crate::tls::TlsInfo) -> ClientAddr {
+        ClientAddr { tls: Some(Box::new(tls)), ..self }
+    }
+
+    /// What the TLS handshake agreed, on a TLS connection.
+    pub fn tls(&self) -> Option<&crate::tls::TlsInfo> {
+        self.tls.as_deref()
     }
 
     pub fn ip(&self) -> IpAddr {

@@ -340,6 +340,7 @@ fn keep_process_settings(old: &Config, new: &mut Config, listeners_follow: bool)
     if new.listen != old.listen && !listeners_follow {
         waiting.push("listen");
         new.listen.clone_from(&old.listen);
+        new.listeners.clone_from(&old.listeners);
     }
     if new.admin_listen != old.admin_listen {
         waiting.push("admin_listen");

@@ -132,7 +132,8 @@ pub fn start_workers(
                                     Ok(listener) => {
                                         let (proxy, permits) = (Arc::clone(&proxy), Arc::clone(&permits));
                                         let signals = (stopping_rx.clone(), socket.closed.subscribe());
-                                        tasks.spawn(accept_loop(listener, proxy, permits, signals, open.clone()));
+                                        let configured = (socket.addr, socket.slot);
+                                        tasks.spawn(accept_loop(listener, configured, proxy, permits, signals, open.clone()));
                                     }
                                     Err(e) => tracing::error!("worker {worker}: cannot watch {}: {e}", socket.addr),
                                 }
@@ -158,7 +159,8 @@ pub fn start_workers(
         .map(|(i, socket)| {
             let addr =
                 configured.get(i).copied().or_else(|| socket.local_addr().ok()).unwrap_or(([0, 0, 0, 0], 0).into());
-            Listening::new(addr, socket)
+            let slot = configured[..i.min(configured.len())].iter().filter(|&&a| a == addr).count();
+            Listening::new(addr, slot, socket)
         })
         .collect();
     set.change(first, &[]);
@@ -186,14 +188,17 @@ pub struct Workers {
 struct Listening {
     /// The address as configured (port 0 stays 0: the port the system chose is the socket's).
     addr: SocketAddr,
+    /// Which of the configured entries of `addr` it is (only port 0 repeats): its settings are
+    /// [`crate::config::Config::listener`]`(addr, slot)`.
+    slot: usize,
     socket: std::net::TcpListener,
     /// Becomes `true` when a reload closes it: its accept loops end.
     closed: watch::Sender<bool>,
 }
 
 impl Listening {
-    fn new(addr: SocketAddr, socket: std::net::TcpListener) -> Listening {
-        Listening { addr, socket, closed: watch::channel(false).0 }
+    fn new(addr: SocketAddr, slot: usize, socket: std::net::TcpListener) -> Listening {
+        Listening { addr, slot, socket, closed: watch::channel(false).0 }
     }
 
     /// Stop taking connections on it: its accept loops end, and new connections are refused at
@@ -239,7 +244,7 @@ impl ListenerSet {
         let mut bound = Vec::new();
         for addr in wanted.iter().filter(|a| !have.contains(a)) {
             let socket = listen(addr).map_err(|e| Error::msg(format!("cannot listen on {addr}: {e}")))?;
-            bound.push(Listening::new(*addr, socket));
+            bound.push(Listening::new(*addr, 0, socket));
         }
         Ok(Bound(bound))
     }
@@ -345,7 +350,7 @@ impl Drop for Open {
 }
 
 /// Resolves once shutdown has begun; never when the [`Workers`] handle was dropped without it.
-async fn stopping(stop: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopping(stop: &mut watch::Receiver<bool>) {
     if stop.wait_for(|&stopping| stopping).await.is_err() {
         std::future::pending::<()>().await;
     }
@@ -353,6 +358,7 @@ async fn stopping(stop: &mut watch::Receiver<bool>) {
 
 async fn accept_loop(
     listener: TcpListener,
+    (configured, slot): (SocketAddr, usize),
     proxy: SharedProxy,
     permits: Arc<Semaphore>,
     (mut stop, mut closed): (watch::Receiver<bool>, watch::Receiver<bool>),
@@ -370,6 +376,7 @@ async fn accept_loop(
         .max_headers(limits.request_fields.saturating_mul(2).max(limits.request_fields + 1))
         .max_buf_size(limits.head_buffer())
         .keep_alive(true);
+    let http2 = crate::protocols::http2_builder();
     let mut saturated = false;
     loop {
         let next = async {
@@ -417,6 +424,24 @@ async fn accept_loop(
         let proxy = Arc::clone(&proxy);
         let http = http.clone();
         let mut stop = stop.clone();
+        // TLS and h2c listeners (`crate::protocols`); settings of the configuration in force, so
+        // that a reload's certificates apply from the next connection on.
+        let kind = proxy.load().config().listener(configured, slot).and_then(crate::protocols::Kind::of);
+        if let Some(kind) = kind {
+            let serve = crate::protocols::Serve {
+                kind,
+                proxy,
+                http1: http,
+                http2: http2.clone(),
+                handshake_timeout: limits.header_timeout,
+                stop,
+            };
+            tokio::spawn(async move {
+                let _held = (permit, open);
+                crate::protocols::serve(stream, peer, local, serve).await;
+            });
+            continue;
+        }
         tokio::spawn(async move {
             let _held = (permit, open);
             let client = Arc::new(ClientAddr::new(peer.ip()));

@@ -19,8 +19,11 @@ pub use fulcrum::demo::EchoServer;
 /// A running `fulcrum run` process, killed on drop.
 pub struct Fulcrum {
     child: Child,
+    /// The first listener's address.
     pub addr: SocketAddr,
     dir: tempfile::TempDir,
+    /// Every listener announced, as `http://ADDR` or `https://ADDR`, in `listen`'s order.
+    announced: std::sync::Mutex<(mpsc::Receiver<String>, Vec<String>)>,
 }
 
 impl Fulcrum {
@@ -70,16 +73,20 @@ impl Fulcrum {
             .spawn()
             .expect("spawn fulcrum");
         let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::channel::<String>();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("fulcrum listening on http://") {
-                    let _ = tx.send(addr.parse::<SocketAddr>().expect("listening address"));
+                // `fulcrum listening on https://127.0.0.1:4321 (TLS: HTTP/2 and HTTP/1.1)`
+                if let Some(url) = line.strip_prefix("fulcrum listening on ") {
+                    let _ = tx.send(url.split(' ').next().unwrap_or(url).to_string());
                 }
             }
         });
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => Fulcrum { child, addr, dir },
+            Ok(url) => {
+                let addr = url.split_once("://").map_or(url.as_str(), |(_, a)| a).parse().expect("listening address");
+                Fulcrum { child, addr, dir, announced: std::sync::Mutex::new((rx, vec![url])) }
+            }
             Err(_) => {
                 let _ = child.kill();
                 let mut log = String::new();
@@ -91,6 +98,16 @@ impl Fulcrum {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The first `n` listeners announced (`http://ADDR`, `https://ADDR`), in `listen`'s order.
+    pub fn listeners(&self, n: usize) -> Vec<String> {
+        let mut announced = self.announced.lock().unwrap();
+        while announced.1.len() < n {
+            let url = announced.0.recv_timeout(Duration::from_secs(10)).expect("fewer listeners announced");
+            announced.1.push(url);
+        }
+        announced.1[..n].to_vec()
     }
 
     /// A file in the folder that holds the config (relative paths in the config land there).

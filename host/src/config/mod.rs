@@ -40,6 +40,8 @@ pub struct Config {
     /// The file it came from.
     pub source: PathBuf,
     pub listen: Vec<SocketAddr>,
+    /// How each `listen` address is spoken to (plain HTTP/1.1, h2c, TLS), in the same order.
+    pub listeners: Vec<Listener>,
     /// Where the admin listener (`GET /metrics`) listens, if anywhere.
     pub admin_listen: Option<SocketAddr>,
     pub plugins_dir: Option<PathBuf>,
@@ -61,6 +63,31 @@ pub struct Config {
     pub plugins: BTreeMap<String, PluginSettings>,
     /// Where each key is written, for problems found after loading ([`Config::problem`]).
     pub locations: Locations,
+}
+
+/// One `listen` entry: its address and what it speaks.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub address: SocketAddr,
+    /// Cleartext HTTP/2 with prior knowledge beside HTTP/1.1 (`h2c = true`).
+    pub h2c: bool,
+    /// TLS (with ALPN `h2` and `http/1.1`), when the entry has a certificate.
+    pub tls: Option<TlsListener>,
+}
+
+/// A TLS listener's certificate and its rustls settings (with the virtual hosts' certificates).
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    pub certificate: crate::tls::Certificate,
+    pub server_config: std::sync::Arc<rustls::ServerConfig>,
+}
+
+impl Config {
+    /// The settings of listening socket `address` as configured; `slot` tells apart entries of
+    /// the same address (only port 0 can repeat): the first such entry is slot 0.
+    pub fn listener(&self, address: SocketAddr, slot: usize) -> Option<&Listener> {
+        self.listeners.iter().filter(|l| l.address == address).nth(slot)
+    }
 }
 
 /// Where each value of the file is: `balancer.default.lbmethod` → its line and column. Problems
@@ -188,6 +215,8 @@ pub struct VirtualHost {
     pub matches: Vec<MatchRoute>,
     /// Local handlers (`<Location> SetHandler`) on paths excluded from proxying.
     pub locations: Vec<LocalHandler>,
+    /// Its own certificate on TLS listeners (chosen by SNI), if it has one.
+    pub tls: Option<crate::tls::Certificate>,
 }
 
 /// `ProxyPassReverse PATH URL`.
@@ -575,17 +604,31 @@ impl Loader<'_> {
 
     fn validate(&mut self, raw: raw::RawConfig) -> Config {
         let mut listen: Vec<SocketAddr> = Vec::new();
+        // Each entry's TLS certificate (when it has one) and h2c, in `listen`'s order.
+        let mut protocols: Vec<(Option<crate::tls::Certificate>, bool)> = Vec::new();
         // Each address once: the same socket (however written) cannot be bound twice.
         let mut bound: Vec<(SocketAddr, String, usize)> = Vec::new();
-        for (i, addr) in raw.listen.iter().enumerate() {
-            let key = format!("listen[{i}]");
+        for (i, entry) in raw.listen.iter().enumerate() {
+            let mut key = format!("listen[{i}]");
+            let addr = match entry.get_ref() {
+                raw::RawListen::Address(a) => Spanned::new(entry.span(), a.clone()),
+                raw::RawListen::Table(t) => {
+                    key.push_str(".address");
+                    t.address.clone()
+                }
+            };
             match addr.get_ref().trim().parse::<SocketAddr>() {
                 Ok(a) => {
-                    self.unique_address(a, addr, &key, &mut bound);
+                    self.unique_address(a, &addr, &key, &mut bound);
+                    let settings = match entry.get_ref() {
+                        raw::RawListen::Address(_) => (None, false),
+                        raw::RawListen::Table(t) => self.listener_protocols(i, t),
+                    };
                     listen.push(a);
+                    protocols.push(settings);
                 }
                 Err(_) => self.at(
-                    addr,
+                    &addr,
                     &key,
                     format!("`{}` is not an IP address with a port (like 127.0.0.1:8080)", addr.get_ref()),
                 ),
@@ -700,6 +743,8 @@ impl Loader<'_> {
             );
         }
 
+        let listeners = self.listeners(&listen, protocols, &vhosts, &raw);
+
         let mut plugins = BTreeMap::new();
         for (name, settings) in &raw.plugins {
             plugins.insert(name.clone(), self.plugin_settings(name, settings.get_ref()));
@@ -707,6 +752,7 @@ impl Loader<'_> {
         Config {
             source: self.file.to_path_buf(),
             listen,
+            listeners,
             admin_listen,
             plugins_dir,
             plugin_cache,
@@ -732,6 +778,110 @@ impl Loader<'_> {
                     .collect(),
             ),
         }
+    }
+
+    /// A table entry of `listen`: its certificate (read and checked now) and h2c.
+    fn listener_protocols(&mut self, i: usize, t: &raw::RawListener) -> (Option<crate::tls::Certificate>, bool) {
+        let key = format!("listen[{i}].");
+        let certificate = self.certificate(t.tls_certificate.as_ref(), t.tls_key.as_ref(), &key);
+        let h2c = t.h2c.as_ref().is_some_and(|h| *h.get_ref());
+        if let Some(h) = &t.h2c
+            && *h.get_ref()
+            && (t.tls_certificate.is_some() || t.tls_key.is_some())
+        {
+            self.at(
+                h,
+                &format!("{key}h2c"),
+                "h2c is HTTP/2 without TLS: a TLS listener offers HTTP/2 (`h2`) by ALPN already",
+            );
+        }
+        (certificate, h2c)
+    }
+
+    /// `tls_certificate` and `tls_key` (under `prefix`, like `listen[1].` or `vhost[0].`), read
+    /// and checked: both or neither; an unusable file is a problem at its key, naming the file.
+    fn certificate(
+        &mut self,
+        certificate: Option<&Spanned<String>>,
+        key: Option<&Spanned<String>>,
+        prefix: &str,
+    ) -> Option<crate::tls::Certificate> {
+        let base = self.file.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let (cert_key, key_key) = (format!("{prefix}tls_certificate"), format!("{prefix}tls_key"));
+        match (certificate, key) {
+            (None, None) => None,
+            (Some(c), None) => {
+                self.at(c, &key_key, "tls_certificate needs tls_key: the PEM file of the certificate's private key");
+                None
+            }
+            (None, Some(k)) => {
+                self.at(k, &cert_key, "tls_key needs tls_certificate: the PEM file of the certificate chain");
+                None
+            }
+            (Some(c), Some(k)) => {
+                match crate::tls::Certificate::load(&base.join(c.get_ref()), &base.join(k.get_ref())) {
+                    Ok(loaded) => Some(loaded),
+                    Err(crate::tls::CertificateError::Certificate(why)) => {
+                        self.at(c, &cert_key, why);
+                        None
+                    }
+                    Err(crate::tls::CertificateError::Key(why)) => {
+                        self.at(k, &key_key, why);
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Each listener's settings; a TLS listener's rustls settings pick the certificate of the
+    /// virtual host named by SNI when it has one.
+    fn listeners(
+        &mut self,
+        listen: &[SocketAddr],
+        protocols: Vec<(Option<crate::tls::Certificate>, bool)>,
+        vhosts: &[VirtualHost],
+        raw: &raw::RawConfig,
+    ) -> Vec<Listener> {
+        let by_name: Vec<(&str, &crate::tls::Certificate)> = vhosts
+            .iter()
+            .filter_map(|v| v.tls.as_ref().map(|c| (v, c)))
+            .flat_map(|(v, c)| {
+                std::iter::once(v.server_name.as_str())
+                    .chain(v.server_alias.iter().map(String::as_str))
+                    .map(move |n| (n, c))
+            })
+            .collect();
+        let mut listeners = Vec::new();
+        for (&address, (certificate, h2c)) in listen.iter().zip(protocols) {
+            let tls = certificate.and_then(|certificate| {
+                // The first virtual host of a name wins, as it does for requests.
+                let mut seen = BTreeSet::new();
+                let names = by_name.iter().filter(|(n, _)| seen.insert(*n)).copied();
+                match crate::tls::server_config(&certificate, names) {
+                    Ok(server_config) => Some(TlsListener { certificate, server_config }),
+                    Err(e) => {
+                        self.problem(None, "listen".to_string(), format!("cannot set up TLS on {address}: {e}"));
+                        None
+                    }
+                }
+            });
+            listeners.push(Listener { address, h2c, tls });
+        }
+        if !listeners.iter().any(|l| l.tls.is_some()) {
+            for (i, v) in raw.vhosts.iter().enumerate() {
+                if let Some(c) = &v.get_ref().tls_certificate
+                    && vhosts.get(i).is_some_and(|v| v.tls.is_some())
+                {
+                    self.at(
+                        c,
+                        &format!("vhost[{i}].tls_certificate"),
+                        "no TLS listener would present it: add a `listen` entry with tls_certificate and tls_key",
+                    );
+                }
+            }
+        }
+        listeners
     }
 
     fn plugin_settings(&mut self, name: &str, raw: &raw::RawPluginSettings) -> PluginSettings {
@@ -1009,7 +1159,9 @@ impl Loader<'_> {
             }
             locations.push(location);
         }
+        let tls = self.certificate(raw.tls_certificate.as_ref(), raw.tls_key.as_ref(), &key(""));
         VirtualHost {
+            tls,
             server_name,
             server_alias: raw.server_alias.iter().map(|a| a.get_ref().trim().to_ascii_lowercase()).collect(),
             preserve_host: raw.preserve_host,

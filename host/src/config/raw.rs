@@ -11,9 +11,10 @@ use toml::Spanned;
 
 #[derive(Debug, Deserialize)]
 pub struct RawConfig {
-    /// Addresses to listen on (`Listen`), e.g. `["127.0.0.1:8080"]`.
+    /// Addresses to listen on (`Listen`), e.g. `["127.0.0.1:8080"]`; an entry may be a table
+    /// with TLS or h2c settings (`{ address = "...", tls_certificate = "...", tls_key = "..." }`).
     #[serde(default)]
-    pub listen: Vec<Spanned<String>>,
+    pub listen: Vec<Spanned<RawListen>>,
     /// The admin listener (`GET /metrics`), e.g. `"127.0.0.1:9901"`; none by default.
     pub admin_listen: Option<Spanned<String>>,
     /// A folder of `.wasm` plugin components, loaded at start.
@@ -49,6 +50,50 @@ pub struct RawConfig {
     /// Health-check conditions (`ProxyHCExpr`): statuses and body regexes a check must see.
     #[serde(default)]
     pub hcexpr: BTreeMap<String, Spanned<super::health::RawHcExpr>>,
+}
+
+/// One `listen` entry: an address as a string (plain HTTP/1.1, as always), or a table.
+#[derive(Debug)]
+pub enum RawListen {
+    /// Its span is the entry's.
+    Address(String),
+    Table(RawListener),
+}
+
+/// `{ address = "127.0.0.1:8443", tls_certificate = "www.pem", tls_key = "www.key" }`: Apache's
+/// `Listen 443 https` with `SSLEngine on`, `SSLCertificateFile`, `SSLCertificateKeyFile`; or
+/// `{ address = "127.0.0.1:8080", h2c = true }` (`Protocols h2c http/1.1`).
+#[derive(Debug, Deserialize)]
+pub struct RawListener {
+    pub address: Spanned<String>,
+    /// PEM file of the certificate chain (the server's first): the listener speaks TLS.
+    pub tls_certificate: Option<Spanned<String>>,
+    /// PEM file of the certificate's private key.
+    pub tls_key: Option<Spanned<String>>,
+    /// Cleartext HTTP/2 with prior knowledge (RFC 9113 §3.3) beside HTTP/1.1 (plain listeners).
+    pub h2c: Option<Spanned<bool>>,
+}
+
+impl<'de> Deserialize<'de> for RawListen {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawListen;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "an address like \"127.0.0.1:8080\", or a table like { address = \"127.0.0.1:8443\", \
+                     tls_certificate = \"cert.pem\", tls_key = \"key.pem\" }",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawListen, E> {
+                Ok(RawListen::Address(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawListen, A::Error> {
+                RawListener::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(RawListen::Table)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +138,11 @@ pub struct RawVhost {
     /// Local handlers (`<Location PATH> SetHandler NAME`, `Require ip`) on excluded paths.
     #[serde(default)]
     pub location: Vec<Spanned<super::location::RawLocation>>,
+    /// `SSLCertificateFile` in the virtual host: its own certificate on TLS listeners, chosen
+    /// by SNI (else the listener's).
+    pub tls_certificate: Option<Spanned<String>>,
+    /// `SSLCertificateKeyFile`.
+    pub tls_key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

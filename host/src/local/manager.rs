@@ -269,7 +269,7 @@ pub(super) fn change_balancer(b: &Balancer, params: &BTreeMap<String, String>, c
 /// The manager's own URL, absolute (the forms post there, as Apache's do).
 fn action(request: &LocalRequest<'_>) -> String {
     let host = request.headers.get(hyper::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(request.host);
-    format!("http://{}{}", host, request.uri.path())
+    format!("{}://{}{}", request.scheme, host, request.uri.path())
 }
 
 fn overview(request: &LocalRequest<'_>, cx: &Context<'_>, notice: Option<&str>) -> String {
@@ -503,7 +503,15 @@ mod tests {
     use super::*;
 
     fn request<'a>(method: &'a Method, uri: &'a hyper::Uri, headers: &'a hyper::HeaderMap) -> LocalRequest<'a> {
-        LocalRequest { method, uri, headers, host: "127.0.0.1", local: [127, 0, 0, 1].into(), form: None }
+        LocalRequest {
+            method,
+            uri,
+            headers,
+            host: "127.0.0.1",
+            local: [127, 0, 0, 1].into(),
+            scheme: "http",
+            form: None,
+        }
     }
 
     /// Referer → whether it is the request's host (127.0.0.1).

@@ -54,6 +54,8 @@ pub struct LocalRequest<'a> {
     pub host: &'a str,
     /// The address the client connected to, for "(via …)".
     pub local: IpAddr,
+    /// `https` when the request came over TLS, else `http`: the scheme of the manager's own URLs.
+    pub scheme: &'static str,
     /// A POST's body (at most [`MAX_BODY`] bytes; the manager's forms read the first
     /// [`MAX_FORM`] of them, as Apache does).
     pub form: Option<Bytes>,

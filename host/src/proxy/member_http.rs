@@ -84,6 +84,8 @@ pub struct RequestHead<'a> {
     pub forwarded_for: &'a str,
     pub forwarded_host: Option<&'a str>,
     pub forwarded_server: &'a str,
+    /// `X-Forwarded-Proto` (`https` on TLS connections): replaces the client's, when set.
+    pub forwarded_proto: Option<&'a str>,
     pub framing: RequestFraming,
     /// The protocol the member is asked to switch to (`Connection: upgrade`, `Upgrade: ...`).
     pub upgrade: Option<&'a str>,
@@ -121,6 +123,9 @@ pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead<'_>) {
         if is_hop_by_hop(name) || name == header::CONTENT_LENGTH || (has_connection && connection_listed(name)) {
             continue;
         }
+        if head.forwarded_proto.is_some() && name.as_str() == "x-forwarded-proto" {
+            continue;
+        }
         if name == header::HOST {
             if !repeat {
                 line(out, "host", head.host.as_bytes());
@@ -152,6 +157,9 @@ pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead<'_>) {
         if let (false, Some(add)) = (wrote_forwarded[i], add) {
             line(out, name, add.as_bytes());
         }
+    }
+    if let Some(proto) = head.forwarded_proto {
+        line(out, "x-forwarded-proto", proto.as_bytes());
     }
     if !wrote_host {
         line(out, "host", head.host.as_bytes());
@@ -857,6 +865,7 @@ mod tests {
                 forwarded_for: "127.0.0.1",
                 forwarded_host: Some("www.example.com"),
                 forwarded_server: "www.example.com",
+                forwarded_proto: None,
                 framing: RequestFraming::Length(3),
                 upgrade: None,
             },
@@ -867,5 +876,37 @@ mod tests {
              cookie: a=1\r\ncookie: b=2\r\nx-forwarded-host: www.example.com\r\nx-forwarded-server: www.example.com\r\n\
              content-length: 3\r\n\r\n"
         );
+    }
+
+    /// Over TLS the member is told `X-Forwarded-Proto: https`, whatever the client sent.
+    #[test]
+    fn forwarded_proto_replaces_the_clients() {
+        let mut h = HeaderMap::new();
+        h.append(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
+        h.append(HeaderName::from_static("accept"), HeaderValue::from_static("*/*"));
+        let mut out = Vec::new();
+        let mut head = RequestHead {
+            method: &Method::GET,
+            target: "/",
+            headers: &h,
+            host: "a",
+            forwarded_for: "127.0.0.1",
+            forwarded_host: None,
+            forwarded_server: "a",
+            forwarded_proto: Some("https"),
+            framing: RequestFraming::None,
+            upgrade: None,
+        };
+        write_request_head(&mut out, &head);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET / HTTP/1.1\r\naccept: */*\r\nx-forwarded-for: 127.0.0.1\r\nx-forwarded-server: a\r\n\
+             x-forwarded-proto: https\r\nhost: a\r\n\r\n"
+        );
+        // Without TLS the client's header passes, as Apache passes it.
+        head.forwarded_proto = None;
+        let mut out = Vec::new();
+        write_request_head(&mut out, &head);
+        assert!(String::from_utf8(out).unwrap().contains("x-forwarded-proto: http\r\n"));
     }
 }

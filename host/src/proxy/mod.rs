@@ -130,6 +130,26 @@ fn set_balancer_env(decision: &Decision, env: &mut Env, balancer: &Balancer, mem
     }
 }
 
+/// mod_ssl's variables of a TLS connection, for the rules that read them (mod_ssl sets `HTTPS`
+/// for every request; `%{SSL_PROTOCOL}s` and `%{SSL_CIPHER}s` are read through them too).
+fn set_tls_env(env: &mut Env, tls: &crate::tls::TlsInfo, rules: &[ArcSwap<Box<dyn RequestRules>>]) {
+    let reads = |name: &str| rules.iter().any(|r| r.load().needs().reads_env(name));
+    if reads("HTTPS") {
+        env.set("HTTPS", "on");
+    }
+    if reads("SSL_PROTOCOL") {
+        env.set("SSL_PROTOCOL", tls.protocol);
+    }
+    if reads("SSL_CIPHER") {
+        env.set("SSL_CIPHER", tls.cipher);
+    }
+    if let Some(sni) = &tls.sni
+        && reads("SSL_TLS_SNI")
+    {
+        env.set("SSL_TLS_SNI", sni.to_string());
+    }
+}
+
 /// Apache mod_unique_id's env variable, set for every request that runs rules that read it (or
 /// whose access log prints it).
 pub const UNIQUE_ID_VAR: &str = "UNIQUE_ID";
@@ -326,6 +346,11 @@ impl Proxy {
             // mod_unique_id's variable: 24 hex digits, unique across requests, processes and restarts.
             env.set(UNIQUE_ID_VAR, format!("{}{:010x}", self.unique_prefix, id & 0xff_ffff_ffff));
         }
+        if let Some(tls) = client.tls()
+            && !rules.is_empty()
+        {
+            set_tls_env(&mut env, tls, rules);
+        }
 
         // Request phase of the rules (Apache: SetEnvIf at post-read-request, RequestHeader at
         // fixups): env changes, and header changes to what the member will receive.
@@ -496,6 +521,7 @@ impl Proxy {
             headers: &ex.parts.headers,
             host,
             local: ex.local,
+            scheme: if ex.client.tls().is_some() { "https" } else { "http" },
             form,
         };
         let page = crate::local::serve(location, ex.client.ip(), &request, &cx);
@@ -564,7 +590,8 @@ impl Proxy {
             };
             match self.attempt(ex, &target, lease, request_body).await {
                 Ok(mut response) => {
-                    self.reverse_map(vhost, ex.host, response.headers_mut());
+                    let scheme = if ex.client.tls().is_some() { "https" } else { "http" };
+                    self.reverse_map(vhost, scheme, ex.host, response.headers_mut());
                     tracing::debug!(
                         request = id,
                         balancer = %balancer.config.name,
@@ -663,6 +690,7 @@ impl Proxy {
                     forwarded_for: ex.client.as_str(),
                     forwarded_host: ex.host,
                     forwarded_server: &vhost.server_name,
+                    forwarded_proto: ex.client.tls().map(|_| "https"),
                     framing,
                     upgrade,
                 },
@@ -795,15 +823,15 @@ impl Proxy {
     }
 
     /// ProxyPassReverse: a Location or Content-Location naming a member becomes this server's URL
-    /// (built from the client's Host, as Apache does with UseCanonicalName Off).
-    fn reverse_map(&self, vhost: &VirtualHost, host: Option<&str>, headers: &mut hyper::HeaderMap) {
+    /// (built from the client's scheme and Host, as Apache does with UseCanonicalName Off).
+    fn reverse_map(&self, vhost: &VirtualHost, scheme: &str, host: Option<&str>, headers: &mut hyper::HeaderMap) {
         if vhost.reverse.is_empty() {
             return;
         }
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             let Some(value) = headers.get(&name).and_then(|v| v.to_str().ok()) else { continue };
             let Some(local) = reverse::map(value, &vhost.reverse, &self.balancers) else { continue };
-            let url = format!("http://{}{local}", host.unwrap_or(&vhost.server_name));
+            let url = format!("{scheme}://{}{local}", host.unwrap_or(&vhost.server_name));
             if let Ok(v) = HeaderValue::from_str(&url) {
                 headers.insert(name, v);
             }

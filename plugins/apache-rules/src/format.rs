@@ -7,6 +7,7 @@
 //! | `%%`, or `%` at the very end | `%` |
 //! | `%{VAR}e` | the environment variable (unset: `(null)`, as httpd prints it; see [`UNSET_ENV`]) |
 //! | `%{REMOTE_ADDR}s` | the client address (a Fulcrum choice: httpd without mod_ssl prints `(null)`) |
+//! | `%{HTTPS}s`, `%{SSL_PROTOCOL}s`, `%{SSL_CIPHER}s`, `%{SSL_TLS_SNI}s` | on a TLS connection, mod_ssl's values (`on`, `TLSv1.3`, `TLS_AES_256_GCM_SHA384`, the SNI name), which the host sets as the variables of those names; `(null)` on plain HTTP, as httpd without mod_ssl |
 //! | `%{ANYTHING_ELSE}s` | `(null)`, as httpd without mod_ssl |
 //! | `%{Name}i` | the request header, repeated lines joined with `, ` (Fulcrum extension, from mod_log_config) |
 //! | `%{Name}o` | the response header, likewise (Fulcrum extension; `Header` only) |
@@ -31,6 +32,10 @@ pub const UNSET_ENV: &str = "(null)";
 
 /// What httpd prints for an SSL variable it cannot look up.
 pub const NULL: &str = "(null)";
+
+/// mod_ssl's variables that `%{NAME}s` reads: the host sets them (as environment variables of
+/// those names) on requests that came over TLS.
+const TLS_VARIABLES: [&str; 4] = ["HTTPS", "SSL_PROTOCOL", "SSL_CIPHER", "SSL_TLS_SNI"];
 
 /// Where a format string is used: `RequestHeader` values cannot read the response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,6 +194,10 @@ fn tag_piece(tag: char, arg: Option<String>, phase: Phase) -> Result<Piece, (Str
         'e' => Ok(Piece::Env(named("a variable name")?)),
         's' => Ok(match arg {
             Some(name) if name.eq_ignore_ascii_case("REMOTE_ADDR") => Piece::ClientAddr,
+            // The host sets these as variables on TLS connections (no WIT field needed).
+            Some(name) if TLS_VARIABLES.iter().any(|v| name.eq_ignore_ascii_case(v)) => {
+                Piece::Env(name.to_ascii_uppercase())
+            }
             _ => Piece::Null,
         }),
         'i' => Ok(Piece::RequestHeader(named("a request header name")?)),
@@ -254,6 +263,8 @@ mod tests {
             ("%{remote_addr}s", "::1", "::1"),
             ("%{REMOTE_ADDR}s", "", "(null)"),
             ("%{SSL_PROTOCOL}s", "127.0.0.1", "(null)"),
+            ("%{HTTPS}s", "127.0.0.1", "(null)"),
+            ("%{SSL_CLIENT_S_DN}s", "127.0.0.1", "(null)"),
             ("%{X-A}i|%{x-b}i|%{Set-Cookie}o", "127.0.0.1", "1, 2||c=1"),
             ("%t %D", "127.0.0.1", "t=1700000000000000 D=1234"),
             ("%{ignored}t", "127.0.0.1", "t=1700000000000000"),
@@ -283,6 +294,21 @@ mod tests {
             let err = Format::parse(format, *phase).unwrap_err();
             assert!(err.contains(needle) && err.contains(format), "{format}: {err}");
         }
+    }
+
+    /// mod_ssl's variables come from the host's variables of the same names, set on TLS.
+    #[test]
+    fn tls_variables_render_the_hosts_values() {
+        let request = Request { method: "GET", path: "/", client_addr: "10.0.0.1", ..Request::default() };
+        let vars = [("HTTPS".into(), "on".into()), ("SSL_PROTOCOL".into(), "TLSv1.3".into())];
+        let env = Env::new(&vars);
+        let headers = HeaderTable::new(&[]);
+        let ctx = Ctx { request, env: &env, request_headers: &headers, response_headers: None };
+        let format = Format::parse("%{HTTPS}s %{ssl_protocol}s %{SSL_CIPHER}s", Phase::Request).unwrap();
+        assert_eq!(format.render(&ctx), "on TLSv1.3 (null)");
+        let mut reads = Reads::default();
+        format.reads(&mut reads);
+        assert_eq!(reads.into_needs().env_vars(), ["HTTPS", "SSL_PROTOCOL", "SSL_CIPHER"]);
     }
 
     #[test]
