@@ -332,7 +332,8 @@ async fn tls_members_see_forwarded_proto_and_rules_see_mod_ssl_variables() {
     let listen = format!("[\"127.0.0.1:0\", {}]", tls_entry(&ca, "www"));
     let config = guide_with_listen(&web1, &web2, &listen).replace(
         "SetEnvIf X-Forwarded-For",
-        "RequestHeader set X-TLS \"%{HTTPS}s %{SSL_PROTOCOL}s %{SSL_CIPHER}s %{SSL_TLS_SNI}s\"\nSetEnvIf X-Forwarded-For",
+        "RequestHeader set X-TLS \"%{HTTPS}s %{SSL_PROTOCOL}s %{SSL_CIPHER}s %{SSL_TLS_SNI}s\"\n\
+         RequestHeader set X-Is-TLS yes env=HTTPS\nSetEnvIf X-Forwarded-For",
     );
     let fulcrum = Fulcrum::start(&config);
     let urls = fulcrum.listeners(2);
@@ -366,6 +367,8 @@ async fn tls_members_see_forwarded_proto_and_rules_see_mod_ssl_variables() {
         assert_eq!(answer.status, 200, "{args:?}");
         assert_eq!(answer.seen("x-forwarded-proto"), proto, "{args:?}: {}", answer.body);
         assert_eq!(answer.seen("x-tls"), Some(variables), "{args:?}");
+        // mod_ssl sets HTTPS for every request over TLS: `env=HTTPS` conditions see it.
+        assert_eq!(answer.seen("x-is-tls"), variables.starts_with("on").then_some("yes"), "{args:?}");
     }
     // ProxyPassReverse builds the client's URL with the scheme it came over.
     let redirect = format!("{}/location?SELF/redirected", urls[0]);
