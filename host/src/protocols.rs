@@ -252,7 +252,8 @@ where
     S: hyper::service::HttpService<Incoming, ResBody = crate::proxy::ProxyBody>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut connection = std::pin::pin!(http.serve_connection(io, service));
+    // `with_upgrades`: a 101 answer hands the connection to a tunnel (proxy::tunnel), over TLS too.
+    let mut connection = std::pin::pin!(http.serve_connection(io, service).with_upgrades());
     tokio::select! {
         served = connection.as_mut() => served,
         () = crate::server::stopping(stop) => {

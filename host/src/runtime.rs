@@ -533,6 +533,8 @@ fn assemble(
                 forcerecovery: true,
                 retry_idempotent: crate::config::RetryOn::default(),
                 persist: false,
+                upgrade: crate::config::Upgrade::Off,
+                tunnel_lifetime: None,
                 members: vec![m.worker.clone()],
             };
             routes.push(balancers.len());

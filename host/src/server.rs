@@ -448,7 +448,8 @@ async fn accept_loop(
             // The proxy in force when each request arrives: a reload applies from the next request
             // on, also on connections already open.
             let service = service_fn(move |request| proxy.load_full().handle(request, Arc::clone(&client), local));
-            let mut connection = std::pin::pin!(http.serve_connection(TokioIo::new(stream), service));
+            // `with_upgrades`: a 101 answer hands the connection to a tunnel (proxy::tunnel).
+            let mut connection = std::pin::pin!(http.serve_connection(TokioIo::new(stream), service).with_upgrades());
             let served = tokio::select! {
                 served = connection.as_mut() => served,
                 // hyper finishes the request in flight (its whole response is written) and then

@@ -33,3 +33,4 @@ mod sticky;
 mod support;
 mod tiers;
 mod tls;
+mod websocket;

@@ -313,7 +313,40 @@ pub struct BalancerConfig {
     pub retry_idempotent: RetryOn,
     /// `BalancerPersist`: the balancer-manager's changes are kept in the state file.
     pub persist: bool,
+    /// The protocols a client may switch to through the members (`upgrade=`).
+    pub upgrade: Upgrade,
+    /// How long a tunnel may stay open in all (`tunnel_lifetime`); its idle limit is the
+    /// member's response timeout.
+    pub tunnel_lifetime: Option<Duration>,
     pub members: Vec<MemberConfig>,
+}
+
+/// Which `Upgrade` requests go through to the members as upgrades (Apache's `upgrade=` worker
+/// parameter, mod_proxy_http 2.4.47+). Any other `Upgrade` header is dropped as hop-by-hop, and
+/// the member answers the request as a plain one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Upgrade {
+    /// None (the default, as in Apache without `upgrade=`).
+    #[default]
+    Off,
+    /// These protocols (`Upgrade` tokens compared without regard to case), e.g. `websocket`.
+    Protocols(Vec<String>),
+    /// Any protocol (`upgrade=*`).
+    Any,
+}
+
+impl Upgrade {
+    /// The protocol of an `Upgrade` header's value this balancer lets through: the first token
+    /// it allows (a client may offer several, RFC 9110 §7.8).
+    pub fn allowed<'v>(&self, offered: &'v str) -> Option<&'v str> {
+        let mut tokens = offered.split(',').map(str::trim).filter(|t| !t.is_empty());
+        match self {
+            Upgrade::Off => None,
+            Upgrade::Any => tokens.next(),
+            Upgrade::Protocols(allowed) => tokens
+                .find(|t| allowed.iter().any(|a| t.split('/').next().is_some_and(|name| name.eq_ignore_ascii_case(a)))),
+        }
+    }
 }
 
 /// Member failures after which an idempotent request without a body is sent to another member
@@ -1238,6 +1271,34 @@ impl Loader<'_> {
                 on
             }
         };
+        let upgrade = match &raw.upgrade {
+            None => Upgrade::Off,
+            Some(u) if u.get_ref().trim() == "*" => Upgrade::Any,
+            Some(u) => {
+                let protocols: Vec<String> =
+                    u.get_ref().split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_string).collect();
+                let bad = protocols
+                    .iter()
+                    .find(|p| !p.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)));
+                if protocols.is_empty() {
+                    self.at(u, &key("upgrade"), "empty: name the protocols (\"websocket\") or \"*\" for any");
+                } else if let Some(bad) = bad {
+                    self.at(
+                        u,
+                        &key("upgrade"),
+                        format!("`{bad}` is not a protocol name (an HTTP token such as \"websocket\")"),
+                    );
+                }
+                Upgrade::Protocols(protocols)
+            }
+        };
+        let tunnel_lifetime = raw.tunnel_lifetime.as_ref().and_then(|t| match *t.get_ref() {
+            0 => {
+                self.at(t, &key("tunnel_lifetime"), "0 would close every tunnel at once: leave it out for no limit");
+                None
+            }
+            secs => Some(Duration::from_secs(secs)),
+        });
         BalancerConfig {
             name: name.to_string(),
             lbmethod: raw.lbmethod.as_ref().map_or_else(|| "byrequests".to_string(), |m| m.get_ref().clone()),
@@ -1252,6 +1313,8 @@ impl Loader<'_> {
             forcerecovery: raw.forcerecovery.unwrap_or(true),
             retry_idempotent,
             persist: raw.persist,
+            upgrade,
+            tunnel_lifetime,
             members,
         }
     }

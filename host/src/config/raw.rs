@@ -204,6 +204,12 @@ pub struct RawBalancer {
     /// `state_file`).
     #[serde(default)]
     pub persist: bool,
+    /// Apache's `upgrade=` worker parameter: the protocols (`Upgrade` tokens, `"websocket"`) a
+    /// client may switch to through this balancer's members, or `"*"` for any.
+    pub upgrade: Option<Spanned<String>>,
+    /// Seconds an upgraded connection (a tunnel) may stay open in all; none by default (its idle
+    /// limit is the member's response timeout, as in Apache).
+    pub tunnel_lifetime: Option<Spanned<u64>>,
     #[serde(default, rename = "member")]
     pub members: Vec<Spanned<RawMember>>,
 }

@@ -66,6 +66,21 @@ fn table_of_bad_values() {
         ("url = \"http://127.0.0.1:18001\"", "url = \"https://127.0.0.1:18001\"", "scheme `https` is not supported"),
         ("lbmethod = \"byrequests\"", "lbmethod = 3", "invalid type"),
         (
+            "lbmethod = \"byrequests\"",
+            "lbmethod = \"byrequests\"\nupgrade = \"web socket\"",
+            "test.toml:10:11: `balancer.default.upgrade`: `web socket` is not a protocol name",
+        ),
+        (
+            "lbmethod = \"byrequests\"",
+            "lbmethod = \"byrequests\"\nupgrade = \" \"",
+            "`balancer.default.upgrade`: empty",
+        ),
+        (
+            "lbmethod = \"byrequests\"",
+            "lbmethod = \"byrequests\"\ntunnel_lifetime = 0",
+            "`balancer.default.tunnel_lifetime`: 0 would close every tunnel at once",
+        ),
+        (
             "listen = [\"127.0.0.1:8080\"]",
             "listen = [\"127.0.0.1:8080\"]\nplugin_cache_max_mib = 0",
             "test.toml:3:24: `plugin_cache_max_mib`: must be 1 to 1048576 (MiB)",
@@ -77,6 +92,28 @@ fn table_of_bad_values() {
         assert!(err.contains(expected), "{to}: expected `{expected}` in: {err}");
         assert!(err.starts_with("test.toml:"), "{to}: no location in: {err}");
     }
+}
+
+/// Apache's `upgrade=`: protocol names, `*` for any; the offer's first allowed token wins.
+#[test]
+fn upgrade_lists_the_protocols_a_client_may_switch_to() {
+    let upgrade =
+        |line: &str| parse(&GOOD.replacen("lbmethod = \"byrequests\"", line, 1)).unwrap().balancers[0].upgrade.clone();
+    assert_eq!(upgrade("lbmethod = \"byrequests\""), Upgrade::Off);
+    assert_eq!(upgrade("upgrade = \"*\""), Upgrade::Any);
+    let ws = upgrade("upgrade = \"WebSocket, foo\"");
+    assert_eq!(ws, Upgrade::Protocols(vec!["WebSocket".into(), "foo".into()]));
+    for (offered, allowed) in [
+        ("websocket", Some("websocket")),
+        ("h2c, websocket", Some("websocket")),
+        ("foo/2", Some("foo/2")),
+        ("h2c", None),
+        ("", None),
+    ] {
+        assert_eq!(ws.allowed(offered), allowed, "{offered}");
+    }
+    assert_eq!(Upgrade::Any.allowed("h2c, websocket"), Some("h2c"));
+    assert_eq!(Upgrade::Off.allowed("websocket"), None);
 }
 
 #[test]

@@ -87,6 +87,8 @@ pub struct RequestHead<'a> {
     /// `X-Forwarded-Proto` (`https` on TLS connections): replaces the client's, when set.
     pub forwarded_proto: Option<&'a str>,
     pub framing: RequestFraming,
+    /// The protocol the member is asked to switch to (`Connection: upgrade`, `Upgrade: ...`).
+    pub upgrade: Option<&'a str>,
 }
 
 /// Write the request head into `out`: request line, `Host`, the client's end-to-end headers in
@@ -162,6 +164,10 @@ pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead<'_>) {
     if !wrote_host {
         line(out, "host", head.host.as_bytes());
     }
+    if let Some(protocol) = head.upgrade {
+        line(out, "connection", b"upgrade");
+        line(out, "upgrade", protocol.as_bytes());
+    }
     match head.framing {
         RequestFraming::None => {}
         RequestFraming::Length(n) => {
@@ -229,7 +235,10 @@ pub enum Parsed {
 
 /// Parse a response head at the start of `buf` (the answer to a `method` request). The head's
 /// bytes are split off the buffer; what follows (the body's start) stays in it.
-pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, ResponseError> {
+///
+/// A `101 Switching Protocols` is a final head when the request asked to `upgrade` (the bytes
+/// after it belong to the new protocol), and an error otherwise.
+pub fn parse_response_head(buf: &mut BytesMut, method: &Method, upgrade: bool) -> Result<Parsed, ResponseError> {
     let mut storage = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
     let mut response = httparse::Response::new(&mut storage);
     let len = match response.parse(buf) {
@@ -253,7 +262,8 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed
         *span = (name, name + h.name.len(), value, value + h.value.len());
     }
     let head = buf.split_to(len).freeze();
-    if status.is_informational() {
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS && upgrade;
+    if status.is_informational() && !switching {
         return if status == StatusCode::SWITCHING_PROTOCOLS {
             Err(ResponseError::Switching)
         } else {
@@ -276,6 +286,15 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed
                 keep_alive = true;
             }
         }
+    }
+    if switching {
+        return Ok(Parsed::Final(ResponseHead {
+            status,
+            version,
+            headers,
+            framing: ResponseFraming::Empty,
+            keep_alive: false,
+        }));
     }
     let bodiless = method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let framing = if bodiless {
@@ -664,10 +683,14 @@ pub async fn send_request(
 }
 
 /// Read the member's final response head (interim 1xx responses are skipped).
-pub async fn read_response_head(conn: &mut MemberConn, method: &Method) -> Result<ResponseHead, ExchangeError> {
+pub async fn read_response_head(
+    conn: &mut MemberConn,
+    method: &Method,
+    upgrade: bool,
+) -> Result<ResponseHead, ExchangeError> {
     loop {
         if !conn.buf.is_empty() {
-            match parse_response_head(&mut conn.buf, method).map_err(ExchangeError::Response)? {
+            match parse_response_head(&mut conn.buf, method, upgrade).map_err(ExchangeError::Response)? {
                 Parsed::Final(head) => return Ok(head),
                 Parsed::Interim => continue,
                 Parsed::Partial => {}
@@ -700,7 +723,7 @@ mod tests {
     fn head_of(bytes: &[u8], method: &Method) -> Result<(ResponseHead, BytesMut), ResponseError> {
         let mut buf = BytesMut::from(bytes);
         loop {
-            match parse_response_head(&mut buf, method)? {
+            match parse_response_head(&mut buf, method, false)? {
                 Parsed::Final(head) => return Ok((head, buf)),
                 Parsed::Interim => continue,
                 Parsed::Partial => panic!("partial: {:?}", String::from_utf8_lossy(bytes)),
@@ -751,7 +774,7 @@ mod tests {
     #[test]
     fn malformed_heads_are_errors_and_partial_heads_wait() {
         let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Le"[..]);
-        assert!(matches!(parse_response_head(&mut partial, &Method::GET), Ok(Parsed::Partial)));
+        assert!(matches!(parse_response_head(&mut partial, &Method::GET, false), Ok(Parsed::Partial)));
         for bad in [
             "HTTP/2 200 OK\r\n\r\n",
             "HTTP/1.1 2000 OK\r\n\r\n",
@@ -759,11 +782,11 @@ mod tests {
             "HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
         ] {
             let mut buf = BytesMut::from(bad.as_bytes());
-            assert!(parse_response_head(&mut buf, &Method::GET).is_err(), "{bad:?}");
+            assert!(parse_response_head(&mut buf, &Method::GET, false).is_err(), "{bad:?}");
         }
         let mut huge = BytesMut::from(&b"HTTP/1.1 200 OK\r\n"[..]);
         huge.extend_from_slice(&vec![b'a'; MAX_RESPONSE_HEAD + 1]);
-        assert_eq!(parse_response_head(&mut huge, &Method::GET).unwrap_err(), ResponseError::TooLarge);
+        assert_eq!(parse_response_head(&mut huge, &Method::GET, false).unwrap_err(), ResponseError::TooLarge);
     }
 
     /// Chunked bodies, fed whole and one byte at a time: the same data, the same end.
@@ -844,6 +867,7 @@ mod tests {
                 forwarded_server: "www.example.com",
                 forwarded_proto: None,
                 framing: RequestFraming::Length(3),
+                upgrade: None,
             },
         );
         assert_eq!(
@@ -870,6 +894,7 @@ mod tests {
             forwarded_host: None,
             forwarded_server: "a",
             forwarded_proto: Some("https"),
+            upgrade: None,
             framing: RequestFraming::None,
         };
         write_request_head(&mut out, &head);

@@ -15,6 +15,7 @@ pub mod host;
 mod member_http;
 pub mod request_body;
 mod reverse;
+mod tunnel;
 mod upstream;
 
 use std::convert::Infallible;
@@ -371,8 +372,12 @@ impl Proxy {
             }
         }
 
+        // A request to switch protocols (WebSocket): hyper's handle on the connection is kept
+        // for the member that accepts ([`tunnel`]).
+        let offer = tunnel::Offer::take(&mut parts);
         let exchange = Exchange {
             id,
+            offer: offer.as_ref(),
             vhost_index,
             vhost,
             parts: &parts,
@@ -658,6 +663,9 @@ impl Proxy {
         let timeout = member.timeout.or(balancer.config.timeout).unwrap_or(self.config.proxy_timeout);
         // Safe to send again when the member fails before answering: an idempotent method
         // (RFC 9110 §9.2.2) and no body (a body, once read, is gone).
+        // The protocol the member is asked to switch to, when the client offered one this
+        // balancer lets through; otherwise `Upgrade` is dropped as hop-by-hop.
+        let upgrade = ex.offer.and_then(|offer| balancer.config.upgrade.allowed(&offer.protocols));
         let resendable = parts.method.is_idempotent() && body.is_end_stream();
         let retry = balancer.config.retry_idempotent;
         body.charge_to(&balancer, index);
@@ -684,13 +692,17 @@ impl Proxy {
                     forwarded_server: &vhost.server_name,
                     forwarded_proto: ex.client.tls().map(|_| "https"),
                     framing,
+                    upgrade,
                 },
             );
             let exchange = async {
                 member_http::send_request(&mut conn, &mut body, framing).await?;
-                member_http::read_response_head(&mut conn, &parts.method).await
+                member_http::read_response_head(&mut conn, &parts.method, upgrade.is_some()).await
             };
             let error = match tokio::time::timeout(timeout, exchange).await {
+                Ok(Ok(head)) if head.status == StatusCode::SWITCHING_PROTOCOLS => {
+                    return self.switch(ex, lease, conn, head, timeout).map_err(Failed::Answer);
+                }
                 Ok(Ok(head)) => {
                     return self.relay(ex, &balancer, lease, conn, head, timeout).map_err(Failed::Answer);
                 }
@@ -722,7 +734,7 @@ impl Proxy {
                     tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "member failed: {e}");
                     return Err(Failed::NotSent(body));
                 }
-                ExchangeError::Response(why @ ResponseError::Coding) => {
+                ExchangeError::Response(why @ (ResponseError::Coding | ResponseError::Switching)) => {
                     tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "member sent an invalid response: {why}");
                     return Err(Failed::Answer(StatusCode::BAD_GATEWAY));
                 }
@@ -772,6 +784,44 @@ impl Proxy {
         Ok(response)
     }
 
+    /// The member switched protocols (it was asked to only when the client offered one the
+    /// balancer allows): answer the client's 101 and hand both connections to a tunnel task,
+    /// which holds the member's lease (busy) until the tunnel ends.
+    fn switch(
+        &self,
+        ex: &Exchange<'_>,
+        lease: Lease,
+        conn: upstream::MemberConn,
+        head: member_http::ResponseHead,
+        timeout: Duration,
+    ) -> Result<Response<ProxyBody>, StatusCode> {
+        let balancer = lease.balancer();
+        let member = &lease.member().config;
+        let asked = ex.offer.and_then(|offer| balancer.config.upgrade.allowed(&offer.protocols));
+        let switched = crate::request::joined(&head.headers, header::UPGRADE);
+        let name = |p: &str| p.split('/').next().unwrap_or_default().trim().to_ascii_lowercase();
+        if asked.map(name) != switched.as_deref().map(name) {
+            tracing::warn!(request = ex.id, balancer = %balancer.config.name, member = %member.url, "the member switched to {:?}, not the {:?} asked for", switched.unwrap_or_default(), asked.unwrap_or_default());
+            return Err(StatusCode::BAD_GATEWAY);
+        }
+        let Some(upgrade) = ex.offer.and_then(|offer| offer.upgrade.lock().ok()?.take()) else {
+            return Err(StatusCode::BAD_GATEWAY);
+        };
+        let mut headers = head.headers;
+        headers::strip_hop_by_hop(&mut headers);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(v) = switched.and_then(|s| HeaderValue::from_str(&s).ok()) {
+            headers.insert(header::UPGRADE, v);
+        }
+        tracing::debug!(request = ex.id, balancer = %balancer.config.name, member = %member.url, "switched protocols: tunnel open");
+        let lifetime = balancer.config.tunnel_lifetime;
+        tokio::spawn(tunnel::run(upgrade, tunnel::Tunnel { request: ex.id, conn, lease, idle: timeout, lifetime }));
+        let mut response = Response::new(ProxyBody::empty());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        *response.headers_mut() = headers;
+        Ok(response)
+    }
+
     /// ProxyPassReverse: a Location or Content-Location naming a member becomes this server's URL
     /// (built from the client's scheme and Host, as Apache does with UseCanonicalName Off).
     fn reverse_map(&self, vhost: &VirtualHost, scheme: &str, host: Option<&str>, headers: &mut hyper::HeaderMap) {
@@ -806,6 +856,8 @@ impl Proxy {
 /// about it (the request's context from routing on).
 struct Exchange<'a> {
     id: u64,
+    /// The client's offer to switch protocols, if it made one.
+    offer: Option<&'a tunnel::Offer>,
     vhost_index: usize,
     vhost: &'a VirtualHost,
     /// The request as it goes to the member (after the request phase of the rules).
