@@ -337,7 +337,9 @@ async fn tls_members_see_forwarded_proto_and_rules_see_mod_ssl_variables() {
     let config = guide_with_listen(&web1, &web2, &listen).replace(
         "SetEnvIf X-Forwarded-For",
         "RequestHeader set X-TLS \"%{HTTPS}s %{SSL_PROTOCOL}s %{SSL_CIPHER}s %{SSL_TLS_SNI}s\"\n\
-         RequestHeader set X-Is-TLS yes env=HTTPS\nSetEnvIf X-Forwarded-For",
+         RequestHeader set X-Is-TLS yes env=HTTPS\n\
+         <If \"%{HTTPS} == 'on' && %{SSL_PROTOCOL} =~ /^TLSv1\\.[23]$/\">\nRequestHeader set X-If-TLS yes\n</If>\n\
+         <Else>\nRequestHeader set X-If-TLS no\n</Else>\nSetEnvIf X-Forwarded-For",
     );
     let fulcrum = Fulcrum::start(&config);
     let urls = fulcrum.listeners(2);
@@ -373,6 +375,9 @@ async fn tls_members_see_forwarded_proto_and_rules_see_mod_ssl_variables() {
         assert_eq!(answer.seen("x-tls"), Some(variables), "{args:?}");
         // mod_ssl sets HTTPS for every request over TLS: `env=HTTPS` conditions see it.
         assert_eq!(answer.seen("x-is-tls"), variables.starts_with("on").then_some("yes"), "{args:?}");
+        // And `<If>` expressions read them as httpd's ap_expr does (`%{HTTPS}` is `off` without TLS).
+        let by_if = if variables.starts_with("on") { "yes" } else { "no" };
+        assert_eq!(answer.seen("x-if-tls"), Some(by_if), "{args:?}");
     }
     // ProxyPassReverse builds the client's URL with the scheme it came over.
     let redirect = format!("{}/location?SELF/redirected", urls[0]);
