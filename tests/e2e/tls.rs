@@ -522,6 +522,17 @@ fn tls_bad_certificates_are_check_errors() {
             assert!(stderr.contains(word), "`{word}` not in:\n{stderr}\nfor:\n{config}");
         }
     }
+    // `run` refuses to start on the same mistakes, with the same words.
+    let config = format!(
+        "listen = [{{ address = \"127.0.0.1:0\", tls_certificate = \"{d}/www.pem\", tls_key = \"{d}/api.key\" }}]\n\
+         {vhost}\n{balancer}"
+    );
+    let path = dir.path().join("fulcrum.toml");
+    std::fs::write(&path, &config).unwrap();
+    let (code, _, stderr) = fulcrum_cmd(&["run", "--config", path.to_str().unwrap()], None);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("`listen[0].tls_key`") && stderr.contains("api.key"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
     // And the good one passes, saying what each listener speaks.
     let config = format!(
         "listen = [\"127.0.0.1:0\", {{ address = \"127.0.0.1:0\", h2c = true }}, {{ address = \"127.0.0.1:0\", \
