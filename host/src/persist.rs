@@ -80,7 +80,10 @@ pub fn apply(config: &mut Config) {
         for m in &saved.members {
             let member = match b.members.iter_mut().find(|c| c.url == m.url) {
                 Some(member) => member,
-                None if m.added => match MemberConfig::with_url(&m.url) {
+                None if m.added => match MemberConfig::with_url(&m.url).and_then(|mut member| {
+                    b.attach_tls(&mut member)?;
+                    Ok(member)
+                }) {
                     Ok(member) => {
                         b.members.push(member);
                         b.members.last_mut().expect("just pushed")

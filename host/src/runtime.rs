@@ -535,6 +535,7 @@ fn assemble(
                 persist: false,
                 upgrade: crate::config::Upgrade::Off,
                 tunnel_lifetime: None,
+                tls_client: None,
                 members: vec![m.worker.clone()],
             };
             routes.push(balancers.len());
@@ -689,7 +690,9 @@ impl crate::local::Reconfigure for Runtime {
                     if b.members.iter().any(|m| m.url == *url) {
                         return Err(format!("{url} is already a member"));
                     }
-                    b.members.push(crate::config::MemberConfig::with_url(url)?);
+                    let mut member = crate::config::MemberConfig::with_url(url)?;
+                    b.attach_tls(&mut member)?;
+                    b.members.push(member);
                 }
             }
         }

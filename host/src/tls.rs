@@ -267,3 +267,93 @@ mod tests {
         }
     }
 }
+
+/// How Fulcrum speaks TLS to an `https://` member: the balancer's client settings (which CAs
+/// it trusts, its client certificate) and the name the member's certificate must carry (its
+/// URL's host, also sent as SNI unless it is an IP address).
+///
+/// As Apache's mod_ssl with `SSLProxyEngine on`, `SSLProxyVerify require` and
+/// `SSLProxyCheckPeerName on`: a member whose certificate does not chain to a trusted CA or does
+/// not name its host fails the handshake, and the request gets a 502.
+#[derive(Clone)]
+pub struct MemberTls {
+    pub connector: tokio_rustls::TlsConnector,
+    pub server_name: rustls::pki_types::ServerName<'static>,
+}
+
+impl std::fmt::Debug for MemberTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemberTls").field("server_name", &self.server_name).finish_non_exhaustive()
+    }
+}
+
+impl MemberTls {
+    /// For a member whose URL's host is `host` (an IPv6 literal may keep its brackets).
+    pub fn new(client: Arc<rustls::ClientConfig>, host: &str) -> Result<MemberTls, String> {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let server_name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| format!("`{host}` cannot be checked against a certificate: {e}"))?;
+        Ok(MemberTls { connector: tokio_rustls::TlsConnector::from(client), server_name })
+    }
+}
+
+/// A balancer's TLS client settings for its `https://` members: the CA certificates in
+/// `ca_file` (PEM), else the system's (`/etc/ssl/certs`, as OpenSSL finds them); a client
+/// certificate when `client` is given (Apache's `SSLProxyMachineCertificateFile`); TLS 1.2 and
+/// 1.3; ALPN `http/1.1`, the only protocol Fulcrum speaks to members. The error names the file.
+pub fn client_config(
+    ca_file: Option<&Path>,
+    client: Option<&Certificate>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(file) => {
+            let pem = std::fs::read(file)
+                .map_err(|e| format!("cannot read {}: {}", file.display(), crate::config::os_reason(&e)))?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| format!("{} is not a PEM certificate file: {e}", file.display()))?;
+                roots.add(cert).map_err(|e| format!("{}: a certificate that cannot be a CA: {e}", file.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("{} holds no certificate (no -----BEGIN CERTIFICATE----- block)", file.display()));
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                return Err(format!(
+                    "no CA certificates found on this system ({}): install Debian's ca-certificates, or name a CA file \
+                     with tls_ca",
+                    found.errors.first().map_or("none in /etc/ssl/certs".to_string(), ToString::to_string)
+                ));
+            }
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS settings: {e}"))?
+        .with_root_certificates(roots);
+    let mut config = match client {
+        Some(certificate) => {
+            builder.with_client_cert_resolver(Arc::new(ClientCertificate(Arc::clone(&certificate.key))))
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The one client certificate a balancer presents to its members when they ask for one.
+#[derive(Debug)]
+struct ClientCertificate(Arc<CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for ClientCertificate {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}

@@ -20,6 +20,7 @@ mod hardening;
 mod health;
 mod http2;
 mod http_fuzz;
+mod https_members;
 mod languages;
 mod manager;
 mod no_loss;

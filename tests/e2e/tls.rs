@@ -571,61 +571,6 @@ fn tls_example_config_checks() {
     assert!(stdout.contains("  tls certificate"), "{stdout}");
 }
 
-/// WebSocket over TLS (`wss://`): the upgrade goes through the TLS listener as over plain HTTP —
-/// sticky to web2 by its cookie, the member told `X-Forwarded-Proto: https`, 100 messages each
-/// way, a clean close.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_websocket_over_tls() {
-    use futures_util::{SinkExt as _, StreamExt as _};
-    use tokio_tungstenite::tungstenite::Message;
-    let (web1, mut web1_heads, _kill1) = crate::websocket::ws_member("web1").await;
-    let (web2, mut web2_heads, _kill2) = crate::websocket::ws_member("web2").await;
-    let certs = tempfile::tempdir().unwrap();
-    let ca = TestCa::new(certs.path());
-    ca.issue("www.example.com", "www");
-    let members = [(format!("http://{web1}"), "web1", 1), (format!("http://{web2}"), "web2", 1)];
-    let members: Vec<(&str, &str, u32)> = members.iter().map(|(u, r, f)| (u.as_str(), *r, *f)).collect();
-    let config = balancer_config(&members, "stickysession = \"BALANCEID\"\nupgrade = \"websocket\"\n", "")
-        .replace("listen = [\"127.0.0.1:0\"]", &format!("listen = [{}]", tls_entry(&ca, "www")));
-    let fulcrum = Fulcrum::start(&config);
-    let addr = fulcrum.listeners(1).remove(0).trim_start_matches("https://").to_string();
-    let tls = tls_connect(&addr, &ca, "www.example.com", &[b"http/1.1"]).await;
-    let request = tokio_tungstenite::tungstenite::http::Request::builder()
-        .uri("wss://www.example.com/chat")
-        .header("Host", "www.example.com")
-        .header("Connection", "Upgrade")
-        .header("Upgrade", "websocket")
-        .header("Sec-WebSocket-Version", "13")
-        .header("Sec-WebSocket-Key", tokio_tungstenite::tungstenite::handshake::client::generate_key())
-        .header("Cookie", "BALANCEID=balancer.web2")
-        .body(())
-        .unwrap();
-    let wait = std::time::Duration::from_secs(10);
-    let (mut ws, _) = tokio::time::timeout(wait, tokio_tungstenite::client_async(request, tls))
-        .await
-        .expect("no handshake answer within 10 s")
-        .expect("handshake");
-    let head = tokio::time::timeout(wait, web2_heads.recv()).await.unwrap().unwrap();
-    let proto = head.iter().find(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-proto")).map(|(_, v)| v.as_str());
-    assert_eq!(proto, Some("https"));
-    assert!(web1_heads.try_recv().is_err(), "web1 got the sticky upgrade");
-    for i in 0..100 {
-        ws.send(Message::text(format!("m{i}"))).await.unwrap();
-        let echo = tokio::time::timeout(wait, ws.next()).await.unwrap().unwrap().unwrap();
-        assert_eq!(echo, Message::text(format!("web2: m{i}")));
-    }
-    ws.close(None).await.unwrap();
-    let end = tokio::time::timeout(wait, async {
-        while let Some(message) = ws.next().await {
-            if message.is_err() {
-                break;
-            }
-        }
-    })
-    .await;
-    assert!(end.is_ok(), "no close within 10 s");
-}
-
 /// The redirect listener (Apache's `Redirect permanent / https://…` in a port-80 virtual host):
 /// every request gets a 301 to the configured URL with its path and query, and nothing reaches a
 /// member; curl `-L` follows it to the TLS listener and is served there.

@@ -5,6 +5,7 @@
 //! 127.0.0.1, the real binary; every wait is bounded.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -23,7 +24,7 @@ const WAIT: Duration = Duration::from_secs(10);
 /// A WebSocket member called `name`: it echoes every text message as `name: message`, and
 /// sends the headers of each upgrade request it accepts to the receiver. Sending `true` on the
 /// returned `kill` switch makes it drop every connection at once, as a member that dies.
-pub(crate) async fn ws_member(
+async fn ws_member(
     name: &'static str,
 ) -> (SocketAddr, mpsc::UnboundedReceiver<Vec<(String, String)>>, watch::Sender<bool>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -244,4 +245,57 @@ async fn an_upgrade_to_another_protocol_is_not_passed_on() {
          HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
     );
     assert_eq!(status, 502);
+}
+
+/// WebSocket over TLS (`wss://`): the TLS listener's HTTP/1.1 connections upgrade as plain ones do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_over_tls() {
+    use tokio_rustls::rustls::{
+        self, pki_types::CertificateDer, pki_types::ServerName, pki_types::pem::PemObject as _,
+    };
+
+    let (web1, mut heads, _kill) = ws_member("web1").await;
+    let certs = tempfile::tempdir().unwrap();
+    let ca = crate::certs::TestCa::new(certs.path());
+    ca.issue("www.example.com", "site");
+    let config = config(&[(web1, "web1")], true).replacen(
+        "listen = [\"127.0.0.1:0\"]",
+        &format!("listen = [{}]", crate::tls::tls_entry(&ca, "site")),
+        1,
+    );
+    let fulcrum = Fulcrum::start(&config);
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca.ca_file()).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(fulcrum.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+        .connect(ServerName::try_from("www.example.com").unwrap(), tcp)
+        .await
+        .expect("TLS handshake");
+    let request = Request::builder()
+        .uri("wss://www.example.com/chat")
+        .header("Host", "www.example.com")
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", generate_key())
+        .body(())
+        .unwrap();
+    let (mut ws, _) =
+        timeout(WAIT, tokio_tungstenite::client_async(request, tls)).await.expect("no handshake within 10 s").unwrap();
+    let head = timeout(WAIT, heads.recv()).await.unwrap().unwrap();
+    assert_eq!(header(&head, "x-forwarded-proto"), Some("https"), "{head:?}");
+    for i in 0..10 {
+        ws.send(Message::text(format!("secret {i}"))).await.unwrap();
+        let echo = timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(echo, Message::text(format!("web1: secret {i}")));
+    }
+    ws.close(None).await.unwrap();
 }

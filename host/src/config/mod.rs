@@ -338,7 +338,29 @@ pub struct BalancerConfig {
     /// How long a tunnel may stay open in all (`tunnel_lifetime`); its idle limit is the
     /// member's response timeout.
     pub tunnel_lifetime: Option<Duration>,
+    /// The TLS client settings of its `https://` members (`tls_ca`, `tls_client_certificate`).
+    pub tls_client: Option<std::sync::Arc<rustls::ClientConfig>>,
     pub members: Vec<MemberConfig>,
+}
+
+impl BalancerConfig {
+    /// Give an `https://` member the balancer's TLS client settings (the system's CAs when the
+    /// balancer has none yet: a member added by the balancer-manager to a plain balancer).
+    pub fn attach_tls(&mut self, member: &mut MemberConfig) -> Result<(), String> {
+        if member.scheme != Scheme::HTTPS {
+            return Ok(());
+        }
+        let client = match &self.tls_client {
+            Some(client) => std::sync::Arc::clone(client),
+            None => {
+                let client = crate::tls::client_config(None, None)?;
+                self.tls_client = Some(std::sync::Arc::clone(&client));
+                client
+            }
+        };
+        member.tls = Some(crate::tls::MemberTls::new(client, member.authority.host())?);
+        Ok(())
+    }
 }
 
 /// Which `Upgrade` requests go through to the members as upgrades (Apache's `upgrade=` worker
@@ -407,6 +429,8 @@ pub struct MemberConfig {
     pub redirect: Option<String>,
     /// Its active health check, when it has one (`hcmethod`).
     pub health: Option<HealthCheck>,
+    /// How to speak TLS to it: set for an `https://` member ([`BalancerConfig::attach_tls`]).
+    pub tls: Option<crate::tls::MemberTls>,
 }
 
 impl MemberConfig {
@@ -429,12 +453,13 @@ impl MemberConfig {
             status: MemberStatus::default(),
             redirect: None,
             health: None,
+            tls: None,
         })
     }
 
-    /// `host:port` to connect to (the port defaults to 80).
+    /// `host:port` to connect to (the port defaults to 80, 443 for `https://`).
     pub fn socket_address(&self) -> String {
-        let port = self.authority.port_u16().unwrap_or(80);
+        let port = self.authority.port_u16().unwrap_or(if self.scheme == Scheme::HTTPS { 443 } else { 80 });
         format!("{}:{port}", self.authority.host().trim_matches(['[', ']']))
     }
 }
@@ -1131,7 +1156,16 @@ impl Loader<'_> {
                 status: MemberStatus::default(),
                 redirect: None,
                 health: None,
+                tls: None,
             };
+            if worker.scheme == Scheme::HTTPS {
+                self.at(
+                    &m.to,
+                    &format!("{k}.to"),
+                    "https:// targets are not supported here yet: route to a balancer with https:// members",
+                );
+                continue;
+            }
             matches.push(MatchRoute { regex, to: to[authority_end..].to_string(), worker });
         }
         let mut rules = Vec::new();
@@ -1333,6 +1367,7 @@ impl Loader<'_> {
             }
             secs => Some(Duration::from_secs(secs)),
         });
+        let tls_client = self.member_tls_settings(name, raw, &mut members);
         BalancerConfig {
             name: name.to_string(),
             lbmethod: raw.lbmethod.as_ref().map_or_else(|| "byrequests".to_string(), |m| m.get_ref().clone()),
@@ -1349,8 +1384,75 @@ impl Loader<'_> {
             persist: raw.persist,
             upgrade,
             tunnel_lifetime,
+            tls_client,
             members,
         }
+    }
+
+    /// The balancer's TLS client settings (`tls_ca`, `tls_client_certificate`, `tls_client_key`),
+    /// given to each of its `https://` members; problems at their keys, naming the file.
+    fn member_tls_settings(
+        &mut self,
+        name: &str,
+        raw: &raw::RawBalancer,
+        members: &mut [MemberConfig],
+    ) -> Option<std::sync::Arc<rustls::ClientConfig>> {
+        let key = |k: &str| format!("balancer.{name}.{k}");
+        let https = members.iter().any(|m| m.scheme == Scheme::HTTPS);
+        let written = [&raw.tls_ca, &raw.tls_client_certificate, &raw.tls_client_key].into_iter().flatten().next();
+        if !https {
+            if let Some(setting) = written {
+                self.at(
+                    setting,
+                    &key("tls_ca"),
+                    "the TLS settings are for https:// members, and this balancer has none",
+                );
+            }
+            return None;
+        }
+        let base = self.file.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let (cert_key, key_key) = (key("tls_client_certificate"), key("tls_client_key"));
+        let client = match (&raw.tls_client_certificate, &raw.tls_client_key) {
+            (None, None) => None,
+            (Some(c), None) => {
+                self.at(c, &key_key, "tls_client_certificate needs tls_client_key: the PEM file of its private key");
+                return None;
+            }
+            (None, Some(k)) => {
+                self.at(k, &cert_key, "tls_client_key needs tls_client_certificate: the PEM file of the chain");
+                return None;
+            }
+            (Some(c), Some(k)) => match crate::tls::Certificate::load(&base.join(c.get_ref()), &base.join(k.get_ref()))
+            {
+                Ok(loaded) => Some(loaded),
+                Err(crate::tls::CertificateError::Certificate(why)) => {
+                    self.at(c, &cert_key, why);
+                    return None;
+                }
+                Err(crate::tls::CertificateError::Key(why)) => {
+                    self.at(k, &key_key, why);
+                    return None;
+                }
+            },
+        };
+        let ca = raw.tls_ca.as_ref().map(|f| base.join(f.get_ref()));
+        let config = match crate::tls::client_config(ca.as_deref(), client.as_ref()) {
+            Ok(config) => config,
+            Err(why) => {
+                match &raw.tls_ca {
+                    Some(f) => self.at(f, &key("tls_ca"), why),
+                    None => self.problem(None, key("member"), why),
+                }
+                return None;
+            }
+        };
+        for (i, member) in members.iter_mut().enumerate().filter(|(_, m)| m.scheme == Scheme::HTTPS) {
+            match crate::tls::MemberTls::new(std::sync::Arc::clone(&config), member.authority.host()) {
+                Ok(tls) => member.tls = Some(tls),
+                Err(why) => self.problem(None, format!("balancer.{name}.member[{i}].url"), why),
+            }
+        }
+        Some(config)
     }
 
     fn member(&mut self, balancer: &str, i: usize, raw: &raw::RawMember) -> Option<MemberConfig> {
@@ -1423,16 +1525,17 @@ impl Loader<'_> {
             status,
             redirect: raw.redirect.as_ref().map(|r| r.get_ref().clone()),
             health,
+            tls: None,
         })
     }
 }
 
-/// `http://host[:port][/path]` → its parts. Only plain HTTP members for now.
+/// `http://host[:port][/path]` or `https://...` → its parts.
 fn parse_member_url(url: &str) -> Result<(Scheme, Authority, String), String> {
     let uri: Uri = url.parse().map_err(|e| format!("{e}"))?;
     let scheme = uri.scheme().cloned().ok_or("it has no scheme; write it as http://HOST:PORT")?;
-    if scheme != Scheme::HTTP {
-        return Err(format!("scheme `{scheme}` is not supported; members are http://"));
+    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+        return Err(format!("scheme `{scheme}` is not supported; members are http:// or https://"));
     }
     let authority = uri.authority().cloned().ok_or("it has no host")?;
     if authority.host().is_empty() {

@@ -214,6 +214,13 @@ pub struct RawBalancer {
     /// Seconds an upgraded connection (a tunnel) may stay open in all; none by default (its idle
     /// limit is the member's response timeout, as in Apache).
     pub tunnel_lifetime: Option<Spanned<u64>>,
+    /// For `https://` members: the PEM file of the CAs their certificates must chain to
+    /// (Apache's `SSLProxyCACertificateFile`); the system's CAs when absent.
+    pub tls_ca: Option<Spanned<String>>,
+    /// A client certificate chain and key (PEM) for members that ask for one (Apache's
+    /// `SSLProxyMachineCertificateFile`).
+    pub tls_client_certificate: Option<Spanned<String>>,
+    pub tls_client_key: Option<Spanned<String>>,
     #[serde(default, rename = "member")]
     pub members: Vec<Spanned<RawMember>>,
 }

@@ -63,7 +63,7 @@ fn table_of_bad_values() {
         ("to = \"balancer://default/\"", "to = \"balancer://nope/\"", "no balancer named `nope`"),
         ("to = \"balancer://default/\"", "to = \"http://x/\"", "neither `balancer://NAME/` nor `!`"),
         ("127.0.0.1:8080", "localhost", "not an IP address with a port"),
-        ("url = \"http://127.0.0.1:18001\"", "url = \"https://127.0.0.1:18001\"", "scheme `https` is not supported"),
+        ("url = \"http://127.0.0.1:18001\"", "url = \"ftp://127.0.0.1:18001\"", "scheme `ftp` is not supported"),
         ("lbmethod = \"byrequests\"", "lbmethod = 3", "invalid type"),
         (
             "lbmethod = \"byrequests\"",

@@ -30,7 +30,7 @@ pub async fn check(member: &MemberConfig, check: &HealthCheck) -> Result<Option<
 async fn exchange(member: &MemberConfig, check: &HealthCheck) -> Result<Option<LoadReport>, String> {
     let address = member.socket_address();
     let connect = TcpStream::connect(address.as_str());
-    let mut stream = match member.connection_timeout {
+    let stream = match member.connection_timeout {
         Some(t) => tokio::time::timeout(t, connect)
             .await
             .map_err(|_| format!("connecting to {address} took longer than {}", millis(t)))?,
@@ -40,6 +40,30 @@ async fn exchange(member: &MemberConfig, check: &HealthCheck) -> Result<Option<L
     let Some((method, http11)) = check.method.http() else {
         return Ok(None);
     };
+    // An https:// member is checked over TLS, with its balancer's settings (a certificate it
+    // no longer passes fails the check).
+    match &member.tls {
+        None => ask(member, check, &address, stream, method, http11).await,
+        Some(tls) => {
+            let stream = tls
+                .connector
+                .connect(tls.server_name.clone(), stream)
+                .await
+                .map_err(|e| format!("TLS handshake with {address} failed: {e}"))?;
+            ask(member, check, &address, stream, method, http11).await
+        }
+    }
+}
+
+/// Send the check's request on `stream` and judge the answer.
+async fn ask(
+    member: &MemberConfig,
+    check: &HealthCheck,
+    address: &str,
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    method: &str,
+    http11: bool,
+) -> Result<Option<LoadReport>, String> {
     let request = format!(
         "{method} {} HTTP/1.{}\r\nHost: {}\r\nUser-Agent: Fulcrum-HealthCheck/{}\r\n{}\r\n",
         check.uri,
@@ -49,6 +73,7 @@ async fn exchange(member: &MemberConfig, check: &HealthCheck) -> Result<Option<L
         if http11 { "Connection: close\r\n" } else { "" }
     );
     stream.write_all(request.as_bytes()).await.map_err(|e| format!("sending the check to {address}: {e}"))?;
+    stream.flush().await.map_err(|e| format!("sending the check to {address}: {e}"))?;
     let wants_body = check.method.has_body() && (check.expect.reads_body() || check.load == Some(LoadSource::Body));
     let header = match &check.load {
         Some(LoadSource::Header(name)) => Some(name.as_str()),
@@ -81,7 +106,11 @@ struct Answer {
 
 /// Read a response: its status, the value of `header` if asked for, and when `wants_body` its
 /// body. Stops as soon as it has what it needs.
-async fn read_response(stream: &mut TcpStream, wants_body: bool, header: Option<&str>) -> Result<Answer, String> {
+async fn read_response(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    wants_body: bool,
+    header: Option<&str>,
+) -> Result<Answer, String> {
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
     loop {

@@ -26,8 +26,9 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, StatusCode, Version};
 use tokio::time::Sleep;
 
-use super::upstream::MemberConn;
+use super::upstream::{MemberConn, MemberStream};
 use crate::balancer::Lease;
+use tokio::io::AsyncRead as _;
 
 /// Most header lines a member's response may have.
 const MAX_RESPONSE_HEADERS: usize = 128;
@@ -628,6 +629,21 @@ pub enum ExchangeError {
     Response(ResponseError),
 }
 
+impl ExchangeError {
+    /// The TLS alert an `https://` member sent (a refused client certificate, say), if that is
+    /// what broke the exchange.
+    pub fn tls_alert(&self) -> Option<String> {
+        let io = match self {
+            ExchangeError::Head(e) | ExchangeError::Body(e) | ExchangeError::Read(e) => e,
+            _ => return None,
+        };
+        match io.get_ref()?.downcast_ref::<rustls::Error>()? {
+            e @ rustls::Error::AlertReceived(_) => Some(e.to_string()),
+            _ => None,
+        }
+    }
+}
+
 /// Write the request: `conn.head` (already encoded), then the body in `framing`.
 ///
 /// A request with a body waits for the body's first bytes (or its end) before anything is written,
@@ -641,7 +657,9 @@ pub async fn send_request(
     use http_body_util::BodyExt as _;
     use tokio::io::AsyncWriteExt as _;
     if framing == RequestFraming::None {
-        return conn.stream.write_all(&conn.head).await.map_err(ExchangeError::Head);
+        conn.stream.write_all(&conn.head).await.map_err(ExchangeError::Head)?;
+        // A no-op for TCP; TLS may hold records back until flushed.
+        return conn.stream.flush().await.map_err(ExchangeError::Head);
     }
     let mut head_sent = false;
     loop {
@@ -670,7 +688,10 @@ pub async fn send_request(
             (None, RequestFraming::Chunked) => conn.head.extend_from_slice(b"0\r\n\r\n"),
             (None, _) => {}
         }
-        let written = conn.stream.write_all(&conn.head).await;
+        let written = match conn.stream.write_all(&conn.head).await {
+            Ok(()) => conn.stream.flush().await,
+            Err(e) => Err(e),
+        };
         match written {
             Err(e) if !head_sent => return Err(ExchangeError::Head(e)),
             Err(e) => return Err(ExchangeError::Body(e)),
@@ -705,13 +726,24 @@ pub async fn read_response_head(
 
 /// Read what the member's socket has into the connection's buffer.
 pub fn poll_read_buf(conn: &mut MemberConn, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-    loop {
-        ready!(conn.stream.poll_read_ready(cx))?;
-        conn.buf.reserve(READ_CHUNK);
-        match conn.stream.try_read_buf(&mut conn.buf) {
-            Ok(n) => return Poll::Ready(Ok(n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Poll::Ready(Err(e)),
+    match &mut conn.stream {
+        // Straight into the buffer's spare room, with one system call.
+        MemberStream::Plain(stream) => loop {
+            ready!(stream.poll_read_ready(cx))?;
+            conn.buf.reserve(READ_CHUNK);
+            match stream.try_read_buf(&mut conn.buf) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        },
+        // Decrypted by rustls into a chunk, then appended.
+        MemberStream::Tls(stream) => {
+            let mut chunk = [0u8; READ_CHUNK];
+            let mut read = tokio::io::ReadBuf::new(&mut chunk);
+            ready!(Pin::new(&mut **stream).poll_read(cx, &mut read))?;
+            conn.buf.extend_from_slice(read.filled());
+            Poll::Ready(Ok(read.filled().len()))
         }
     }
 }
@@ -894,8 +926,8 @@ mod tests {
             forwarded_host: None,
             forwarded_server: "a",
             forwarded_proto: Some("https"),
-            upgrade: None,
             framing: RequestFraming::None,
+            upgrade: None,
         };
         write_request_head(&mut out, &head);
         assert_eq!(

@@ -187,7 +187,7 @@ impl Proxy {
                     .map(|i| {
                         previous.and_then(|p| p.pool_of(b, i)).unwrap_or_else(|| {
                             let m = &b.members[i].config;
-                            Arc::new(MemberPool::new(m.socket_address(), m.connection_timeout))
+                            Arc::new(MemberPool::new(m.socket_address(), m.connection_timeout, m.tls.clone()))
                         })
                     })
                     .collect()
@@ -227,8 +227,12 @@ impl Proxy {
         let old = &self.balancers[b];
         let j = (0..old.members.len()).find(|&j| balancer.same_member(index, old, j))?;
         let (was, is) = (&old.members[j].config, &balancer.members[index].config);
-        (was.socket_address() == is.socket_address() && was.connection_timeout == is.connection_timeout)
-            .then(|| Arc::clone(&self.pools[b][j]))
+        // An https:// member's pool is made again: a reload re-reads its CA and client files.
+        (was.socket_address() == is.socket_address()
+            && was.connection_timeout == is.connection_timeout
+            && was.tls.is_none()
+            && is.tls.is_none())
+        .then(|| Arc::clone(&self.pools[b][j]))
     }
 
     /// The configuration this proxy was built from.
@@ -673,6 +677,12 @@ impl Proxy {
         for _ in 0..=STALE_RETRIES {
             let mut conn = match pool.checkout().await {
                 Ok(conn) => conn,
+                // As Apache's failed SSL handshake with a backend: a 502, the member stays in
+                // (its connection was accepted; its certificate is a configuration matter).
+                Err(e @ upstream::ConnectError::Tls(..)) => {
+                    tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "{e}");
+                    return Err(Failed::Answer(StatusCode::BAD_GATEWAY));
+                }
                 Err(e) => {
                     balancer.mark_error(index);
                     tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "{e}; member in error state for {:?}", member.retry);
@@ -729,6 +739,12 @@ impl Proxy {
                 // No whole request reached the member, and the body is untouched: a pooled
                 // connection the member had closed takes a fresh one; a new one that fails
                 // gives the request to another member.
+                // The member's TLS refused us after the handshake (TLS 1.3 tells a client that
+                // its certificate was refused only then): as a failed handshake, a 502.
+                e if e.tls_alert().is_some() => {
+                    tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "TLS with the member failed: {}", e.tls_alert().unwrap_or_default());
+                    return Err(Failed::Answer(StatusCode::BAD_GATEWAY));
+                }
                 ExchangeError::Head(_) if conn.reused => continue,
                 ExchangeError::Head(e) => {
                     tracing::warn!(request = id, balancer = %balancer.config.name, member = %member.url, "member failed: {e}");

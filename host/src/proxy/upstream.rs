@@ -6,6 +6,10 @@
 //! again. A pooled connection is checked before use ([`MemberConn::is_alive`]: the member may have
 //! closed it while it was idle) and a stale one is dropped for another.
 //!
+//! An `https://` member's connections are TLS ([`MemberStream::Tls`]): the handshake is part of
+//! connecting (within `connectiontimeout`), and a failed one ([`ConnectError::Tls`], an
+//! untrusted certificate for instance) is the member's answer to the request, a 502.
+//!
 //! Connections belong to the worker (runtime thread) that opened them: each worker drives its
 //! own sockets, so no request waits on another thread's event loop. The pool keeps each idle
 //! connection with its worker's number and hands it only to that worker.
@@ -16,8 +20,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::pin::Pin;
+
 use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::tls::MemberTls;
 
 /// Idle connections kept per member; more are closed when released.
 const MAX_IDLE: usize = 256;
@@ -43,6 +52,8 @@ pub struct MemberPool {
     /// `host:port` to connect to.
     address: String,
     connect_timeout: Option<Duration>,
+    /// For an `https://` member.
+    tls: Option<MemberTls>,
     /// Idle connections, each with the worker that owns it.
     idle: Mutex<Vec<(usize, MemberConn)>>,
 }
@@ -54,13 +65,55 @@ pub enum ConnectError {
     Timeout(String),
     #[error("connecting to {0}: {1}")]
     Io(String, std::io::Error),
+    /// The TLS handshake with an `https://` member failed (its certificate, most often).
+    #[error("TLS handshake with {0} failed: {1}")]
+    Tls(String, std::io::Error),
+}
+
+/// A member connection's socket: plain TCP, or TLS for an `https://` member.
+#[derive(Debug)]
+pub enum MemberStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for MemberStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MemberStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            MemberStream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for MemberStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            MemberStream::Plain(s) => Pin::new(s).poll_write(cx, data),
+            MemberStream::Tls(s) => Pin::new(&mut **s).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MemberStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            MemberStream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MemberStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            MemberStream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
 }
 
 /// A connection to a member, checked out of its pool. [`MemberConn::release`] puts it back once
 /// its response has been read whole; dropping it closes it.
 #[derive(Debug)]
 pub struct MemberConn {
-    pub stream: TcpStream,
+    pub stream: MemberStream,
     /// Bytes read from the member and not used yet.
     pub buf: BytesMut,
     /// The request head being written (kept to reuse its allocation).
@@ -71,8 +124,8 @@ pub struct MemberConn {
 }
 
 impl MemberPool {
-    pub fn new(address: String, connect_timeout: Option<Duration>) -> MemberPool {
-        MemberPool { address, connect_timeout, idle: Mutex::new(Vec::new()) }
+    pub fn new(address: String, connect_timeout: Option<Duration>, tls: Option<MemberTls>) -> MemberPool {
+        MemberPool { address, connect_timeout, tls, idle: Mutex::new(Vec::new()) }
     }
 
     /// One of this worker's idle live connections, or a new one.
@@ -84,23 +137,36 @@ impl MemberPool {
                 idle.iter().rposition(|(w, _)| *w == me).map(|i| idle.swap_remove(i).1)
             };
             match idle {
-                Some(mut conn) if conn.is_alive() => {
-                    conn.reused = true;
-                    return Ok(conn);
+                Some(mut conn) => {
+                    if conn.is_alive() {
+                        conn.reused = true;
+                        return Ok(conn);
+                    }
+                    // Closed by the member: dropped.
                 }
-                Some(_) => continue, // closed by the member: drop it
                 None => break,
             }
         }
-        let connect = TcpStream::connect(self.address.as_str());
+        // The TCP connection and the TLS handshake share `connectiontimeout`.
+        let connect = async {
+            let tcp = TcpStream::connect(self.address.as_str())
+                .await
+                .map_err(|e| ConnectError::Io(self.address.clone(), e))?;
+            let _ = tcp.set_nodelay(true);
+            match &self.tls {
+                None => Ok(MemberStream::Plain(tcp)),
+                Some(tls) => match tls.connector.connect(tls.server_name.clone(), tcp).await {
+                    Ok(stream) => Ok(MemberStream::Tls(Box::new(stream))),
+                    Err(e) => Err(ConnectError::Tls(self.address.clone(), e)),
+                },
+            }
+        };
         let stream = match self.connect_timeout {
             Some(t) => {
                 tokio::time::timeout(t, connect).await.map_err(|_| ConnectError::Timeout(self.address.clone()))?
             }
             None => connect.await,
-        }
-        .map_err(|e| ConnectError::Io(self.address.clone(), e))?;
-        let _ = stream.set_nodelay(true);
+        }?;
         Ok(MemberConn {
             stream,
             buf: BytesMut::with_capacity(READ_BUFFER),
@@ -123,15 +189,28 @@ impl MemberConn {
 
     /// Whether an idle connection can carry a request: the member has not closed it (nor sent
     /// anything unasked). Costs no system call unless the socket has become readable.
-    fn is_alive(&self) -> bool {
+    fn is_alive(&mut self) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        match self.stream.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            Poll::Ready(Ok(())) => {
-                let mut probe = [0u8; 1];
-                matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
+        match &mut self.stream {
+            MemberStream::Plain(stream) => match stream.poll_read_ready(&mut cx) {
+                Poll::Pending => true,
+                Poll::Ready(Err(_)) => false,
+                Poll::Ready(Ok(())) => {
+                    let mut probe = [0u8; 1];
+                    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+                }
+            },
+            MemberStream::Tls(stream) => match stream.get_ref().0.poll_read_ready(&mut cx) {
+                Poll::Pending => true,
+                Poll::Ready(Err(_)) => false,
+                // Readable: TLS records that carry no data (a TLS 1.3 session ticket) leave it
+                // usable; a close, an alert or unasked data do not.
+                Poll::Ready(Ok(())) => {
+                    let mut probe = [0u8; 1];
+                    let mut probe = ReadBuf::new(&mut probe);
+                    Pin::new(&mut **stream).poll_read(&mut cx, &mut probe).is_pending()
+                }
+            },
         }
     }
 }
