@@ -2,7 +2,9 @@
 //!
 //! A request's path through the crate:
 //!
-//! 1. [`server`] accepts it on a listener (hyper, HTTP/1.1 with keep-alive);
+//! 1. [`server`] accepts it on a listener (hyper, HTTP/1.1 with keep-alive; on a TLS or h2c
+//!    listener [`protocols`] does the handshake and speaks HTTP/2 or HTTP/1.1, with the
+//!    certificates of [`tls`]);
 //! 2. [`proxy`] picks the virtual host (Host → ServerName/ServerAlias) and the route (longest
 //!    `proxy_pass` prefix), and asks the route's [`balancer`] for a member;
 //! 3. the balancer computes the candidates (usable members of the lowest lbset tier) and asks its

@@ -176,9 +176,12 @@ fn announce(listeners: &[std::net::TcpListener], config: &Config) {
     for (l, settings) in listeners.iter().zip(config.listeners.iter().map(Some).chain(std::iter::repeat(None))) {
         if let Ok(addr) = l.local_addr() {
             let (scheme, what) = match settings {
-                Some(s) if s.tls.is_some() => ("https", " (TLS: HTTP/2 and HTTP/1.1)"),
-                Some(s) if s.h2c => ("http", " (HTTP/1.1 and h2c)"),
-                _ => ("http", ""),
+                Some(s) if s.redirect.is_some() => {
+                    ("http", format!(" (redirect to {})", s.redirect.as_deref().unwrap_or_default()))
+                }
+                Some(s) if s.tls.is_some() => ("https", " (TLS: HTTP/2 and HTTP/1.1)".to_string()),
+                Some(s) if s.h2c => ("http", " (HTTP/1.1 and h2c)".to_string()),
+                _ => ("http", String::new()),
             };
             println!("fulcrum listening on {scheme}://{addr}{what}");
         }
@@ -262,6 +265,9 @@ fn check(path: &Path) -> Result<(), fulcrum::Error> {
             }
             None if l.h2c => {
                 let _ = writeln!(out, "listen {} (http/1.1, h2c)", l.address);
+            }
+            None if l.redirect.is_some() => {
+                let _ = writeln!(out, "listen {} redirect {}", l.address, l.redirect.as_deref().unwrap_or_default());
             }
             None => {
                 let _ = writeln!(out, "listen {}", l.address);

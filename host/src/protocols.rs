@@ -1,5 +1,5 @@
-//! Client connections that are not plain HTTP/1.1: TLS (HTTP/2 or HTTP/1.1 by ALPN) and
-//! cleartext HTTP/2 with prior knowledge (h2c).
+//! Client connections that are not plain HTTP/1.1 to the proxy: TLS (HTTP/2 or HTTP/1.1 by
+//! ALPN), cleartext HTTP/2 with prior knowledge (h2c), and the redirect listener (HTTP → HTTPS).
 //!
 //! Why a module of its own: the plain HTTP/1.1 path of [`crate::server`] is tuned for speed and
 //! stays exactly as it is on plain listeners; a listener with TLS or `h2c = true` hands each
@@ -69,15 +69,18 @@ pub enum Kind {
     H2c,
     /// TLS; then HTTP/2 or HTTP/1.1 as ALPN agreed.
     Tls(Arc<rustls::ServerConfig>),
+    /// HTTP/1.1 whose every request gets a 301 to this URL and its path ([`redirect`]).
+    Redirect(Arc<str>),
 }
 
 impl Kind {
     /// What listener `listener` of the configuration speaks; `None` for plain HTTP/1.1.
     pub fn of(listener: &crate::config::Listener) -> Option<Kind> {
-        match (&listener.tls, listener.h2c) {
-            (Some(tls), _) => Some(Kind::Tls(Arc::clone(&tls.server_config))),
-            (None, true) => Some(Kind::H2c),
-            (None, false) => None,
+        match (&listener.tls, listener.h2c, &listener.redirect) {
+            (_, _, Some(to)) => Some(Kind::Redirect(Arc::from(to.as_str()))),
+            (Some(tls), _, None) => Some(Kind::Tls(Arc::clone(&tls.server_config))),
+            (None, true, None) => Some(Kind::H2c),
+            (None, false, None) => None,
         }
     }
 }
@@ -113,6 +116,12 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, local: SocketAddr, serve
     let Serve { kind, proxy, http1, http2, handshake_timeout, mut stop } = serve;
     let client = ClientAddr::new(peer.ip());
     let served = match kind {
+        Kind::Redirect(to) => {
+            let service = service_fn(move |request: Request<Incoming>| {
+                std::future::ready(Ok::<_, std::convert::Infallible>(redirect(&to, &request, local)))
+            });
+            serve_http1(TokioIo::new(stream), &http1, service, &mut stop).await
+        }
         Kind::H2c => {
             let first = tokio::select! {
                 first = tokio::time::timeout(handshake_timeout, sniff(stream)) => first,
@@ -163,6 +172,44 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, local: SocketAddr, serve
     };
     if let Err(e) = served {
         tracing::debug!(client = %peer, "connection ended: {e}");
+    }
+}
+
+/// A redirect listener's answer (Apache's `Redirect permanent / URL`): 301 to `to` followed by
+/// the request's path and query, with Apache's page. Nothing reaches a member.
+pub fn redirect(to: &str, request: &Request<Incoming>, local: SocketAddr) -> hyper::Response<crate::proxy::ProxyBody> {
+    let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = if path.starts_with('/') { format!("{to}{path}") } else { format!("{to}/") };
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| crate::proxy::host::is_authority(h))
+        .map_or_else(|| local.ip().to_string(), |h| without_port(h).to_string());
+    let body = format!(
+        "<!DOCTYPE HTML PUBLIC \"-//IETF//DTD HTML 2.0//EN\">\n<html><head>\n<title>301 Moved Permanently</title>\n\
+         </head><body>\n<h1>Moved Permanently</h1>\n<p>The document has moved <a href=\"{}\">here</a>.</p>\n<hr>\n\
+         <address>{} Server at {} Port {}</address>\n</body></html>\n",
+        crate::local::html(&location),
+        crate::proxy::SERVER,
+        crate::local::html(&host),
+        local.port()
+    );
+    let mut response = hyper::Response::new(crate::proxy::ProxyBody::text(body));
+    *response.status_mut() = hyper::StatusCode::MOVED_PERMANENTLY;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=iso-8859-1"));
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        headers.insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// `host` of `host[:port]` (an IPv6 literal keeps its brackets).
+fn without_port(authority: &str) -> &str {
+    match authority.strip_prefix('[') {
+        Some(rest) => rest.find(']').map_or(authority, |end| &authority[..end + 2]),
+        None => authority.split(':').next().unwrap_or(authority),
     }
 }
 
@@ -252,7 +299,7 @@ where
     S: hyper::service::HttpService<Incoming, ResBody = crate::proxy::ProxyBody>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    // `with_upgrades`: WebSocket over TLS (wss) too (proxy::tunnel).
+    // `with_upgrades`: a 101 answer hands the connection to a tunnel (proxy::tunnel), over TLS too.
     let mut connection = std::pin::pin!(http.serve_connection(io, service).with_upgrades());
     tokio::select! {
         served = connection.as_mut() => served,

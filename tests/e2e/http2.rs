@@ -85,6 +85,7 @@ const RST_STREAM: u8 = 3;
 const SETTINGS: u8 = 4;
 const PING: u8 = 6;
 const GOAWAY: u8 = 7;
+const WINDOW_UPDATE: u8 = 8;
 const END_STREAM: u8 = 1;
 const END_HEADERS: u8 = 4;
 const PROTOCOL_ERROR: u32 = 1;
@@ -93,12 +94,19 @@ const REFUSED_STREAM: u32 = 7;
 impl Raw {
     /// Connect to an h2c listener and send the preface and empty SETTINGS.
     fn connect(url: &str) -> Raw {
+        Raw::connect_with(url, &[])
+    }
+
+    /// Connect to an h2c listener and send the preface and these SETTINGS (identifier, value).
+    fn connect_with(url: &str, settings: &[(u16, u32)]) -> Raw {
         let addr = url.trim_start_matches("http://").trim_end_matches('/');
         let stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         let mut raw = Raw { stream };
         raw.stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
-        raw.send(SETTINGS, 0, 0, &[]);
+        let payload: Vec<u8> =
+            settings.iter().flat_map(|(id, v)| [&id.to_be_bytes()[..], &v.to_be_bytes()].concat()).collect();
+        raw.send(SETTINGS, 0, 0, &payload);
         raw
     }
 
@@ -540,4 +548,68 @@ async fn h2_idle_connections_get_goaway_after_the_header_timeout() {
     let mut idle = Raw::connect(&fulcrum.url("/"));
     let frames: Vec<u8> = std::iter::from_fn(|| idle.next()).map(|f| f.kind).collect();
     assert!(frames.contains(&GOAWAY), "{frames:?}");
+}
+
+/// Flow control (RFC 9113 §5.2, §6.9) both ways. Fulcrum's own windows are announced as
+/// documented (256 KiB per stream in SETTINGS, the connection's raised to 1 MiB by a
+/// WINDOW_UPDATE). And it keeps to the client's: with a stream window of 1,000 bytes, a
+/// 100,000-byte response sends exactly 1,000 bytes and waits; the client's WINDOW_UPDATEs bring
+/// the rest, whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_flow_control_follows_the_windows() {
+    const SIZE: usize = 100_000;
+    let member = raw_member(|mut stream, _head| async move {
+        use tokio::io::AsyncWriteExt;
+        let mut answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n\r\n").into_bytes();
+        answer.extend(std::iter::repeat_n(b'x', SIZE));
+        let _ = stream.write_all(&answer).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    })
+    .await;
+    let fulcrum = Fulcrum::start(&h2c_config(member, ""));
+    let mut raw = Raw::connect_with(&fulcrum.url("/"), &[(4, 1000)]);
+    let fields = [(":method", "GET"), (":scheme", "http"), (":authority", "www.example.com"), (":path", "/")];
+    raw.headers(1, &fields, true);
+    let (mut settings, mut connection_update, mut received) = (None, None, 0usize);
+    while received < 1000 {
+        let frame = raw.next().expect("the connection ended");
+        match frame.kind {
+            SETTINGS if frame.flags & 1 == 0 => settings = Some(frame.payload.clone()),
+            WINDOW_UPDATE if frame.stream == 0 => {
+                connection_update = Some(u32::from_be_bytes(frame.payload[..4].try_into().unwrap()));
+            }
+            DATA if frame.stream == 1 => received += frame.payload.len(),
+            RST_STREAM | GOAWAY => panic!("{frame:?}"),
+            _ => {}
+        }
+    }
+    let settings: Vec<(u16, u32)> = settings
+        .expect("the server's SETTINGS")
+        .chunks(6)
+        .map(|c| (u16::from_be_bytes([c[0], c[1]]), u32::from_be_bytes([c[2], c[3], c[4], c[5]])))
+        .collect();
+    assert!(settings.contains(&(4, 256 * 1024)), "INITIAL_WINDOW_SIZE: {settings:?}");
+    assert!(settings.contains(&(6, 64 * 1024)), "MAX_HEADER_LIST_SIZE: {settings:?}");
+    assert_eq!(connection_update, Some(1024 * 1024 - 65_535), "the connection window raised to 1 MiB");
+    // Exactly the window, then nothing until the client opens it.
+    assert_eq!(received, 1000);
+    raw.stream.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+    let mut extra = Vec::new();
+    while let Some(frame) = raw.next() {
+        extra.push((frame.kind, frame.stream, frame.payload.len()));
+    }
+    assert!(!extra.iter().any(|(kind, _, _)| *kind == DATA), "sent past the window: {extra:?}");
+    raw.stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    raw.send(WINDOW_UPDATE, 0, 1, &200_000u32.to_be_bytes());
+    raw.send(WINDOW_UPDATE, 0, 0, &200_000u32.to_be_bytes());
+    loop {
+        let frame = raw.next().expect("the connection ended before the body did");
+        if frame.kind == DATA && frame.stream == 1 {
+            received += frame.payload.len();
+            if frame.flags & END_STREAM == 1 {
+                break;
+            }
+        }
+    }
+    assert_eq!(received, SIZE);
 }

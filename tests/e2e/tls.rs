@@ -58,7 +58,11 @@ pub fn curl(args: &[&str]) -> Curl {
     let out = Command::new("curl").args(["-si", "--max-time", "20"]).args(args).output().expect("run curl");
     assert!(out.status.success(), "curl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let (mut head, mut body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    // With -L, the last response's head (the ones before are the redirects').
+    while body.starts_with("HTTP/") {
+        (head, body) = body.split_once("\r\n\r\n").unwrap_or((body, ""));
+    }
     let mut lines = head.lines();
     let status_line = lines.next().unwrap_or_default();
     let mut parts = status_line.split(' ');
@@ -332,7 +336,10 @@ async fn tls_members_see_forwarded_proto_and_rules_see_mod_ssl_variables() {
     let listen = format!("[\"127.0.0.1:0\", {}]", tls_entry(&ca, "www"));
     let config = guide_with_listen(&web1, &web2, &listen).replace(
         "SetEnvIf X-Forwarded-For",
-        "RequestHeader set X-TLS \"%{HTTPS}s %{SSL_PROTOCOL}s %{SSL_CIPHER}s %{SSL_TLS_SNI}s\"\nSetEnvIf X-Forwarded-For",
+        "RequestHeader set X-TLS \"%{HTTPS}s %{SSL_PROTOCOL}s %{SSL_CIPHER}s %{SSL_TLS_SNI}s\"\n\
+         RequestHeader set X-Is-TLS yes env=HTTPS\n\
+         <If \"%{HTTPS} == 'on' && %{SSL_PROTOCOL} =~ /^TLSv1\\.[23]$/\">\nRequestHeader set X-If-TLS yes\n</If>\n\
+         <Else>\nRequestHeader set X-If-TLS no\n</Else>\nSetEnvIf X-Forwarded-For",
     );
     let fulcrum = Fulcrum::start(&config);
     let urls = fulcrum.listeners(2);
@@ -366,6 +373,11 @@ async fn tls_members_see_forwarded_proto_and_rules_see_mod_ssl_variables() {
         assert_eq!(answer.status, 200, "{args:?}");
         assert_eq!(answer.seen("x-forwarded-proto"), proto, "{args:?}: {}", answer.body);
         assert_eq!(answer.seen("x-tls"), Some(variables), "{args:?}");
+        // mod_ssl sets HTTPS for every request over TLS: `env=HTTPS` conditions see it.
+        assert_eq!(answer.seen("x-is-tls"), variables.starts_with("on").then_some("yes"), "{args:?}");
+        // And `<If>` expressions read them as httpd's ap_expr does (`%{HTTPS}` is `off` without TLS).
+        let by_if = if variables.starts_with("on") { "yes" } else { "no" };
+        assert_eq!(answer.seen("x-if-tls"), Some(by_if), "{args:?}");
     }
     // ProxyPassReverse builds the client's URL with the scheme it came over.
     let redirect = format!("{}/location?SELF/redirected", urls[0]);
@@ -510,6 +522,17 @@ fn tls_bad_certificates_are_check_errors() {
             assert!(stderr.contains(word), "`{word}` not in:\n{stderr}\nfor:\n{config}");
         }
     }
+    // `run` refuses to start on the same mistakes, with the same words.
+    let config = format!(
+        "listen = [{{ address = \"127.0.0.1:0\", tls_certificate = \"{d}/www.pem\", tls_key = \"{d}/api.key\" }}]\n\
+         {vhost}\n{balancer}"
+    );
+    let path = dir.path().join("fulcrum.toml");
+    std::fs::write(&path, &config).unwrap();
+    let (code, _, stderr) = fulcrum_cmd(&["run", "--config", path.to_str().unwrap()], None);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("`listen[0].tls_key`") && stderr.contains("api.key"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
     // And the good one passes, saying what each listener speaks.
     let config = format!(
         "listen = [\"127.0.0.1:0\", {{ address = \"127.0.0.1:0\", h2c = true }}, {{ address = \"127.0.0.1:0\", \
@@ -544,5 +567,75 @@ fn tls_example_config_checks() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("listen 127.0.0.1:8443 tls (h2, http/1.1) certificate"), "{stdout}");
     assert!(stdout.contains("listen 127.0.0.1:8081 (http/1.1, h2c)"), "{stdout}");
+    assert!(stdout.contains("listen 127.0.0.1:8000 redirect https://www.example.com:8443"), "{stdout}");
     assert!(stdout.contains("  tls certificate"), "{stdout}");
+}
+
+/// The redirect listener (Apache's `Redirect permanent / https://…` in a port-80 virtual host):
+/// every request gets a 301 to the configured URL with its path and query, and nothing reaches a
+/// member; curl `-L` follows it to the TLS listener and is served there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_redirect_listener_sends_clients_to_https() {
+    let (web1, web2) = two_backends().await;
+    let certs = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(certs.path());
+    ca.issue("www.example.com", "www");
+    // The TLS listener's port is known once it listens: the redirect gets it by a reload.
+    let config = |port: u16| {
+        let listen = format!(
+            "[{{ address = \"127.0.0.1:0\", redirect = \"https://www.example.com:{port}/\" }}, {}]",
+            tls_entry(&ca, "www")
+        );
+        guide_with_listen(&web1, &web2, &listen)
+    };
+    let fulcrum = Fulcrum::start(&config(1));
+    let urls = fulcrum.listeners(2);
+    let port: u16 = urls[1].rsplit(':').next().unwrap().parse().unwrap();
+    fulcrum.rewrite_config(&config(port));
+    fulcrum.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !fulcrum.log().contains("configuration reloaded") {
+        assert!(std::time::Instant::now() < deadline, "no reload: {}", fulcrum.log());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let ca_file = ca.ca_file().display().to_string();
+    // (path and query sent, Location)
+    let rows = [
+        ("/", format!("https://www.example.com:{port}/")),
+        ("/a/b?c=d&e", format!("https://www.example.com:{port}/a/b?c=d&e")),
+        ("/balancer-manager", format!("https://www.example.com:{port}/balancer-manager")),
+    ];
+    for (path, location) in &rows {
+        let answer = curl(&["-H", "Host: www.example.com", &format!("{}{path}", urls[0])]);
+        assert_eq!(answer.status, 301, "{path}");
+        assert_eq!(answer.values("location"), [location.as_str()], "{path}");
+        assert!(answer.body.contains("<title>301 Moved Permanently</title>"), "{}", answer.body);
+        assert!(answer.body.contains(&format!("<a href=\"{}\">here</a>", location.replace('&', "&amp;"))));
+    }
+    assert_eq!(web1.served() + web2.served(), 0, "a redirect reaches no member");
+    let resolve = format!("www.example.com:{port}:127.0.0.1");
+    let start = format!("http://www.example.com:{}/hello", urls[0].rsplit(':').next().unwrap());
+    let resolve_plain = format!("www.example.com:{}:127.0.0.1", urls[0].rsplit(':').next().unwrap());
+    let answer =
+        curl(&["-L", "--cacert", &ca_file, "--resolve", &resolve, "--resolve", &resolve_plain, "--http2", &start]);
+    assert_eq!((answer.status, answer.version.as_str()), (200, "HTTP/2"), "{answer:?}");
+    assert!(answer.body.contains("request: GET /hello HTTP/1.1"), "{}", answer.body);
+    assert_eq!(answer.seen("x-forwarded-proto"), Some("https"));
+
+    // A redirect that is not an http(s) URL with a host, or with TLS or h2c, is a config error.
+    let dir = tempfile::tempdir().unwrap();
+    let rows: &[(&str, &str)] = &[
+        ("{ address = \"127.0.0.1:0\", redirect = \"ftp://www.example.com\" }", "not an https://"),
+        ("{ address = \"127.0.0.1:0\", redirect = \"/relative\" }", "not an https://"),
+        ("{ address = \"127.0.0.1:0\", redirect = \"https://a.test/?x=1\" }", "query"),
+        ("{ address = \"127.0.0.1:0\", redirect = \"https://a.test\", h2c = true }", "plain HTTP/1.1"),
+    ];
+    for (entry, words) in rows {
+        let config = guide_with_listen(&web1, &web2, &format!("[{entry}]"));
+        let path = dir.path().join("fulcrum.toml");
+        std::fs::write(&path, &config).unwrap();
+        let (code, _, stderr) = fulcrum_cmd(&["check", "--config", path.to_str().unwrap()], None);
+        assert_ne!(code, 0, "{entry}");
+        assert!(stderr.contains("`listen[0].redirect`") && stderr.contains(words), "{entry}: {stderr}");
+    }
 }

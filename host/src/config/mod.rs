@@ -73,6 +73,9 @@ pub struct Listener {
     pub h2c: bool,
     /// TLS (with ALPN `h2` and `http/1.1`), when the entry has a certificate.
     pub tls: Option<TlsListener>,
+    /// A redirect listener: every request gets a 301 to this URL (no trailing `/`) followed by
+    /// the request's path and query.
+    pub redirect: Option<String>,
 }
 
 /// A TLS listener's certificate and its rustls settings (with the virtual hosts' certificates).
@@ -88,6 +91,23 @@ impl Config {
     pub fn listener(&self, address: SocketAddr, slot: usize) -> Option<&Listener> {
         self.listeners.iter().filter(|l| l.address == address).nth(slot)
     }
+}
+
+/// A `listen` entry's certificate, h2c and redirect, as validated.
+type ListenerSettings = (Option<crate::tls::Certificate>, bool, Option<String>);
+
+/// A redirect listener's target: an absolute `http://` or `https://` URL with a host, without
+/// query or fragment; returned without its trailing `/` (the request's path follows it).
+fn redirect_target(url: &str) -> Result<String, String> {
+    let url = url.trim();
+    let parsed: Uri = url.parse().map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    if !matches!(parsed.scheme_str(), Some("https" | "http")) || parsed.host().is_none_or(str::is_empty) {
+        return Err(format!("`{url}` is not an https:// (or http://) URL with a host"));
+    }
+    if parsed.query().is_some() || url.contains('#') {
+        return Err(format!("`{url}` has a query or fragment: the request's path and query follow the URL"));
+    }
+    Ok(url.trim_end_matches('/').to_string())
 }
 
 /// Where each value of the file is: `balancer.default.lbmethod` → its line and column. Problems
@@ -629,8 +649,8 @@ impl Loader<'_> {
 
     fn validate(&mut self, raw: raw::RawConfig) -> Config {
         let mut listen: Vec<SocketAddr> = Vec::new();
-        // Each entry's TLS certificate (when it has one) and h2c, in `listen`'s order.
-        let mut protocols: Vec<(Option<crate::tls::Certificate>, bool)> = Vec::new();
+        // Each entry's TLS certificate (when it has one), h2c and redirect, in `listen`'s order.
+        let mut protocols: Vec<ListenerSettings> = Vec::new();
         // Each address once: the same socket (however written) cannot be bound twice.
         let mut bound: Vec<(SocketAddr, String, usize)> = Vec::new();
         for (i, entry) in raw.listen.iter().enumerate() {
@@ -646,7 +666,7 @@ impl Loader<'_> {
                 Ok(a) => {
                     self.unique_address(a, &addr, &key, &mut bound);
                     let settings = match entry.get_ref() {
-                        raw::RawListen::Address(_) => (None, false),
+                        raw::RawListen::Address(_) => (None, false, None),
                         raw::RawListen::Table(t) => self.listener_protocols(i, t),
                     };
                     listen.push(a);
@@ -806,7 +826,7 @@ impl Loader<'_> {
     }
 
     /// A table entry of `listen`: its certificate (read and checked now) and h2c.
-    fn listener_protocols(&mut self, i: usize, t: &raw::RawListener) -> (Option<crate::tls::Certificate>, bool) {
+    fn listener_protocols(&mut self, i: usize, t: &raw::RawListener) -> ListenerSettings {
         let key = format!("listen[{i}].");
         let certificate = self.certificate(t.tls_certificate.as_ref(), t.tls_key.as_ref(), &key);
         let h2c = t.h2c.as_ref().is_some_and(|h| *h.get_ref());
@@ -820,7 +840,21 @@ impl Loader<'_> {
                 "h2c is HTTP/2 without TLS: a TLS listener offers HTTP/2 (`h2`) by ALPN already",
             );
         }
-        (certificate, h2c)
+        let redirect = t.redirect.as_ref().and_then(|r| {
+            let key = format!("{key}redirect");
+            if t.tls_certificate.is_some() || h2c {
+                self.at(r, &key, "a redirect listener speaks plain HTTP/1.1: no tls_certificate, no h2c");
+                return None;
+            }
+            match redirect_target(r.get_ref()) {
+                Ok(target) => Some(target),
+                Err(why) => {
+                    self.at(r, &key, why);
+                    None
+                }
+            }
+        });
+        (certificate, h2c, redirect)
     }
 
     /// `tls_certificate` and `tls_key` (under `prefix`, like `listen[1].` or `vhost[0].`), read
@@ -864,7 +898,7 @@ impl Loader<'_> {
     fn listeners(
         &mut self,
         listen: &[SocketAddr],
-        protocols: Vec<(Option<crate::tls::Certificate>, bool)>,
+        protocols: Vec<ListenerSettings>,
         vhosts: &[VirtualHost],
         raw: &raw::RawConfig,
     ) -> Vec<Listener> {
@@ -878,7 +912,7 @@ impl Loader<'_> {
             })
             .collect();
         let mut listeners = Vec::new();
-        for (&address, (certificate, h2c)) in listen.iter().zip(protocols) {
+        for (&address, (certificate, h2c, redirect)) in listen.iter().zip(protocols) {
             let tls = certificate.and_then(|certificate| {
                 // The first virtual host of a name wins, as it does for requests.
                 let mut seen = BTreeSet::new();
@@ -891,7 +925,7 @@ impl Loader<'_> {
                     }
                 }
             });
-            listeners.push(Listener { address, h2c, tls });
+            listeners.push(Listener { address, h2c, tls, redirect });
         }
         if !listeners.iter().any(|l| l.tls.is_some()) {
             for (i, v) in raw.vhosts.iter().enumerate() {

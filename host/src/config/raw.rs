@@ -62,7 +62,8 @@ pub enum RawListen {
 
 /// `{ address = "127.0.0.1:8443", tls_certificate = "www.pem", tls_key = "www.key" }`: Apache's
 /// `Listen 443 https` with `SSLEngine on`, `SSLCertificateFile`, `SSLCertificateKeyFile`; or
-/// `{ address = "127.0.0.1:8080", h2c = true }` (`Protocols h2c http/1.1`).
+/// `{ address = "127.0.0.1:8080", h2c = true }` (`Protocols h2c http/1.1`); or
+/// `{ address = "127.0.0.1:80", redirect = "https://www.example.com" }`.
 #[derive(Debug, Deserialize)]
 pub struct RawListener {
     pub address: Spanned<String>,
@@ -72,6 +73,9 @@ pub struct RawListener {
     pub tls_key: Option<Spanned<String>>,
     /// Cleartext HTTP/2 with prior knowledge (RFC 9113 §3.3) beside HTTP/1.1 (plain listeners).
     pub h2c: Option<Spanned<bool>>,
+    /// Every request gets a 301 to this URL followed by its path and query (Apache's
+    /// `Redirect permanent / https://www.example.com/` in a port-80 virtual host).
+    pub redirect: Option<Spanned<String>>,
 }
 
 impl<'de> Deserialize<'de> for RawListen {

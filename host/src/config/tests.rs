@@ -481,3 +481,45 @@ fn local_handler_mistakes_are_reported_at_their_key() {
         assert!(err.starts_with("test.toml:"), "{lines}: no location in: {err}");
     }
 }
+
+/// `listen` entries as strings (as always) or tables: the table's settings land on the listener
+/// of the same position; an unknown key in a table, a duplicate address written either way, and
+/// h2c with TLS are reported at their key and line.
+#[test]
+fn listen_entries_are_addresses_or_tables() {
+    let text = GOOD.replace(
+        "listen = [\"127.0.0.1:8080\"]",
+        "listen = [\n  \"127.0.0.1:8080\",\n  { address = \"127.0.0.1:8081\", h2c = true },\n  \
+         { address = \"127.0.0.1:8000\", redirect = \"https://www.example.com/\" },\n]",
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.listen.len(), 3);
+    let summary: Vec<(String, bool, Option<&str>, bool)> =
+        c.listeners.iter().map(|l| (l.address.to_string(), l.h2c, l.redirect.as_deref(), l.tls.is_some())).collect();
+    assert_eq!(
+        summary,
+        [
+            ("127.0.0.1:8080".to_string(), false, None, false),
+            ("127.0.0.1:8081".to_string(), true, None, false),
+            ("127.0.0.1:8000".to_string(), false, Some("https://www.example.com"), false),
+        ]
+    );
+    assert!(c.listener("127.0.0.1:8081".parse().unwrap(), 0).is_some_and(|l| l.h2c));
+    assert!(c.listener("127.0.0.1:8081".parse().unwrap(), 1).is_none());
+
+    let bad = GOOD.replace(
+        "listen = [\"127.0.0.1:8080\"]",
+        "listen = [\n  \"127.0.0.1:8080\",\n  { address = \"127.0.0.1:8080\", h2 = true },\n  \
+         { address = \"127.0.0.1:8082\", tls_key = \"k.pem\", h2c = true },\n]",
+    );
+    let err = parse(&bad).unwrap_err().to_string();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 4, "{err}");
+    assert!(
+        lines[0].starts_with("test.toml:4:15: `listen[1].address`: 127.0.0.1:8080 is already `listen[0]`"),
+        "{err}"
+    );
+    assert!(lines[1].starts_with("test.toml:4:33: `listen[1].h2`: unknown key"), "{err}");
+    assert!(lines[2].contains("`listen[2].tls_certificate`: tls_key needs tls_certificate"), "{err}");
+    assert!(lines[3].contains("`listen[2].h2c`: h2c is HTTP/2 without TLS"), "{err}");
+}

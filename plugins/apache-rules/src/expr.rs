@@ -16,7 +16,8 @@
 //! `\n \r \t \b \f \NNN \xHH \<char>`), digits, a variable, a function call, or several of those
 //! joined with `.`. Variables: `%{REMOTE_ADDR}` (the client address), `%{REQUEST_METHOD}`,
 //! `%{REQUEST_URI}` (the path as sent, without the query; httpd has decoded it by then),
-//! `%{HTTP_HOST}`, `%{QUERY_STRING}`. Functions, whose argument must be a constant string (so that
+//! `%{HTTP_HOST}`, `%{QUERY_STRING}`, and mod_ssl's `%{HTTPS}` (`on` over TLS, else `off`),
+//! `%{SSL_PROTOCOL}`, `%{SSL_CIPHER}`, `%{SSL_TLS_SNI}` (empty without TLS). Functions, whose argument must be a constant string (so that
 //! the headers they read can be declared in `configure`): `env('VAR')` (unset: empty),
 //! `req('Name')` and its alias `http('Name')` (a request header, repeated lines joined with `, `),
 //! `resp('Name')` (the first line of a response header; empty in the request phase). The
@@ -80,6 +81,8 @@ pub enum Part {
     Text(String),
     Var(Var),
     Env(String),
+    /// `%{HTTPS}`: `on` when the host set the variable (a TLS request), else `off`, as httpd's.
+    Https,
     RequestHeader(String),
     ResponseHeader(String),
 }
@@ -92,6 +95,9 @@ pub enum Var {
     HttpHost,
     QueryString,
 }
+
+/// mod_ssl's variables an expression may read besides `%{HTTPS}` (set by the host over TLS).
+const TLS_VARIABLES: [&str; 3] = ["SSL_PROTOCOL", "SSL_CIPHER", "SSL_TLS_SNI"];
 
 const VARIABLES: &[(&str, Var)] = &[
     ("REMOTE_ADDR", Var::RemoteAddr),
@@ -158,6 +164,7 @@ impl Part {
                 Var::QueryString => ctx.request.query,
             }),
             Part::Env(name) => Cow::Borrowed(ctx.env.get(name).unwrap_or_default()),
+            Part::Https => Cow::Borrowed(ctx.env.get("HTTPS").filter(|v| !v.is_empty()).unwrap_or("off")),
             Part::RequestHeader(name) => ctx.request_headers.joined_cow(name).unwrap_or_default(),
             Part::ResponseHeader(name) => {
                 Cow::Borrowed(ctx.response_headers.and_then(|t| t.first(name)).unwrap_or_default())
@@ -188,6 +195,9 @@ impl Word {
                 Part::Text(_) => {}
                 Part::Env(name) => {
                     reads.env(name);
+                }
+                Part::Https => {
+                    reads.env("HTTPS");
                 }
                 Part::Var(var) => reads.field(match var {
                     Var::RemoteAddr => RequestFields::CLIENT_ADDR,
@@ -458,6 +468,11 @@ fn lex_var(chars: &[char], start: usize) -> Result<(Part, usize), String> {
     }
     let mut i = start + name.len();
     match chars.get(i) {
+        // mod_ssl's variables: the host sets them on TLS requests (empty otherwise, as in httpd).
+        Some('}') if name.eq_ignore_ascii_case("HTTPS") => Ok((Part::Https, i + 1)),
+        Some('}') if TLS_VARIABLES.iter().any(|v| name.eq_ignore_ascii_case(v)) => {
+            Ok((Part::Env(name.to_ascii_uppercase()), i + 1))
+        }
         Some('}') => {
             let var = VARIABLES.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name)).map(|(_, v)| *v);
             match var {
@@ -842,6 +857,10 @@ mod tests {
             ("%{REQUEST_URI} == '/a/b'", true),
             ("%{HTTP_HOST} == 'www.example.com'", true),
             ("%{QUERY_STRING} == 'x=1'", true),
+            ("%{HTTPS} == 'off'", true),
+            ("%{https} == 'on'", false),
+            ("-z %{SSL_PROTOCOL}", true),
+            ("%{SSL_CIPHER} == ''", true),
             ("'%{REQUEST_METHOD} %{REQUEST_URI}' == 'GET /a/b'", true),
             ("%{REQUEST_METHOD} . ':' . %{REQUEST_URI} == 'GET:/a/b'", true),
             ("%{REQUEST_URI} =~ m#^/a/#", true),
