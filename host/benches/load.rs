@@ -2,9 +2,21 @@
 //! nginx, HAProxy and Apache, each balancing round robin over the same two static backends on
 //! 127.0.0.1, driven by `wrk` with keep-alive connections.
 //!
+//! Three protocols between client and balancer (the members stay plain HTTP/1.1):
+//!
+//! * **http**: HTTP/1.1 in clear, `wrk`, all five balancers;
+//! * **https**: HTTP/1.1 over TLS, `wrk` with an `https://` URL (no ALPN: HTTP/1.1);
+//! * **h2**: HTTP/2 over TLS (ALPN `h2`), Debian's `h2load` (nghttp2-client) with 10 streams per
+//!   connection (`-m 10`).
+//!
+//! The TLS rows run Fulcrum (guide config), nginx and HAProxy only, all three with the same
+//! certificate: one ECDSA P-256 self-signed certificate made for the run by `openssl req -x509`
+//! in a temporary folder, TLS 1.2 and 1.3. h2load reports no percentiles: the h2 tables show its
+//! mean and max "time for request" where the others show wrk's p50 and p99.
+//!
 //! `cargo bench -p fulcrum --bench load` runs two set-ups, interleaved over `LOAD_ROUNDS` rounds
-//! (each round runs every balancer once per set-up and connection count, the balancer order
-//! rotated from round to round):
+//! (each round runs every balancer once per set-up, protocol and connection count, the balancer
+//! order rotated from round to round):
 //!
 //! * **pinned**: the balancer alone on core 0 with one worker (thread or process), `wrk -t1` and the
 //!   backends on core 1;
@@ -20,12 +32,16 @@
 //!
 //! Every balancer is a private instance started here on a free port (never a service) and stopped,
 //! with all its processes, before the next case starts; a case fails if any of them outlives it.
-//! Before each measurement one request goes through the balancer, and the backends count their
-//! hits: each window's hits must match wrk's request count and be split between both backends.
+//! Before each measurement one request goes through the balancer (over TLS: `curl -k`, with
+//! `--http1.1` or `--http2`, which must get the protocol asked for), and the backends count their
+//! hits: each window's hits must match the client's request count and be split between both
+//! backends. The CPU of a window includes the TLS handshakes of the client's connections, opened at
+//! its start (wrk also reconnects when a balancer closes a connection; h2load does not).
 //!
 //! Environment: `LOAD_SECONDS` (measured window, default 10), `LOAD_WARMUP` (default 2),
 //! `LOAD_ROUNDS` (default 3), `LOAD_CONNECTIONS` (default `16,64,256`), `LOAD_SETUPS` (default
-//! `pinned,defaults`), `LOAD_VERIFY=1` (also
+//! `pinned,defaults`), `LOAD_PROTOCOLS` (default `http,https,h2`), `LOAD_TLS_SETUPS` (the set-ups
+//! of `LOAD_SETUPS` the https and h2 rows run in, default `pinned`), `LOAD_VERIFY=1` (also
 //! measure each window's CPU with `pidstat` and print both figures). Arguments filter the
 //! balancers by name (`cargo bench -p fulcrum --bench load -- nginx fulcrum`).
 
@@ -52,17 +68,30 @@ fn main() {
         backend::serve_until_stdin_closes();
         return;
     }
-    let plan = Plan::from_env();
+    let mut plan = Plan::from_env();
     if !Path::new("/usr/bin/wrk").exists() {
         eprintln!("load benchmark: /usr/bin/wrk is missing: apt-get install -y wrk");
         return;
     }
+    if plan.protocols.contains(&Protocol::H2) && !Path::new("/usr/bin/h2load").exists() {
+        println!("h2: /usr/bin/h2load is missing (`apt-get install -y nghttp2-client`), skipped");
+        plan.protocols.retain(|&p| p != Protocol::H2);
+    }
+    let tls = plan
+        .protocols
+        .iter()
+        .any(|p| p.is_tls())
+        .then(|| Tls::make().unwrap_or_else(|why| panic!("the run's certificate: {why}")));
     let balancers = plan.balancers();
     for balancer in &balancers {
-        balancer.check().unwrap_or_else(|why| panic!("{}: {why}", balancer.name()));
+        let tls = tls.as_ref().filter(|_| balancer.serves_tls());
+        balancer.check(tls).unwrap_or_else(|why| panic!("{}: {why}", balancer.name()));
     }
     let machine = Machine::now();
     println!("load benchmark: {}\n{}\n", plan.describe(), machine.describe());
+    if let Some(tls) = &tls {
+        println!("{}\n", tls.describe());
+    }
     let startup = if balancers.iter().any(|b| b.name() == Fulcrum { rules: true }.name()) {
         let startup = startup::measure().unwrap_or_else(|why| panic!("start-up measurement: {why}"));
         println!("{}", startup.markdown());
@@ -76,25 +105,28 @@ fn main() {
         let setups = if round % 2 == 0 { [Setup::Pinned, Setup::Defaults] } else { [Setup::Defaults, Setup::Pinned] };
         for setup in setups.into_iter().filter(|s| plan.setups.contains(s)) {
             let backends = backend::Backends::start(setup).expect("backends");
-            let mut order: Vec<&dyn Balancer> = balancers.iter().map(|b| b.as_ref()).collect();
-            let n = order.len().max(1);
-            order.rotate_left(round % n);
-            for balancer in order {
-                for &connections in &plan.connections {
-                    let case = Case { round, setup, connections, balancer };
-                    match run_case(&plan, &case, &backends) {
-                        Ok(sample) => {
-                            println!("{}", sample.line());
-                            samples.push(sample);
+            for &protocol in plan.protocols.iter().filter(|p| plan.setups_for(**p).contains(&setup)) {
+                let mut order: Vec<&dyn Balancer> =
+                    balancers.iter().map(|b| b.as_ref()).filter(|b| !protocol.is_tls() || b.serves_tls()).collect();
+                let n = order.len().max(1);
+                order.rotate_left(round % n);
+                for balancer in order {
+                    for &connections in &plan.connections {
+                        let case = Case { round, setup, protocol, connections, balancer };
+                        match run_case(&plan, &case, &backends, tls.as_ref()) {
+                            Ok(sample) => {
+                                println!("{}", sample.line());
+                                samples.push(sample);
+                            }
+                            Err(why) => panic!("{}: {why}", case.label()),
                         }
-                        Err(why) => panic!("{}: {why}", case.label()),
                     }
                 }
             }
         }
     }
     let machine_after = Machine::now();
-    let mut report = report::markdown(&plan, &machine, &machine_after, &balancers, &samples);
+    let mut report = report::markdown(&plan, &machine, &machine_after, tls.as_ref(), &balancers, &samples);
     if let Some(startup) = &startup {
         report.push_str(&startup.markdown());
     }
@@ -102,8 +134,12 @@ fn main() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/load");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("results.md"), &report).unwrap();
-    std::fs::write(dir.join("cpu-per-request.svg"), report::svg(&plan, &balancers, &samples)).unwrap();
-    println!("written: {}/results.md and cpu-per-request.svg", dir.display());
+    if samples.iter().any(|s| s.protocol == Protocol::Http) {
+        std::fs::write(dir.join("cpu-per-request.svg"), report::svg(&plan, &balancers, &samples)).unwrap();
+        println!("written: {}/results.md and cpu-per-request.svg (http rows)", dir.display());
+    } else {
+        println!("written: {}/results.md (no http rows: cpu-per-request.svg left as it was)", dir.display());
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -117,6 +153,9 @@ struct Plan {
     filter: Vec<String>,
     verify: bool,
     setups: Vec<Setup>,
+    protocols: Vec<Protocol>,
+    /// The set-ups (of `setups`) in which the https and h2 rows run.
+    tls_setups: Vec<Setup>,
 }
 
 impl Plan {
@@ -133,16 +172,25 @@ impl Plan {
             // `cargo bench` passes `--bench`; other arguments pick balancers by name.
             filter: std::env::args().skip(1).filter(|a| !a.starts_with("--")).map(|a| a.to_lowercase()).collect(),
             verify: std::env::var_os("LOAD_VERIFY").is_some(),
-            setups: std::env::var("LOAD_SETUPS")
-                .unwrap_or_else(|_| "pinned,defaults".into())
+            setups: Setup::list("LOAD_SETUPS", "pinned,defaults"),
+            protocols: std::env::var("LOAD_PROTOCOLS")
+                .unwrap_or_else(|_| "http,https,h2".into())
                 .split(',')
                 .map(|s| match s.trim() {
-                    "pinned" => Setup::Pinned,
-                    "defaults" => Setup::Defaults,
-                    other => panic!("LOAD_SETUPS: `{other}` is neither pinned nor defaults"),
+                    "http" => Protocol::Http,
+                    "https" => Protocol::Https,
+                    "h2" => Protocol::H2,
+                    other => panic!("LOAD_PROTOCOLS: `{other}` is none of http, https, h2"),
                 })
                 .collect(),
+            tls_setups: Setup::list("LOAD_TLS_SETUPS", "pinned"),
         }
+    }
+
+    /// The set-ups a protocol's rows run in.
+    fn setups_for(&self, protocol: Protocol) -> Vec<Setup> {
+        let setups = self.setups.iter().copied();
+        if protocol.is_tls() { setups.filter(|s| self.tls_setups.contains(s)).collect() } else { setups.collect() }
     }
 
     fn balancers(&self) -> Vec<Box<dyn Balancer>> {
@@ -166,11 +214,132 @@ impl Plan {
     }
 
     fn describe(&self) -> String {
+        let protocols: Vec<String> = self
+            .protocols
+            .iter()
+            .map(|&p| {
+                let setups: Vec<&str> = self.setups_for(p).iter().map(|s| s.name()).collect();
+                format!("{} ({})", p.name(), setups.join(", "))
+            })
+            .collect();
         format!(
-            "{} rounds, {} s measured after {} s warm-up per case, connections {:?}, two static backends \
-             ({BODY_LEN}-byte body)",
-            self.rounds, self.seconds, self.warmup, self.connections
+            "{} rounds, {} s measured after {} s warm-up per case, connections {:?}, protocols {}, two static \
+             backends ({BODY_LEN}-byte body)",
+            self.rounds,
+            self.seconds,
+            self.warmup,
+            self.connections,
+            protocols.join(", ")
         )
+    }
+}
+
+/// What the client speaks to the balancer. Members are always spoken to in plain HTTP/1.1.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Protocol {
+    /// HTTP/1.1 in clear: wrk.
+    Http,
+    /// HTTP/1.1 over TLS: wrk with an https:// URL (it offers no ALPN).
+    Https,
+    /// HTTP/2 over TLS, ALPN h2: h2load.
+    H2,
+}
+
+impl Protocol {
+    const ALL: [Protocol; 3] = [Protocol::Http, Protocol::Https, Protocol::H2];
+    /// h2load's concurrent streams per connection (`-m`).
+    const H2_STREAMS: u32 = 10;
+
+    fn is_tls(self) -> bool {
+        self != Protocol::Http
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+            Protocol::H2 => "h2",
+        }
+    }
+
+    fn scheme(self) -> &'static str {
+        if self.is_tls() { "https" } else { "http" }
+    }
+
+    /// Requests one client connection keeps in flight.
+    fn in_flight_per_connection(self) -> u32 {
+        if self == Protocol::H2 { Self::H2_STREAMS } else { 1 }
+    }
+
+    /// The two latency columns: wrk's percentiles, h2load's mean and max "time for request".
+    fn latency_labels(self) -> [&'static str; 2] {
+        if self == Protocol::H2 { ["mean", "max"] } else { ["p50", "p99"] }
+    }
+
+    fn title(self, setup: Setup) -> String {
+        match (self, setup) {
+            (Protocol::Http, _) => setup.title().to_string(),
+            (Protocol::Https, Setup::Pinned) => "HTTPS (HTTP/1.1 over TLS), pinned: the balancer alone on core 0 \
+                with one worker; wrk -t1 and the backends on core 1"
+                .into(),
+            (Protocol::Https, Setup::Defaults) => "HTTPS (HTTP/1.1 over TLS), defaults: nothing pinned, each \
+                balancer's default workers; wrk -t2; all on both cores"
+                .into(),
+            (Protocol::H2, Setup::Pinned) => format!(
+                "HTTP/2 over TLS, pinned: the balancer alone on core 0 with one worker; h2load -t1 -m {} and \
+                 the backends on core 1",
+                Self::H2_STREAMS
+            ),
+            (Protocol::H2, Setup::Defaults) => format!(
+                "HTTP/2 over TLS, defaults: nothing pinned, each balancer's default workers; h2load -t2 -m {}; \
+                 all on both cores",
+                Self::H2_STREAMS
+            ),
+        }
+    }
+}
+
+/// The run's certificate, shared by every TLS listener: ECDSA P-256, self-signed for localhost and
+/// 127.0.0.1, made by `openssl req -x509` in a temporary folder removed at the end of the run.
+struct Tls {
+    _dir: tempfile::TempDir,
+    certificate: PathBuf,
+    key: PathBuf,
+    /// Certificate then key in one file, as HAProxy's `crt` wants it.
+    combined: PathBuf,
+}
+
+impl Tls {
+    /// The TLS 1.3 suite the clients end up with (h2load is told to offer only this one).
+    const SUITE: &'static str = "TLS_AES_256_GCM_SHA384";
+
+    fn make() -> Result<Tls, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+        let (certificate, key, combined) =
+            (dir.path().join("cert.pem"), dir.path().join("key.pem"), dir.path().join("combined.pem"));
+        let out = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+            .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&certificate)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("openssl: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("openssl req -x509 failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        let read = |path: &Path| std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()));
+        std::fs::write(&combined, read(&certificate)? + &read(&key)?).map_err(|e| e.to_string())?;
+        Ok(Tls { _dir: dir, certificate, key, combined })
+    }
+
+    fn describe(&self) -> String {
+        "TLS: one ECDSA P-256 certificate, self-signed for localhost and 127.0.0.1 (`openssl req -x509`, \
+         made for this run), for every balancer; TLS 1.2 and 1.3"
+            .into()
     }
 }
 
@@ -183,6 +352,19 @@ enum Setup {
 }
 
 impl Setup {
+    /// The set-ups named in the environment variable `name` (comma-separated).
+    fn list(name: &str, default: &str) -> Vec<Setup> {
+        std::env::var(name)
+            .unwrap_or_else(|_| default.into())
+            .split(',')
+            .map(|s| match s.trim() {
+                "pinned" => Setup::Pinned,
+                "defaults" => Setup::Defaults,
+                other => panic!("{name}: `{other}` is neither pinned nor defaults"),
+            })
+            .collect()
+    }
+
     fn balancer_cpus(self) -> Option<&'static str> {
         match self {
             Setup::Pinned => Some("0"),
@@ -197,7 +379,8 @@ impl Setup {
         }
     }
 
-    fn wrk_threads(self) -> u32 {
+    /// wrk's or h2load's threads.
+    fn client_threads(self) -> u32 {
         match self {
             Setup::Pinned => 1,
             Setup::Defaults => 2,
@@ -255,6 +438,9 @@ struct Site<'a> {
     port: u16,
     backends: [SocketAddr; 2],
     setup: Setup,
+    protocol: Protocol,
+    /// The certificate, for the https and h2 cases.
+    tls: Option<&'a Tls>,
 }
 
 /// A program to start in the foreground (wrapped in `taskset` by the caller when pinned).
@@ -301,8 +487,12 @@ trait Balancer {
     fn is_peer(&self) -> bool {
         false
     }
-    /// Validates what can be validated before the first run.
-    fn check(&self) -> Result<(), String> {
+    /// Fulcrum (guide config), nginx and HAProxy: also runs the https and h2 rows.
+    fn serves_tls(&self) -> bool {
+        false
+    }
+    /// Validates what can be validated before the first run (`tls`: also its TLS configuration).
+    fn check(&self, _tls: Option<&Tls>) -> Result<(), String> {
         Ok(())
     }
     /// Writes the configuration into the site's folder and says how to start it.
@@ -310,14 +500,28 @@ trait Balancer {
 }
 
 /// Fulcrum (release build) with `examples/apache-guide.toml` on loopback, with or without its
-/// `[[vhost.rules]]` (the apache-rules Wasm plugin); the access log off.
+/// `[[vhost.rules]]` (the apache-rules Wasm plugin); the access log off. Over TLS the guide's
+/// `listen` entry becomes a TLS listener (`examples/tls.toml`): ALPN h2 and http/1.1.
 struct Fulcrum {
     rules: bool,
 }
 
 impl Fulcrum {
-    fn config(&self, port: u16, backends: [SocketAddr; 2]) -> String {
-        guide::guide_config(port, backends, self.rules)
+    fn config(&self, port: u16, backends: [SocketAddr; 2], tls: Option<&Tls>) -> String {
+        let config = guide::guide_config(port, backends, self.rules);
+        let Some(tls) = tls else { return config };
+        let plain = format!("listen = [\"127.0.0.1:{port}\"]");
+        assert!(config.contains(&plain), "examples/apache-guide.toml changed: no `{plain}`");
+        let path = |p: &Path| format!("{:?}", p.display().to_string());
+        config.replacen(
+            &plain,
+            &format!(
+                "listen = [{{ address = \"127.0.0.1:{port}\", tls_certificate = {}, tls_key = {} }}]",
+                path(&tls.certificate),
+                path(&tls.key)
+            ),
+            1,
+        )
     }
 }
 
@@ -330,25 +534,32 @@ impl Balancer for Fulcrum {
         None
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn serves_tls(&self) -> bool {
+        self.rules
+    }
+
+    fn check(&self, tls: Option<&Tls>) -> Result<(), String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let path = dir.path().join("fulcrum.toml");
         let any: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        std::fs::write(&path, self.config(free_port(), [any, any])).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-            .args(["check", "--config"])
-            .arg(&path)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(format!("fulcrum check refused the config: {}", String::from_utf8_lossy(&out.stderr)));
+        // The plain config, and the TLS one if the run has TLS rows.
+        for tls in std::iter::once(None).chain(tls.map(Some)) {
+            std::fs::write(&path, self.config(free_port(), [any, any], tls)).unwrap();
+            let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+                .args(["check", "--config"])
+                .arg(&path)
+                .output()
+                .map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(format!("fulcrum check refused the config: {}", String::from_utf8_lossy(&out.stderr)));
+            }
         }
         Ok(())
     }
 
     fn launch(&self, site: &Site<'_>) -> Result<Launch, String> {
         let path = site.dir.join("fulcrum.toml");
-        std::fs::write(&path, self.config(site.port, site.backends)).map_err(|e| e.to_string())?;
+        std::fs::write(&path, self.config(site.port, site.backends, site.tls)).map_err(|e| e.to_string())?;
         let launch =
             Launch::new(env!("CARGO_BIN_EXE_fulcrum")).arg("run").arg("--config").arg(path).env("FULCRUM_LOG", "warn");
         Ok(match site.setup {
@@ -358,7 +569,14 @@ impl Balancer for Fulcrum {
     }
 }
 
-/// Debian's nginx: one upstream of the two backends with keep-alive connections to them.
+/// Debian's nginx: one upstream of the two backends with keep-alive connections to them. Over TLS
+/// (1.22's syntax) `listen ... ssl http2` with the run's certificate; for the h2 rows also
+/// `keepalive_requests` raised from its 1,000, which in 1.22 also ends an HTTP/2 connection (GOAWAY)
+/// after 1,000 streams: h2load does not reconnect, so each client would stop there (wrk does
+/// reconnect, so the http and https rows keep the default), and `worker_connections` 4096 instead
+/// of Debian's 768: each of the 10 streams of a client connection may hold an upstream
+/// connection, and at 256 client connections 768 failed streams ("worker_connections are not
+/// enough").
 struct Nginx;
 
 impl Balancer for Nginx {
@@ -374,18 +592,34 @@ impl Balancer for Nginx {
         true
     }
 
+    fn serves_tls(&self) -> bool {
+        true
+    }
+
     fn launch(&self, site: &Site<'_>) -> Result<Launch, String> {
         let d = site.dir.display();
         let [web1, web2] = site.backends;
         let (port, workers) = (site.port, if site.setup == Setup::Pinned { "1" } else { "auto" });
+        let h2 = site.protocol == Protocol::H2;
+        let worker_connections = if h2 { 4096 } else { 768 };
+        let listen = match site.tls {
+            None => format!("listen 127.0.0.1:{port};"),
+            Some(tls) => format!(
+                "listen 127.0.0.1:{port} ssl http2;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    \
+                 ssl_protocols TLSv1.2 TLSv1.3;{}",
+                tls.certificate.display(),
+                tls.key.display(),
+                if h2 { "\n    keepalive_requests 1000000000;" } else { "" }
+            ),
+        };
         // Debian's nginx.conf values (user, worker_connections), its access log off.
         let config = format!(
             "user www-data;\nworker_processes {workers};\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-             events {{ worker_connections 768; }}\n\
+             events {{ worker_connections {worker_connections}; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
              upstream backends {{ server {web1}; server {web2}; keepalive 256; }}\n\
-             server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://backends;\n\
+             server {{\n    {listen}\n    location / {{\n      proxy_pass http://backends;\n\
              proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
         );
         std::fs::write(site.dir.join("nginx.conf"), config).map_err(|e| e.to_string())?;
@@ -394,7 +628,8 @@ impl Balancer for Nginx {
 }
 
 /// Debian's HAProxy: a frontend and a round-robin backend (HTTP keep-alive and server connection
-/// reuse are its defaults).
+/// reuse are its defaults). Over TLS the frontend binds `ssl crt` (certificate and key in one PEM)
+/// with ALPN h2 and http/1.1.
 struct HaProxy;
 
 impl Balancer for HaProxy {
@@ -410,13 +645,20 @@ impl Balancer for HaProxy {
         true
     }
 
+    fn serves_tls(&self) -> bool {
+        true
+    }
+
     fn launch(&self, site: &Site<'_>) -> Result<Launch, String> {
         let [web1, web2] = site.backends;
         let threads = if site.setup == Setup::Pinned { "  nbthread 1\n" } else { "" };
+        let tls = site.tls.map_or(String::new(), |tls| {
+            format!(" ssl crt {} alpn h2,http/1.1 ssl-min-ver TLSv1.2", tls.combined.display())
+        });
         let config = format!(
             "global\n{threads}  pidfile {d}/haproxy.pid\n\ndefaults\n  mode http\n  timeout connect 5s\n\
              timeout client 60s\n  timeout server 60s\n\n\
-             frontend proxy\n  bind 127.0.0.1:{port}\n  default_backend backends\n\n\
+             frontend proxy\n  bind 127.0.0.1:{port}{tls}\n  default_backend backends\n\n\
              backend backends\n  balance roundrobin\n  server web1 {web1}\n  server web2 {web2}\n",
             d = site.dir.display(),
             port = site.port,
@@ -541,13 +783,21 @@ impl Balancer for Apache {
 struct Case<'a> {
     round: usize,
     setup: Setup,
+    protocol: Protocol,
     connections: u32,
     balancer: &'a dyn Balancer,
 }
 
 impl Case<'_> {
     fn label(&self) -> String {
-        format!("round {} {} {} c={}", self.round + 1, self.setup.name(), self.balancer.name(), self.connections)
+        let protocol = if self.protocol.is_tls() { format!(" {}", self.protocol.name()) } else { String::new() };
+        format!(
+            "round {} {}{protocol} {} c={}",
+            self.round + 1,
+            self.setup.name(),
+            self.balancer.name(),
+            self.connections
+        )
     }
 }
 
@@ -555,9 +805,13 @@ impl Case<'_> {
 struct Sample {
     label: String,
     setup: Setup,
+    protocol: Protocol,
     balancer: &'static str,
     connections: u32,
-    wrk: WrkFigures,
+    /// wrk's or h2load's figures.
+    wrk: ClientFigures,
+    /// The TLS version, cipher and application protocol negotiated (h2load's, or the probe's).
+    negotiated: Option<String>,
     cpu_seconds: f64,
     rss_mib: f64,
     hits: [u64; 2],
@@ -570,29 +824,39 @@ impl Sample {
 
     fn line(&self) -> String {
         let total = (self.hits[0] + self.hits[1]).max(1);
+        let [mid, high] = self.protocol.latency_labels();
         format!(
-            "{}: {:.0} req/s, p50 {}, p99 {}, errors {} {}, CPU {:.2} s = {:.1} µs/request, RSS {:.1} MiB, \
-             backend hits {} ({:.0} % web1)",
+            "{}: {:.0} req/s, {mid} {}, {high} {}, errors {} {}, CPU {:.2} s = {:.1} µs/request, RSS {:.1} MiB, \
+             backend hits {} ({:.0} % web1){}",
             self.label,
             self.wrk.requests_per_second,
-            report::latency(self.wrk.p50_us),
-            report::latency(self.wrk.p99_us),
+            report::latency(self.wrk.mid_us),
+            report::latency(self.wrk.high_us),
             self.wrk.errors,
             self.wrk.error_detail,
             self.cpu_seconds,
             self.cpu_us_per_request(),
             self.rss_mib,
             total,
-            100.0 * self.hits[0] as f64 / total as f64
+            100.0 * self.hits[0] as f64 / total as f64,
+            self.negotiated.as_ref().map_or(String::new(), |n| format!(", {n}"))
         )
     }
 }
 
-fn run_case(plan: &Plan, case: &Case<'_>, backends: &backend::Backends) -> Result<Sample, String> {
+fn run_case(plan: &Plan, case: &Case<'_>, backends: &backend::Backends, tls: Option<&Tls>) -> Result<Sample, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     // The workers of nginx and Apache drop root; they need to read their folder.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
-    let site = Site { dir: dir.path(), port: free_port(), backends: backends.addrs, setup: case.setup };
+    let tls = if case.protocol.is_tls() { Some(tls.ok_or("no certificate for a TLS case")?) } else { None };
+    let site = Site {
+        dir: dir.path(),
+        port: free_port(),
+        backends: backends.addrs,
+        setup: case.setup,
+        protocol: case.protocol,
+        tls,
+    };
     let addr = SocketAddr::from(([127, 0, 0, 1], site.port));
     let launch = case.balancer.launch(&site)?;
     let stderr = std::fs::File::create(dir.path().join("stderr.log")).map_err(|e| e.to_string())?;
@@ -618,18 +882,21 @@ fn measure(
 ) -> Result<Sample, String> {
     wait_listening(balancer, addr)?;
     let before_probe = backends.hits()?;
-    probe(addr)?;
+    let probed = match case.protocol {
+        Protocol::Http => probe(addr).map(|()| None)?,
+        protocol => Some(probe_tls(addr, protocol)?),
+    };
     if backends.hits()?.iter().sum::<u64>() != before_probe.iter().sum::<u64>() + 1 {
         return Err("the probe request did not reach exactly one backend".into());
     }
-    let url = format!("http://{addr}/");
+    let url = format!("{}://{addr}/", case.protocol.scheme());
     if plan.warmup > 0 {
-        wrk(case, &url, plan.warmup)?;
+        client(case, &url, plan.warmup)?;
     }
     let hits_before = backends.hits()?;
     let cpu_before = proc::tree_cpu_seconds(balancer.pid());
     let pidstat = plan.verify.then(|| Pidstat::start(&balancer.tree(), plan.seconds)).transpose()?;
-    let figures = wrk(case, &url, plan.seconds)?;
+    let figures = client(case, &url, plan.seconds)?;
     let cpu_seconds = proc::tree_cpu_seconds(balancer.pid()) - cpu_before;
     let hits_after = backends.hits()?;
     let rss_mib = proc::tree_rss_kib(balancer.pid()) as f64 / 1024.0;
@@ -643,12 +910,14 @@ fn measure(
             pids.len()
         );
     }
-    check_hits(hits, &figures, case.connections)?;
+    check_hits(hits, &figures, case.connections * case.protocol.in_flight_per_connection())?;
     Ok(Sample {
         label: case.label(),
         setup: case.setup,
+        protocol: case.protocol,
         balancer: case.balancer.name(),
         connections: case.connections,
+        negotiated: figures.negotiated.clone().or(probed),
         wrk: figures,
         cpu_seconds,
         rss_mib,
@@ -656,15 +925,16 @@ fn measure(
     })
 }
 
-/// The backends must have answered every request wrk counted (plus at most those in flight when
-/// it stopped), and both of them a share of it.
-fn check_hits(hits: [u64; 2], wrk: &WrkFigures, connections: u32) -> Result<(), String> {
+/// The backends must have answered every request the client counted (plus at most those in flight
+/// when it stopped: `in_flight`, one per connection for wrk, `-m` per connection for h2load), and
+/// both of them a share of it.
+fn check_hits(hits: [u64; 2], wrk: &ClientFigures, in_flight: u32) -> Result<(), String> {
     let total = hits[0] + hits[1];
-    let answered = wrk.requests.saturating_sub(wrk.non_2xx);
-    // wrk's warm-up run and a balancer's retries aside, hits lie in [answered, requests + in flight].
-    let upper = wrk.requests + 2 * u64::from(connections) + 16;
+    let answered = wrk.answered;
+    // The warm-up run and a balancer's retries aside, hits lie in [answered, requests + in flight].
+    let upper = wrk.requests + 2 * u64::from(in_flight) + 16;
     if total < answered || total > upper {
-        return Err(format!("backend hits {total} do not match wrk's {} requests", wrk.requests));
+        return Err(format!("backend hits {total} do not match the client's {} requests", wrk.requests));
     }
     if hits[0].min(hits[1]) * 4 < total {
         return Err(format!("round robin? backend hits {hits:?}"));
@@ -699,6 +969,27 @@ fn probe(addr: SocketAddr) -> Result<(), String> {
     } else {
         Err(format!("probe through the balancer got:\n{response}"))
     }
+}
+
+/// One request through a TLS listener with curl (`-k`: the certificate is self-signed), HTTP/1.1
+/// or HTTP/2 as the protocol says: it must be a backend's 200 and body, in that HTTP version.
+/// Returns what was negotiated ("TLSv1.3 / TLS_AES_256_GCM_SHA384, ALPN http/1.1").
+fn probe_tls(addr: SocketAddr, protocol: Protocol) -> Result<String, String> {
+    let (flag, version) = if protocol == Protocol::H2 { ("--http2", "2") } else { ("--http1.1", "1.1") };
+    let out = Command::new("curl")
+        .args(["-sS", "-k", "-v", "--max-time", "10", flag, "-w", "\n%{http_code} %{http_version}\n"])
+        .arg(format!("https://{addr}/"))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("curl: {e}"))?;
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let status = stdout.lines().last().unwrap_or_default();
+    if !out.status.success() || status != format!("200 {version}") || !stdout.contains(backend::BODY_START) {
+        return Err(format!("probe through the balancer (curl {flag}) got:\n{stdout}\n{stderr}"));
+    }
+    let tls = stderr.lines().find_map(|l| l.strip_prefix("* SSL connection using ")).unwrap_or("TLS ?");
+    let alpn = stderr.lines().find_map(|l| l.strip_prefix("* ALPN: server accepted ")).unwrap_or("none");
+    Ok(format!("{} (curl), ALPN {}", tls.trim(), alpn.trim()))
 }
 
 fn logs(dir: &Path) -> String {
@@ -738,7 +1029,7 @@ mod startup {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let port = free_port();
         let path = dir.path().join("fulcrum.toml");
-        std::fs::write(&path, Fulcrum { rules: true }.config(port, backends.addrs)).map_err(|e| e.to_string())?;
+        std::fs::write(&path, Fulcrum { rules: true }.config(port, backends.addrs, None)).map_err(|e| e.to_string())?;
         let mut runs = Vec::new();
         for label in ["empty", "warm", "warm"] {
             let started = Instant::now();
@@ -960,23 +1251,38 @@ impl Pidstat {
 }
 
 // ---------------------------------------------------------------------------------------------
-// wrk
+// The clients: wrk (http, https) and h2load (h2)
 
-struct WrkFigures {
+struct ClientFigures {
+    /// Responses received in the window.
     requests: u64,
     requests_per_second: f64,
-    p50_us: f64,
-    p99_us: f64,
-    non_2xx: u64,
-    /// Non-2xx/3xx responses plus socket errors (connect, read, write, timeout).
+    /// wrk: the 50th percentile latency; h2load: the mean "time for request".
+    mid_us: f64,
+    /// wrk: the 99th percentile latency; h2load: the maximum "time for request".
+    high_us: f64,
+    /// Responses that are 2xx or 3xx: each of them reached a backend.
+    answered: u64,
+    /// wrk: non-2xx/3xx responses plus socket errors (connect, read, write, timeout); h2load: its
+    /// failed (non-2xx/3xx, stream errors) and timed-out requests.
     errors: u64,
-    /// wrk's own words for them, if any.
+    /// The client's own words for them, if any.
     error_detail: String,
+    /// h2load: TLS version, cipher and application protocol.
+    negotiated: Option<String>,
 }
 
-fn wrk(case: &Case<'_>, url: &str, seconds: u32) -> Result<WrkFigures, String> {
+/// The protocol's client, for `seconds`, its connections opened at the start.
+fn client(case: &Case<'_>, url: &str, seconds: u32) -> Result<ClientFigures, String> {
+    match case.protocol {
+        Protocol::Http | Protocol::Https => wrk(case, url, seconds),
+        Protocol::H2 => h2load(case, url, seconds),
+    }
+}
+
+fn wrk(case: &Case<'_>, url: &str, seconds: u32) -> Result<ClientFigures, String> {
     let out = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
-    let threads = case.setup.wrk_threads();
+    let threads = case.setup.client_threads();
     let launch = Launch::new("/usr/bin/wrk")
         .arg(format!("-t{threads}"))
         .arg(format!("-c{}", case.connections))
@@ -993,29 +1299,108 @@ fn wrk(case: &Case<'_>, url: &str, seconds: u32) -> Result<WrkFigures, String> {
     parse_wrk(&text).ok_or_else(|| format!("cannot read wrk's output:\n{text}"))
 }
 
-fn parse_wrk(text: &str) -> Option<WrkFigures> {
+fn parse_wrk(text: &str) -> Option<ClientFigures> {
     let field = |prefix: &str| text.lines().find_map(|l| l.trim_start().strip_prefix(prefix).map(str::trim));
     let requests = text.lines().find(|l| l.contains(" requests in "))?.split_whitespace().next()?.parse().ok()?;
     let non_2xx: u64 = field("Non-2xx or 3xx responses:").map_or(Some(0), |v| v.parse().ok())?;
     // "Socket errors: connect 0, read 0, write 0, timeout 0"
     let socket: u64 = field("Socket errors:")
         .map_or(0, |v| v.split(',').filter_map(|part| part.split_whitespace().nth(1)?.parse::<u64>().ok()).sum());
-    Some(WrkFigures {
+    Some(ClientFigures {
         requests,
+        answered: requests.saturating_sub(non_2xx),
         requests_per_second: field("Requests/sec:")?.parse().ok()?,
-        p50_us: duration_us(field("50%")?)?,
-        p99_us: duration_us(field("99%")?)?,
-        non_2xx,
+        mid_us: duration_us(field("50%")?)?,
+        high_us: duration_us(field("99%")?)?,
         errors: non_2xx + socket,
         error_detail: ["Non-2xx or 3xx responses:", "Socket errors:"]
             .iter()
             .filter_map(|p| field(p).map(|v| format!("{p} {v}")))
             .collect::<Vec<_>>()
             .join("; "),
+        negotiated: None,
     })
 }
 
-/// wrk's "812.00us", "1.23ms", "2.01s".
+/// `h2load -c CONNS -m 10 -t THREADS -D SECONDS https://...`: a timing-based run (its own warm-up
+/// is not used; the warm-up is a run of its own, as with wrk). It must have spoken h2. It offers
+/// TLS 1.3's TLS_AES_256_GCM_SHA384 only: what wrk (OpenSSL's default order) gets from all three;
+/// with h2load's own order (AES-128 first) HAProxy picks AES-256 by its preference and the others
+/// AES-128.
+fn h2load(case: &Case<'_>, url: &str, seconds: u32) -> Result<ClientFigures, String> {
+    let out = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+    let launch = Launch::new("/usr/bin/h2load")
+        .arg(format!("-c{}", case.connections))
+        .arg(format!("-m{}", Protocol::H2_STREAMS))
+        .arg(format!("-t{}", case.setup.client_threads()))
+        .arg(format!("--tls13-ciphers={}", Tls::SUITE))
+        .arg("-D")
+        .arg(seconds.to_string())
+        .arg(url);
+    let mut command = launch.command(case.setup.client_cpus());
+    command.stdin(Stdio::null()).stdout(out.reopen().map_err(|e| e.to_string())?).stderr(Stdio::piped());
+    let mut running = Running::spawn(command)?;
+    if !running.wait(Duration::from_secs(u64::from(seconds) + 30)) {
+        return Err("h2load did not finish in time".into());
+    }
+    let text = std::fs::read_to_string(out.path()).map_err(|e| e.to_string())?;
+    let figures = parse_h2load(&text).ok_or_else(|| format!("cannot read h2load's output:\n{text}"))?;
+    match &figures.negotiated {
+        Some(n) if n.ends_with("ALPN h2") => Ok(figures),
+        _ => Err(format!("h2load did not speak h2:\n{text}")),
+    }
+}
+
+/// h2load's summary:
+///
+/// ```text
+/// TLS Protocol: TLSv1.3
+/// Cipher: TLS_AES_128_GCM_SHA256
+/// Application protocol: h2
+/// finished in 2.00s, 2000.00 req/s, 140.75KB/s
+/// requests: 4032 total, 4036 started, 4032 done, 4000 succeeded, 32 failed, 32 errored, 0 timeout
+///                      min         max         mean         sd        +/- sd
+/// time for request:       30us      1.06ms       309us       127us    75.28%
+/// ```
+fn parse_h2load(text: &str) -> Option<ClientFigures> {
+    let field = |prefix: &str| text.lines().find_map(|l| l.trim_start().strip_prefix(prefix).map(str::trim));
+    // "N word, N word, ...": the number before each word.
+    let counts = |line: &str| -> BTreeMap<String, u64> {
+        line.split(',')
+            .filter_map(|part| {
+                let mut words = part.split_whitespace();
+                let n = words.next()?.parse().ok()?;
+                Some((words.next()?.to_string(), n))
+            })
+            .collect()
+    };
+    let finished = field("finished in ")?;
+    let requests_per_second = finished.split(", ").nth(1)?.strip_suffix(" req/s")?.parse().ok()?;
+    let requests = counts(field("requests:")?);
+    let count = |map: &BTreeMap<String, u64>, key: &str| map.get(key).copied();
+    let done = count(&requests, "done")?;
+    let (failed, timeout) = (count(&requests, "failed")?, count(&requests, "timeout").unwrap_or(0));
+    // min, max, mean, sd, +/- sd
+    let times: Vec<&str> = field("time for request:")?.split_whitespace().collect();
+    let negotiated = format!(
+        "{} / {} (h2load), ALPN {}",
+        field("TLS Protocol:").unwrap_or("?"),
+        field("Cipher:").unwrap_or("?"),
+        field("Application protocol:").unwrap_or("none")
+    );
+    Some(ClientFigures {
+        requests: done,
+        requests_per_second,
+        mid_us: duration_us(times.get(2)?)?,
+        high_us: duration_us(times.get(1)?)?,
+        answered: count(&requests, "succeeded")?,
+        errors: failed + timeout,
+        error_detail: if failed + timeout > 0 { format!("requests: {}", field("requests:")?) } else { String::new() },
+        negotiated: Some(negotiated),
+    })
+}
+
+/// wrk's and h2load's "812.00us", "1.23ms", "2.01s".
 fn duration_us(text: &str) -> Option<f64> {
     let (number, factor) = if let Some(n) = text.strip_suffix("us") {
         (n, 1.0)
@@ -1178,10 +1563,13 @@ mod report {
         pub balancer: &'static str,
         pub peer: bool,
         pub setup: Setup,
+        pub protocol: Protocol,
         pub connections: u32,
         pub requests_per_second: f64,
-        pub p50_us: f64,
-        pub p99_us: f64,
+        /// p50 (wrk) or mean (h2load).
+        pub mid_us: f64,
+        /// p99 (wrk) or max (h2load).
+        pub high_us: f64,
         pub errors: u64,
         pub cpu_us: f64,
         pub rss_mib: f64,
@@ -1189,23 +1577,24 @@ mod report {
     }
 
     pub fn rows(balancers: &[Box<dyn Balancer>], samples: &[Sample]) -> Vec<Row> {
-        let mut groups: BTreeMap<(Setup, u32, usize), Vec<&Sample>> = BTreeMap::new();
+        let mut groups: BTreeMap<(Protocol, Setup, u32, usize), Vec<&Sample>> = BTreeMap::new();
         for s in samples {
             let index = balancers.iter().position(|b| b.name() == s.balancer).unwrap();
-            groups.entry((s.setup, s.connections, index)).or_default().push(s);
+            groups.entry((s.protocol, s.setup, s.connections, index)).or_default().push(s);
         }
         groups
             .into_iter()
-            .map(|((setup, connections, index), group)| {
+            .map(|((protocol, setup, connections, index), group)| {
                 let med = |f: &dyn Fn(&Sample) -> f64| median(group.iter().map(|s| f(s)).collect());
                 Row {
                     balancer: balancers[index].name(),
                     peer: balancers[index].is_peer(),
                     setup,
+                    protocol,
                     connections,
                     requests_per_second: med(&|s| s.wrk.requests_per_second),
-                    p50_us: med(&|s| s.wrk.p50_us),
-                    p99_us: med(&|s| s.wrk.p99_us),
+                    mid_us: med(&|s| s.wrk.mid_us),
+                    high_us: med(&|s| s.wrk.high_us),
                     errors: group.iter().map(|s| s.wrk.errors).sum(),
                     cpu_us: med(&|s| s.cpu_us_per_request()),
                     rss_mib: med(&|s| s.rss_mib),
@@ -1229,6 +1618,7 @@ mod report {
         plan: &Plan,
         before: &Machine,
         after: &Machine,
+        tls: Option<&Tls>,
         balancers: &[Box<dyn Balancer>],
         samples: &[Sample],
     ) -> String {
@@ -1243,17 +1633,42 @@ mod report {
              HAProxy at the same connection count (req/s: the highest; CPU: the lowest)."
         )
         .unwrap();
-        for setup in [Setup::Pinned, Setup::Defaults] {
-            writeln!(out, "\n#### {}\n", setup.title()).unwrap();
+        if let Some(tls) = tls {
             writeln!(
                 out,
-                "| balancer | conns | requests/s | p50 | p99 | errors | CPU µs/request | RSS after | req/s vs best peer | CPU vs best peer |"
+                "\n{}. Members stay plain HTTP/1.1. https: wrk with an https:// URL (HTTP/1.1, no ALPN). h2: \
+                 h2load -m {} --tls13-ciphers={} (HTTP/2 by ALPN); h2load gives no percentiles, so its \
+                 tables show the mean and the max of its \"time for request\" where wrk's show p50 and p99. \
+                 nginx gets `keepalive_requests 1000000000` and `worker_connections 4096` in the h2 rows only \
+                 (its default 1,000 requests end an HTTP/2 connection, which h2load does not reopen; each \
+                 stream may hold an upstream connection). The CPU of a window includes the TLS handshakes \
+                 of the client's connections.",
+                tls.describe(),
+                Protocol::H2_STREAMS,
+                Tls::SUITE
+            )
+            .unwrap();
+        }
+        for (protocol, setup) in Protocol::ALL.into_iter().flat_map(|p| [(p, Setup::Pinned), (p, Setup::Defaults)]) {
+            let table: Vec<&Row> = rows.iter().filter(|r| r.protocol == protocol && r.setup == setup).collect();
+            if table.is_empty() {
+                continue;
+            }
+            let [mid, high] = protocol.latency_labels();
+            writeln!(out, "\n#### {}\n", protocol.title(setup)).unwrap();
+            writeln!(
+                out,
+                "| balancer | conns | requests/s | {mid} | {high} | errors | CPU µs/request | RSS after | req/s vs best peer | CPU vs best peer |"
             )
             .unwrap();
             writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|").unwrap();
-            for row in rows.iter().filter(|r| r.setup == setup) {
-                let peers: Vec<&Row> =
-                    rows.iter().filter(|p| p.peer && p.setup == setup && p.connections == row.connections).collect();
+            for row in table {
+                let peers: Vec<&Row> = rows
+                    .iter()
+                    .filter(|p| {
+                        p.peer && p.protocol == protocol && p.setup == setup && p.connections == row.connections
+                    })
+                    .collect();
                 let best_rps = peers.iter().map(|p| p.requests_per_second).fold(f64::NAN, f64::max);
                 let best_cpu = peers.iter().map(|p| p.cpu_us).fold(f64::NAN, f64::min);
                 writeln!(
@@ -1262,8 +1677,8 @@ mod report {
                     row.balancer,
                     row.connections,
                     row.requests_per_second,
-                    latency(row.p50_us),
-                    latency(row.p99_us),
+                    latency(row.mid_us),
+                    latency(row.high_us),
                     row.errors,
                     row.cpu_us,
                     row.rss_mib,
@@ -1271,6 +1686,20 @@ mod report {
                     ratio(row.cpu_us / best_cpu),
                 )
                 .unwrap();
+            }
+            if protocol.is_tls() {
+                // What each balancer negotiated, as the client saw it (once per balancer).
+                let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+                for s in samples.iter().filter(|s| s.protocol == protocol && s.setup == setup) {
+                    seen.entry(s.balancer).or_insert_with(|| s.negotiated.as_deref().unwrap_or("?"));
+                }
+                let same = seen.values().all(|n| n.contains(Tls::SUITE));
+                let seen: Vec<String> = seen.iter().map(|(b, n)| format!("{b}: {n}")).collect();
+                writeln!(out, "\nNegotiated: {}.", seen.join("; ")).unwrap();
+                if !same {
+                    writeln!(out, "\n**Not all balancers negotiated {}: the rows are not like for like.**", Tls::SUITE)
+                        .unwrap();
+                }
             }
         }
         let rounds: Vec<usize> = rows.iter().map(|r| r.rounds).collect();
@@ -1286,10 +1715,10 @@ mod report {
 
     const COLORS: [&str; 5] = ["#d95f02", "#fdb863", "#1b9e77", "#7570b3", "#e7298a"];
 
-    /// Bars of CPU µs per request: a panel per set-up, a group per connection count, a bar per
-    /// balancer.
+    /// Bars of CPU µs per request over plain HTTP (the https and h2 rows are in the tables only): a
+    /// panel per set-up, a group per connection count, a bar per balancer.
     pub fn svg(plan: &Plan, balancers: &[Box<dyn Balancer>], samples: &[Sample]) -> String {
-        let rows = rows(balancers, samples);
+        let rows: Vec<Row> = rows(balancers, samples).into_iter().filter(|r| r.protocol == Protocol::Http).collect();
         let (panel_w, height, top, bottom, left) = (440.0, 380.0, 50.0, 60.0, 50.0);
         let width = left + 2.0 * panel_w + 20.0;
         let max = rows.iter().map(|r| r.cpu_us).fold(0.0, f64::max).max(1.0) * 1.15;
@@ -1305,7 +1734,7 @@ mod report {
         writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#).unwrap();
         writeln!(
             s,
-            r#"<text x="{}" y="20" text-anchor="middle" font-size="15">Balancer CPU time per request (µs, median of {} rounds; lower is better)</text>"#,
+            r#"<text x="{}" y="20" text-anchor="middle" font-size="15">Balancer CPU time per request over HTTP/1.1 (µs, median of {} rounds; lower is better)</text>"#,
             width / 2.0,
             plan.rounds
         )
