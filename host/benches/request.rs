@@ -23,10 +23,6 @@ use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
-/// The allocator of the `fulcrum` binary (`main.rs`), so that the figures are those users get.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[path = "support/guide.rs"]
 mod guide;
 

@@ -11,10 +11,6 @@ use fulcrum::plugin::{PluginLimits, PluginRegistry};
 use fulcrum::rules::{Clock, Env, Origin, ResponseInfo, RulesFactory, apply_headers};
 use hyper::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
-/// The allocator of the `fulcrum` binary (`main.rs`), so that the figures are those users get.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn guide_directives() -> String {
     let example =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/apache-guide.toml")).unwrap();

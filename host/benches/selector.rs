@@ -12,10 +12,6 @@ use fulcrum::config::{BalancerConfig, Config};
 use fulcrum::plugin::{PluginLimits, PluginRegistry};
 use hyper::http::{HeaderMap, Method, Uri};
 
-/// The allocator of the `fulcrum` binary (`main.rs`), so that the figures are those users get.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const SIZES: [usize; 4] = [2, 16, 256, 1000];
 
 fn balancer_config(n: usize) -> BalancerConfig {

@@ -13,12 +13,6 @@ use fulcrum::runtime::{self, Runtime};
 use fulcrum::server;
 
 /// The guide's set-up, compiled in so that `fulcrum demo` works from any folder.
-/// mimalloc instead of glibc's malloc: the request path's short-lived allocations (hyper's
-/// buffers, header maps, the plugin calls' inputs and outcomes) cost about half as much CPU
-/// (docs/performance.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const GUIDE_CONFIG: &str = include_str!("../../examples/apache-guide.toml");
 const GUIDE_PATH: &str = "examples/apache-guide.toml";
 
