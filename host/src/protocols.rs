@@ -132,13 +132,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, local: SocketAddr, serve
                 return;
             };
             let io = TokioIo::new(Prefixed { prefix: read.freeze(), inner: stream });
-            if is_h2 {
-                let activity = Arc::new(Activity::default());
-                let service = service(proxy, client, local, Some(Arc::clone(&activity)));
-                serve_http2(io, &http2, service, (&activity, handshake_timeout), &mut stop).await
-            } else {
-                serve_http1(io, &http1, service(proxy, client, local, None), &mut stop).await
-            }
+            let builders = (&http1, &http2);
+            serve_proxied(io, is_h2, (proxy, client, local), builders, handshake_timeout, &mut stop).await
         }
         Kind::Tls(config) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -160,14 +155,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, local: SocketAddr, serve
             let connection = tls.get_ref().1;
             let is_h2 = connection.alpn_protocol() == Some(b"h2");
             let client = client.with_tls(TlsInfo::of(connection));
-            let io = TokioIo::new(tls);
-            if is_h2 {
-                let activity = Arc::new(Activity::default());
-                let service = service(proxy, client, local, Some(Arc::clone(&activity)));
-                serve_http2(io, &http2, service, (&activity, handshake_timeout), &mut stop).await
-            } else {
-                serve_http1(io, &http1, service(proxy, client, local, None), &mut stop).await
-            }
+            let builders = (&http1, &http2);
+            serve_proxied(TokioIo::new(tls), is_h2, (proxy, client, local), builders, handshake_timeout, &mut stop)
+                .await
         }
     };
     if let Err(e) = served {
@@ -285,6 +275,28 @@ fn as_one_request(request: &mut Request<Incoming>) {
     }
     if let Ok(value) = HeaderValue::from_bytes(&joined) {
         headers.insert(header::COOKIE, value);
+    }
+}
+
+/// Serve a proxied connection whose protocol is known: HTTP/2 (idle after `idle` without a
+/// stream), else HTTP/1.1.
+async fn serve_proxied<I>(
+    io: I,
+    is_h2: bool,
+    (proxy, client, local): (SharedProxy, ClientAddr, SocketAddr),
+    (http1, http2): (&http1::Builder, &http2::Builder<TokioExecutor>),
+    idle: Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> hyper::Result<()>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    if is_h2 {
+        let activity = Arc::new(Activity::default());
+        let service = service(proxy, client, local, Some(Arc::clone(&activity)));
+        serve_http2(io, http2, service, (&activity, idle), stop).await
+    } else {
+        serve_http1(io, http1, service(proxy, client, local, None), stop).await
     }
 }
 

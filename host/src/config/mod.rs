@@ -857,24 +857,39 @@ impl Loader<'_> {
         (certificate, h2c, redirect)
     }
 
-    /// `tls_certificate` and `tls_key` (under `prefix`, like `listen[1].` or `vhost[0].`), read
-    /// and checked: both or neither; an unusable file is a problem at its key, naming the file.
+    /// A certificate and its key (`tls_certificate` and `tls_key`, or the `names` given, under
+    /// `prefix`, like `listen[1].` or `vhost[0].`), read and checked: both or neither; an unusable
+    /// file is a problem at its key, naming the file.
     fn certificate(
         &mut self,
         certificate: Option<&Spanned<String>>,
         key: Option<&Spanned<String>>,
         prefix: &str,
     ) -> Option<crate::tls::Certificate> {
+        self.certificate_named(certificate, key, prefix, ("tls_certificate", "tls_key"))
+    }
+
+    fn certificate_named(
+        &mut self,
+        certificate: Option<&Spanned<String>>,
+        key: Option<&Spanned<String>>,
+        prefix: &str,
+        (cert_name, key_name): (&str, &str),
+    ) -> Option<crate::tls::Certificate> {
         let base = self.file.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let (cert_key, key_key) = (format!("{prefix}tls_certificate"), format!("{prefix}tls_key"));
+        let (cert_key, key_key) = (format!("{prefix}{cert_name}"), format!("{prefix}{key_name}"));
         match (certificate, key) {
             (None, None) => None,
             (Some(c), None) => {
-                self.at(c, &key_key, "tls_certificate needs tls_key: the PEM file of the certificate's private key");
+                self.at(
+                    c,
+                    &key_key,
+                    format!("{cert_name} needs {key_name}: the PEM file of the certificate's private key"),
+                );
                 None
             }
             (None, Some(k)) => {
-                self.at(k, &cert_key, "tls_key needs tls_certificate: the PEM file of the certificate chain");
+                self.at(k, &cert_key, format!("{key_name} needs {cert_name}: the PEM file of the certificate chain"));
                 None
             }
             (Some(c), Some(k)) => {
@@ -1399,42 +1414,24 @@ impl Loader<'_> {
     ) -> Option<std::sync::Arc<rustls::ClientConfig>> {
         let key = |k: &str| format!("balancer.{name}.{k}");
         let https = members.iter().any(|m| m.scheme == Scheme::HTTPS);
-        let written = [&raw.tls_ca, &raw.tls_client_certificate, &raw.tls_client_key].into_iter().flatten().next();
         if !https {
-            if let Some(setting) = written {
-                self.at(
-                    setting,
-                    &key("tls_ca"),
-                    "the TLS settings are for https:// members, and this balancer has none",
-                );
+            let written = [
+                ("tls_ca", &raw.tls_ca),
+                ("tls_client_certificate", &raw.tls_client_certificate),
+                ("tls_client_key", &raw.tls_client_key),
+            ];
+            if let Some((field, Some(setting))) = written.into_iter().find(|(_, v)| v.is_some()) {
+                self.at(setting, &key(field), "the TLS settings are for https:// members, and this balancer has none");
             }
             return None;
         }
+        let (certificate, client_key) = (raw.tls_client_certificate.as_ref(), raw.tls_client_key.as_ref());
+        let client =
+            self.certificate_named(certificate, client_key, &key(""), ("tls_client_certificate", "tls_client_key"));
+        if client.is_none() && (certificate.is_some() || client_key.is_some()) {
+            return None;
+        }
         let base = self.file.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let (cert_key, key_key) = (key("tls_client_certificate"), key("tls_client_key"));
-        let client = match (&raw.tls_client_certificate, &raw.tls_client_key) {
-            (None, None) => None,
-            (Some(c), None) => {
-                self.at(c, &key_key, "tls_client_certificate needs tls_client_key: the PEM file of its private key");
-                return None;
-            }
-            (None, Some(k)) => {
-                self.at(k, &cert_key, "tls_client_key needs tls_client_certificate: the PEM file of the chain");
-                return None;
-            }
-            (Some(c), Some(k)) => match crate::tls::Certificate::load(&base.join(c.get_ref()), &base.join(k.get_ref()))
-            {
-                Ok(loaded) => Some(loaded),
-                Err(crate::tls::CertificateError::Certificate(why)) => {
-                    self.at(c, &cert_key, why);
-                    return None;
-                }
-                Err(crate::tls::CertificateError::Key(why)) => {
-                    self.at(k, &key_key, why);
-                    return None;
-                }
-            },
-        };
         let ca = raw.tls_ca.as_ref().map(|f| base.join(f.get_ref()));
         let config = match crate::tls::client_config(ca.as_deref(), client.as_ref()) {
             Ok(config) => config,
