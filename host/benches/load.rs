@@ -737,7 +737,8 @@ impl Apache {
             .replace("@WEB2_URL@", &format!("http://{web2}"))
             .replace("@WEB1_PARAMS@", params)
             .replace("@WEB2_PARAMS@", params)
-            .replace("@ALLOW_IP@", "127.0.0.1");
+            .replace("@ALLOW_IP@", "127.0.0.1")
+            .replace("@SSL@", "");
         // The access log off, as for the others.
         Ok(text
             .lines()

@@ -2,7 +2,10 @@
 //! differential tests. Set up as `shared/apache/README.md` describes: a ServerRoot of our own with
 //! Debian's apache2.conf and default modules plus headers, proxy, proxy_http, proxy_balancer,
 //! lbmethod_byrequests (and slotmem_shm), `Listen 127.0.0.1:PORT`, and the guide's two files
-//! (`tests/apache/*.conf.in`) rendered. The system service is never touched.
+//! (`tests/apache/*.conf.in`) rendered. The system service is never touched. With [`ModSsl`] it
+//! also loads Debian's mod_ssl (`ssl.load`, `ssl.conf`, `socache_shmcb.load`), and can serve the
+//! guide's vhost over TLS on the same port (`SSLEngine on` with the test's certificate, put in
+//! the template's `@SSL@` line, empty otherwise).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -25,6 +28,19 @@ const EXTRA_MODULES: [&str; 8] = [
     "slotmem_shm.load",
 ];
 
+/// mod_ssl in the private Apache.
+#[derive(Clone, Copy)]
+pub enum ModSsl<'a> {
+    /// Not loaded: the guide's set-up as recorded (`%{REMOTE_ADDR}s` is `(null)`).
+    Off,
+    /// Loaded (Debian's ssl.load and ssl.conf), the vhost still plain HTTP.
+    Loaded,
+    /// Loaded, and the vhost serves TLS with this certificate and key (PEM files).
+    Tls { certificate: &'a Path, key: &'a Path },
+}
+
+const MOD_SSL: [&str; 3] = ["socache_shmcb.load", "ssl.load", "ssl.conf"];
+
 pub struct Apache {
     dir: tempfile::TempDir,
     pub addr: SocketAddr,
@@ -40,6 +56,10 @@ pub struct Members<'a> {
 
 impl Apache {
     pub fn start(members: &Members<'_>) -> Apache {
+        Apache::start_with(members, ModSsl::Off)
+    }
+
+    pub fn start_with(members: &Members<'_>, ssl: ModSsl<'_>) -> Apache {
         assert!(
             Path::new(APACHE).exists(),
             "{APACHE} is missing: install Debian's apache2 (`apt-get install -y apache2`; .ci/run does it)"
@@ -61,7 +81,8 @@ impl Apache {
             symlink(Path::new(DEBIAN).join("mods-available").join(&name), root.join("mods-enabled").join(&name))
                 .unwrap();
         }
-        for name in EXTRA_MODULES {
+        let ssl_modules: &[&str] = if matches!(ssl, ModSsl::Off) { &[] } else { &MOD_SSL };
+        for &name in EXTRA_MODULES.iter().chain(ssl_modules) {
             let link = root.join("mods-enabled").join(name);
             if !link.exists() {
                 symlink(Path::new(DEBIAN).join("mods-available").join(name), link).unwrap();
@@ -76,6 +97,14 @@ impl Apache {
                 .unwrap();
         }
         std::fs::write(root.join("ports.conf"), format!("Listen 127.0.0.1:{port}\n")).unwrap();
+        let ssl_lines = match ssl {
+            ModSsl::Tls { certificate, key } => format!(
+                "    SSLEngine on\n    SSLCertificateFile {}\n    SSLCertificateKeyFile {}\n",
+                certificate.display(),
+                key.display()
+            ),
+            ModSsl::Off | ModSsl::Loaded => String::new(),
+        };
         let render = |template: &str| {
             std::fs::read_to_string(repo_root().join("tests/apache").join(template))
                 .unwrap()
@@ -85,6 +114,7 @@ impl Apache {
                 .replace("@WEB1_PARAMS@", members.web1_params)
                 .replace("@WEB2_PARAMS@", members.web2_params)
                 .replace("@ALLOW_IP@", "127.0.0.1")
+                .replace("@SSL@\n", &ssl_lines)
         };
         std::fs::write(root.join("conf-available/main-balancer.conf"), render("main-balancer.conf.in")).unwrap();
         std::fs::write(root.join("sites-enabled/000-default.conf"), render("000-default.conf.in")).unwrap();

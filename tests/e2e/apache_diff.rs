@@ -7,8 +7,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use crate::apache::{Apache, Members};
+use crate::apache::{Apache, Members, ModSsl};
+use crate::certs::TestCa;
 use crate::support::*;
+use crate::tls::{https_get, tls_entry};
 
 /// What a client and the member saw of one request.
 #[derive(Debug, PartialEq, Eq)]
@@ -24,7 +26,9 @@ struct Observed {
 
 const SEEN: [&str; 4] = ["host", "x-forwarded-for", "x-forwarded-host", "x-forwarded-server"];
 
-fn observe(answer: &Answer, fulcrum: bool) -> Observed {
+/// What `answer` shows; `apache_without_mod_ssl`: it is Apache's, without mod_ssl, whose `(null)`
+/// is the README's documented difference and is read as the client's address.
+fn observe(answer: &Answer, apache_without_mod_ssl: bool) -> Observed {
     let values = |name: &str| -> Vec<String> {
         answer.headers.get_all(name).iter().map(|v| v.to_str().unwrap_or("").to_string()).collect()
     };
@@ -38,7 +42,7 @@ fn observe(answer: &Answer, fulcrum: bool) -> Observed {
         {
             // Documented difference: Fulcrum's %{REMOTE_ADDR}s is the client address, Apache
             // without mod_ssl writes "(null)".
-            let h = if fulcrum { h.to_string() } else { h.replace("(null)", "127.0.0.1") };
+            let h = if apache_without_mod_ssl { h.replace("(null)", "127.0.0.1") } else { h.to_string() };
             seen.push(h);
         }
     }
@@ -76,23 +80,77 @@ fn fulcrum_config(web1: &str, web2: &str, web1_lines: &str, web2_lines: &str) ->
 const GUIDE_APACHE: &str = "retry=60 timeout=300 connectiontimeout=25";
 const GUIDE_FULCRUM: &str = "retry = 60\ntimeout = 300\nconnectiontimeout = 25";
 
+/// How both are reached, and which Apache.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Over {
+    /// Plain HTTP; Apache as the guide has it, without mod_ssl (its `(null)` normalised).
+    Http,
+    /// Plain HTTP; Apache with mod_ssl loaded (no normalisation).
+    HttpModSslLoaded,
+    /// HTTPS to both with the same certificate: Apache with mod_ssl (`SSLEngine on`), Fulcrum with
+    /// a TLS listener (no normalisation).
+    Https,
+}
+
 /// Send `requests` to Apache and to Fulcrum (each fresh, same members) and compare.
 async fn compare(web1: &str, web2: &str, params: (&str, &str), lines: (&str, &str), requests: &[Req]) {
-    let apache = Apache::start(&Members { web1, web2, web1_params: params.0, web2_params: params.1 });
-    let fulcrum = Fulcrum::start(&fulcrum_config(web1, web2, lines.0, lines.1));
+    compare_over(Over::Http, web1, web2, params, lines, requests).await;
+}
+
+/// [`compare`], over `over`; the answers, Apache's and Fulcrum's. Each HTTPS request is a new
+/// connection (SNI `www.example.com`, HTTP/1.1) trusting only the test's CA; plain HTTP ones share
+/// a keep-alive client.
+async fn compare_over(
+    over: Over,
+    web1: &str,
+    web2: &str,
+    params: (&str, &str),
+    lines: (&str, &str),
+    requests: &[Req],
+) -> Vec<(Answer, Answer)> {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(certs.path());
+    ca.issue("www.example.com", "www");
+    let (certificate, key) = (certs.path().join("www.pem"), certs.path().join("www.key"));
+    let ssl = match over {
+        Over::Http => ModSsl::Off,
+        Over::HttpModSslLoaded => ModSsl::Loaded,
+        Over::Https => ModSsl::Tls { certificate: &certificate, key: &key },
+    };
+    let apache = Apache::start_with(&Members { web1, web2, web1_params: params.0, web2_params: params.1 }, ssl);
+    let mut config = fulcrum_config(web1, web2, lines.0, lines.1);
+    if over == Over::Https {
+        let listen = "listen = [\"127.0.0.1:0\"]";
+        assert!(config.contains(listen), "{config}");
+        config = config.replace(listen, &format!("listen = [{}]", tls_entry(&ca, "www")));
+    }
+    let fulcrum = Fulcrum::start(&config);
     let client = client();
+    let mut answers = Vec::new();
     for (i, (path, headers)) in requests.iter().enumerate() {
         let mut with_host: Vec<(&str, &str)> = vec![("host", "www.example.com")];
         with_host.extend_from_slice(headers);
-        let a = get(&client, &format!("http://{}{path}", apache.addr), &with_host).await;
-        let f = get(&client, &fulcrum.url(path), &with_host).await;
+        let (a, f) = if over == Over::Https {
+            let name = "www.example.com";
+            (
+                https_get(&apache.addr.to_string(), &ca, name, path, &with_host).await,
+                https_get(&fulcrum.addr.to_string(), &ca, name, path, &with_host).await,
+            )
+        } else {
+            (
+                get(&client, &format!("http://{}{path}", apache.addr), &with_host).await,
+                get(&client, &fulcrum.url(path), &with_host).await,
+            )
+        };
         assert_eq!(
-            observe(&f, true),
-            observe(&a, false),
-            "request {i}: {path} {headers:?}\nApache error log:\n{}",
+            observe(&f, false),
+            observe(&a, over == Over::Http),
+            "request {i} over {over:?}: {path} {headers:?}\nApache error log:\n{}",
             apache.error_log()
         );
+        answers.push((a, f));
     }
+    answers
 }
 
 const NO: &[(&str, &str)] = &[];
@@ -148,6 +206,109 @@ async fn guide_balancing_stickiness_and_headers() {
         ("/", NO),
     ]);
     compare(&web1.url(), &web2.url(), (GUIDE_APACHE, GUIDE_APACHE), (GUIDE_FULCRUM, GUIDE_FULCRUM), &requests).await;
+}
+
+/// The X-Forwarded-For cases of [`guide_balancing_stickiness_and_headers`] with a few balanced
+/// and sticky requests and redirects around them, and the X-Forwarded-For the member must see for
+/// each when `%{REMOTE_ADDR}s` is the client's address (docs/apache-behaviour.md §6.2, "with
+/// mod_ssl loaded"): never `(null)`.
+const XFF_CASES: [(Req, &str); 16] = [
+    (("/", NO), "127.0.0.1, 127.0.0.1"),
+    (("/", NO), "127.0.0.1, 127.0.0.1"),
+    (("/", &[("cookie", "BALANCEID=balancer.web2")]), "127.0.0.1, 127.0.0.1"),
+    (("/", &[("cookie", "BALANCEID=balancer.web9")]), "127.0.0.1, 127.0.0.1"),
+    (("/", &[("x-forwarded-for", "1.2.3.4")]), "1.2.3.4, 127.0.0.1"),
+    (("/", &[("x-forwarded-for", "1.2.3.4, 5.6.7.8")]), "1.2.3.4, 127.0.0.1"),
+    (("/", &[("x-forwarded-for", "garbage")]), "127.0.0.1, 127.0.0.1"),
+    (("/", &[("x-forwarded-for", "2001:db8::1")]), "2001, 127.0.0.1"),
+    (("/", &[("x-forwarded-for", "unknown, 10.0.0.1")]), "10.0.0.1, 127.0.0.1"),
+    (("/", &[("x-forwarded-for", "1.2.3.4.5")]), "1.2.3.4., 127.0.0.1"),
+    (("/", &[("x-forwarded-host", "evil.test")]), "127.0.0.1, 127.0.0.1"),
+    (("/", &[("cookie", "BALANCEID=balancer.web1"), ("x-forwarded-for", "garbage")]), "127.0.0.1, 127.0.0.1"),
+    (("/location?SELF", &[("cookie", "BALANCEID=x.web2")]), "127.0.0.1, 127.0.0.1"),
+    (("/location?SELF/redirected", NO), "127.0.0.1, 127.0.0.1"),
+    (("/location?/relative", NO), "127.0.0.1, 127.0.0.1"),
+    (("/", NO), "127.0.0.1, 127.0.0.1"),
+];
+
+/// The X-Forwarded-For the member saw.
+fn xff_seen(answer: &Answer) -> Option<&str> {
+    answer.body.lines().find_map(|l| l.strip_prefix("header: x-forwarded-for: "))
+}
+
+/// Every header line the member saw, in order, but `leave_out`'s.
+fn member_headers<'a>(answer: &'a Answer, leave_out: &[&str]) -> Vec<&'a str> {
+    answer
+        .body
+        .lines()
+        .filter_map(|l| l.strip_prefix("header: "))
+        .filter(|h| !leave_out.iter().any(|name| h.starts_with(&format!("{name}: "))))
+        .collect()
+}
+
+/// Issue 13, must-show 2: over HTTPS, Apache with mod_ssl (`SSLEngine on`, the test's
+/// certificate) and Fulcrum (a TLS listener, the same certificate) agree on the guide's
+/// X-Forwarded-For rule with no normalisation: both send the client's address where Apache
+/// without mod_ssl sends `(null)`. Members, cookies, X-Balance, Host, X-Forwarded-Host /
+/// -Server and the `https://` Location of ProxyPassReverse are compared too, and every header the
+/// member sees: the only differences are the README's, Fulcrum's `X-Forwarded-Proto: https` and
+/// Apache's hop-by-hop `Connection: Keep-Alive` (also there over plain HTTP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_forwarded_for_matches_apache_with_mod_ssl() {
+    let (web1, web2) = two_backends().await;
+    let requests: Vec<Req> = XFF_CASES.iter().map(|(req, _)| *req).collect();
+    let answers = compare_over(
+        Over::Https,
+        &web1.url(),
+        &web2.url(),
+        (GUIDE_APACHE, GUIDE_APACHE),
+        (GUIDE_FULCRUM, GUIDE_FULCRUM),
+        &requests,
+    )
+    .await;
+    for ((a, f), (req, xff)) in answers.iter().zip(XFF_CASES) {
+        assert_eq!((xff_seen(a), xff_seen(f)), (Some(xff), Some(xff)), "{req:?}\nApache's member saw:\n{}", a.body);
+        assert_eq!(
+            member_headers(f, &["x-forwarded-proto"]),
+            member_headers(a, &["connection"]),
+            "{req:?}: the headers the member saw"
+        );
+        assert_eq!(
+            f.body.lines().find(|l| l.starts_with("header: x-forwarded-proto: ")),
+            Some("header: x-forwarded-proto: https")
+        );
+        assert!(!a.body.contains("x-forwarded-proto"), "{}", a.body);
+    }
+    // Both members, sticky where asked, and ProxyPassReverse writes https:// URLs.
+    let members: Vec<&str> = answers.iter().map(|(a, _)| a.served_by()).collect();
+    assert_eq!(&members[..4], ["web1", "web2", "web2", "web1"]);
+    let locations: Vec<Option<&str>> =
+        answers[12..15].iter().map(|(a, _)| a.headers.get("location").map(|v| v.to_str().unwrap())).collect();
+    assert_eq!(
+        locations,
+        [Some("https://www.example.com/"), Some("https://www.example.com/redirected"), Some("/relative")]
+    );
+}
+
+/// What Apache gives for the guide's `%{REMOTE_ADDR}s` with mod_ssl loaded but the vhost on plain
+/// HTTP (docs/apache-behaviour.md §6.2): the client's address too, so Fulcrum over plain HTTP
+/// matches it with no normalisation; the `(null)` difference is only with Apache without mod_ssl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_forwarded_for_matches_apache_with_mod_ssl_loaded() {
+    let (web1, web2) = two_backends().await;
+    let requests: Vec<Req> = XFF_CASES.iter().map(|(req, _)| *req).collect();
+    let answers = compare_over(
+        Over::HttpModSslLoaded,
+        &web1.url(),
+        &web2.url(),
+        (GUIDE_APACHE, GUIDE_APACHE),
+        (GUIDE_FULCRUM, GUIDE_FULCRUM),
+        &requests,
+    )
+    .await;
+    for ((a, f), (req, xff)) in answers.iter().zip(XFF_CASES) {
+        assert_eq!((xff_seen(a), xff_seen(f)), (Some(xff), Some(xff)), "{req:?}\nApache's member saw:\n{}", a.body);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -426,8 +587,8 @@ async fn balancer_manager_and_server_status() {
         let a = get(&client, &format!("http://{}/", apache.addr), headers).await;
         let f = get(&client, &fulcrum.url("/"), headers).await;
         assert_eq!(
-            observe(&f, true),
-            observe(&a, false),
+            observe(&f, false),
+            observe(&a, true),
             "step {i} of §9.7\nApache error log:\n{}",
             apache.error_log()
         );

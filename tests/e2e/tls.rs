@@ -265,6 +265,30 @@ pub async fn tls_connect(
     tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.expect("TLS handshake")
 }
 
+/// GET `target` (origin form) with `headers` over a new HTTP/1.1 TLS connection to `addr` for SNI
+/// `name`, trusting `ca` only; the answer read whole.
+pub async fn https_get(addr: &str, ca: &TestCa, name: &str, target: &str, headers: &[(&str, &str)]) -> Answer {
+    use http_body_util::{BodyExt, Empty};
+    let tls = tls_connect(addr, ca, name, &[b"http/1.1"]).await;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.expect("HTTP/1.1 over TLS");
+    tokio::spawn(connection);
+    let mut request = hyper::Request::get(target);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        sender.send_request(request.body(Empty::<bytes::Bytes>::new()).unwrap()),
+    )
+    .await
+    .expect("no answer within 30 s")
+    .expect("request failed");
+    let (head, body) = response.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Answer { status: head.status, headers: head.headers, body: String::from_utf8_lossy(&body).into_owned() }
+}
+
 /// Must-show 1: TLS 1.0 and 1.1 are refused by the server (the client is told to allow them, so
 /// the refusal is Fulcrum's: a `protocol version` alert), and so is plain HTTP on the TLS port;
 /// TLS 1.2 and 1.3 on the same port work (the same commands can pass).
