@@ -55,6 +55,52 @@ struct CallEnv<'a> {
     actions: &'a [EnvAction],
 }
 
+impl<'a> CallEnv<'a> {
+    /// Variable `var` after the actions taken so far (the last action on it wins).
+    fn value(&self, var: EnvVar) -> Option<&'a str> {
+        match self.actions.iter().rev().find(|a| a.var == var.0) {
+            Some(action) => action.value.as_deref(),
+            None => self.call.env_at(var),
+        }
+    }
+}
+
+/// A variable the rules name (`%{X}e`, `env=X`, `env('X')`, `%{HTTPS}`), and, once the rules have
+/// declared what they read ([`EnvRef::declare`]), its slot among the call's variables.
+///
+/// The declared list is fixed when the rules are configured, and a rule set is only ever called
+/// with the layout made from its own declarations; so a read goes straight to the slot instead of
+/// comparing the name with every declared one, without regard to case, on every request.
+#[derive(Debug, Clone)]
+pub struct EnvRef {
+    name: String,
+    var: Option<EnvVar>,
+}
+
+impl EnvRef {
+    pub fn new(name: impl Into<String>) -> Self {
+        EnvRef { name: name.into(), var: None }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Declare the variable as read, and keep its slot.
+    pub fn declare(&mut self, reads: &mut crate::needs::Reads) {
+        self.var = Some(reads.env(&self.name));
+    }
+}
+
+/// Two references are equal when they name the same variable: the slot follows from the name.
+impl PartialEq for EnvRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for EnvRef {}
+
 impl PartialEq for CallEnv<'_> {
     fn eq(&self, other: &Self) -> bool {
         std::ptr::eq(self.call.layout(), other.call.layout()) && std::ptr::eq(self.actions, other.actions)
@@ -85,15 +131,20 @@ impl<'a> Env<'a> {
     /// The first variable of that name (`apr_table_get`).
     pub fn get(&self, name: &str) -> Option<&str> {
         match &self.call {
-            Some(CallEnv { call, actions }) => {
-                let var = call.layout().needs().env_vars().iter().position(|n| n.eq_ignore_ascii_case(name))?;
-                let var = u32::try_from(var).ok()?;
-                match actions.iter().rev().find(|a| a.var == var) {
-                    Some(action) => action.value.as_deref(),
-                    None => call.env_at(EnvVar(var)),
-                }
+            Some(call) => {
+                let var = call.call.layout().needs().env_vars().iter().position(|n| n.eq_ignore_ascii_case(name))?;
+                call.value(EnvVar(u32::try_from(var).ok()?))
             }
             None => self.vars.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| &**v),
+        }
+    }
+
+    /// A variable the rules named: straight from its slot when it has one (a call's variables),
+    /// else by name, as [`Env::get`].
+    pub fn get_ref(&self, var: &EnvRef) -> Option<&str> {
+        match (&self.call, var.var) {
+            (Some(call), Some(slot)) => call.value(slot),
+            _ => self.get(&var.name),
         }
     }
 

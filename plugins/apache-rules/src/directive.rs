@@ -31,6 +31,7 @@ use std::fmt;
 use fulcrum_sdk::rules::{HeaderOp, Needs, RequestFields};
 use regex::bytes::Regex;
 
+use crate::context::EnvRef;
 use crate::engine::Engine;
 use crate::expr::{self, Expr};
 use crate::format::{Format, Phase};
@@ -80,7 +81,7 @@ pub enum Attribute {
     RequestProtocol,
     RequestUri,
     /// A request header, or else an environment variable of that name.
-    Header(String),
+    Header(String, EnvRef),
 }
 
 const SPECIAL_ATTRIBUTES: &[(&str, Attribute)] = &[
@@ -154,7 +155,7 @@ pub enum Condition {
     Always,
     /// `env=VAR` (`set: true`) or `env=!VAR`: whether the variable is set, whatever its value.
     Env {
-        name: String,
+        var: EnvRef,
         set: bool,
     },
     Expr(Expr),
@@ -315,7 +316,8 @@ fn open_section(rest: &str, number: usize, levels: &mut Vec<Level>, reads: &mut 
         (Section::Else, []) => None,
         (Section::Else, _) => return Err("<Else> takes no argument".into()),
         (_, [expression]) => {
-            let expr = expr::parse(expression).map_err(|e| format!("<{label}>: bad expression `{expression}`: {e}"))?;
+            let mut expr =
+                expr::parse(expression).map_err(|e| format!("<{label}>: bad expression `{expression}`: {e}"))?;
             expr.reads(reads);
             Some(expr)
         }
@@ -385,10 +387,11 @@ fn setenvif_rule(directive: &str, args: &str, reads: &mut Reads) -> Result<SetEn
     if assignments.is_empty() {
         return Err("missing the variables to set: VAR, VAR=value or !VAR".into());
     }
-    let attribute = match SPECIAL_ATTRIBUTES.iter().find(|(n, _)| n.eq_ignore_ascii_case(&attribute)) {
+    let mut attribute = match SPECIAL_ATTRIBUTES.iter().find(|(n, _)| n.eq_ignore_ascii_case(&attribute)) {
         Some((_, special)) => special.clone(),
         None if attribute.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {
-            Attribute::Header(attribute)
+            let var = EnvRef::new(attribute.as_str());
+            Attribute::Header(attribute, var)
         }
         None => {
             return Err(format!(
@@ -396,14 +399,14 @@ fn setenvif_rule(directive: &str, args: &str, reads: &mut Reads) -> Result<SetEn
             ));
         }
     };
-    match &attribute {
+    match &mut attribute {
         Attribute::RemoteHost | Attribute::RemoteAddr => reads.field(RequestFields::CLIENT_ADDR),
         Attribute::RequestMethod => reads.field(RequestFields::METHOD),
         Attribute::RequestUri => reads.field(RequestFields::PATH),
-        Attribute::Header(name) => {
+        Attribute::Header(name, var) => {
             // Without such a header, httpd tests an environment variable of that name.
             reads.setenvif_header(name);
-            reads.env(name);
+            var.declare(reads);
         }
         Attribute::ServerAddr | Attribute::RequestProtocol => {}
     }
@@ -548,14 +551,14 @@ fn header_rule(mut table: Table, args: &str, line: usize, reads: &mut Reads) -> 
             if value.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("expr=")) {
                 return Err(format!("string expressions as values (`{value}`) are not supported"));
             }
-            let format = Format::parse(&value, phase)?;
+            let mut format = Format::parse(&value, phase)?;
             format.reads(reads);
             Action::Op(op, format)
         }
         Kind::Unset => Action::Unset,
         Kind::Edit(all) => {
             let regex = pattern::compile(&value.unwrap_or_default(), false)?;
-            let replacement = Format::parse(&replacement.unwrap_or_default(), phase)?;
+            let mut replacement = Format::parse(&replacement.unwrap_or_default(), phase)?;
             replacement.reads(reads);
             match phase {
                 Phase::Request => reads.request_header(name),
@@ -580,10 +583,11 @@ fn condition(clause: Option<&str>, reads: &mut Reads) -> Result<Condition, Strin
         if name.is_empty() {
             return Err(format!("`{clause}` names no variable: write env=VAR or env=!VAR"));
         }
-        reads.env(name);
-        Ok(Condition::Env { name: name.to_string(), set })
+        let mut var = EnvRef::new(name);
+        var.declare(reads);
+        Ok(Condition::Env { var, set })
     } else if let Some(source) = prefix("expr=") {
-        let expr = expr::parse(source).map_err(|e| format!("bad expression `{source}`: {e}"))?;
+        let mut expr = expr::parse(source).map_err(|e| format!("bad expression `{source}`: {e}"))?;
         expr.reads(reads);
         Ok(Condition::Expr(expr))
     } else {

@@ -190,10 +190,10 @@ fn apply_setenvif(
         Attribute::RequestProtocol => Some(Cow::Borrowed(PROTOCOL)),
         Attribute::RequestUri => Some(Cow::Borrowed(request.path)),
         // The lines joined with `, `, as httpd merges them (they arrive joined with `\n`).
-        Attribute::Header(name) => match call.header(name) {
+        Attribute::Header(name, var) => match call.header(name) {
             Some(value) if value.contains('\n') => Some(Cow::Owned(value.replace('\n', ", "))),
             Some(value) => Some(Cow::Borrowed(value)),
-            None => Env::of_call(*call, actions).get(name).map(|v| Cow::Owned(v.to_string())),
+            None => Env::of_call(*call, actions).get_ref(var).map(|v| Cow::Owned(v.to_string())),
         },
     };
     let Some(subject) = subject else { return };
@@ -249,7 +249,7 @@ enum Ops {
 fn evaluate(rule: &HeaderRule, ctx: &Ctx<'_>, live: &HeaderTable<'_>) -> Ops {
     let applies = match &rule.condition {
         Condition::Always => true,
-        Condition::Env { name, set } => ctx.env.get(name).is_some() == *set,
+        Condition::Env { var, set } => ctx.env.get_ref(var).is_some() == *set,
         Condition::Expr(expr) => expr.eval(ctx),
     };
     if !applies {

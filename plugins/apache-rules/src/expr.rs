@@ -34,7 +34,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use fulcrum_sdk::rules::RequestFields;
 use regex::bytes::Regex;
 
-use crate::context::Ctx;
+use crate::context::{Ctx, EnvRef};
 use crate::needs::Reads;
 use crate::pattern;
 
@@ -80,9 +80,9 @@ pub struct Word(Vec<Part>);
 pub enum Part {
     Text(String),
     Var(Var),
-    Env(String),
+    Env(EnvRef),
     /// `%{HTTPS}`: `on` when the host set the variable (a TLS request), else `off`, as httpd's.
-    Https,
+    Https(EnvRef),
     RequestHeader(String),
     ResponseHeader(String),
 }
@@ -134,7 +134,7 @@ impl Expr {
     }
 
     /// Record the request fields and headers this expression reads.
-    pub fn reads(&self, reads: &mut Reads) {
+    pub fn reads(&mut self, reads: &mut Reads) {
         match self {
             Expr::Const(_) => {}
             Expr::Not(e) => e.reads(reads),
@@ -163,8 +163,8 @@ impl Part {
                 Var::HttpHost => ctx.request.host,
                 Var::QueryString => ctx.request.query,
             }),
-            Part::Env(name) => Cow::Borrowed(ctx.env.get(name).unwrap_or_default()),
-            Part::Https => Cow::Borrowed(ctx.env.get("HTTPS").filter(|v| !v.is_empty()).unwrap_or("off")),
+            Part::Env(var) => Cow::Borrowed(ctx.env.get_ref(var).unwrap_or_default()),
+            Part::Https(var) => Cow::Borrowed(ctx.env.get_ref(var).filter(|v| !v.is_empty()).unwrap_or("off")),
             Part::RequestHeader(name) => ctx.request_headers.joined_cow(name).unwrap_or_default(),
             Part::ResponseHeader(name) => {
                 Cow::Borrowed(ctx.response_headers.and_then(|t| t.first(name)).unwrap_or_default())
@@ -189,16 +189,11 @@ impl Word {
         }
     }
 
-    fn reads(&self, reads: &mut Reads) {
-        for part in &self.0 {
+    fn reads(&mut self, reads: &mut Reads) {
+        for part in &mut self.0 {
             match part {
                 Part::Text(_) => {}
-                Part::Env(name) => {
-                    reads.env(name);
-                }
-                Part::Https => {
-                    reads.env("HTTPS");
-                }
+                Part::Env(var) | Part::Https(var) => var.declare(reads),
                 Part::Var(var) => reads.field(match var {
                     Var::RemoteAddr => RequestFields::CLIENT_ADDR,
                     Var::RequestMethod => RequestFields::METHOD,
@@ -469,9 +464,9 @@ fn lex_var(chars: &[char], start: usize) -> Result<(Part, usize), String> {
     let mut i = start + name.len();
     match chars.get(i) {
         // mod_ssl's variables: the host sets them on TLS requests (empty otherwise, as in httpd).
-        Some('}') if name.eq_ignore_ascii_case("HTTPS") => Ok((Part::Https, i + 1)),
+        Some('}') if name.eq_ignore_ascii_case("HTTPS") => Ok((Part::Https(EnvRef::new("HTTPS")), i + 1)),
         Some('}') if TLS_VARIABLES.iter().any(|v| name.eq_ignore_ascii_case(v)) => {
-            Ok((Part::Env(name.to_ascii_uppercase()), i + 1))
+            Ok((Part::Env(EnvRef::new(name.to_ascii_uppercase())), i + 1))
         }
         Some('}') => {
             let var = VARIABLES.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name)).map(|(_, v)| *v);
@@ -526,7 +521,7 @@ fn lex_regex(chars: &[char], start: usize, delimiter: char) -> Result<(Tok, usiz
 /// A string function applied to a constant argument.
 fn function(name: &str, arg: String) -> Result<Part, String> {
     match name.to_ascii_lowercase().as_str() {
-        "env" => Ok(Part::Env(arg)),
+        "env" => Ok(Part::Env(EnvRef::new(arg))),
         "req" | "http" => Ok(Part::RequestHeader(arg)),
         "resp" => Ok(Part::ResponseHeader(arg)),
         _ => Err(format!("unsupported function `{name}` (supported: env, req, http, resp)")),

@@ -23,7 +23,7 @@
 
 use fulcrum_sdk::rules::RequestFields;
 
-use crate::context::Ctx;
+use crate::context::{Ctx, EnvRef};
 use crate::needs::Reads;
 
 /// What `%{VAR}e` gives for an unset variable. httpd's `header_request_env_var` returns `(null)`;
@@ -55,7 +55,7 @@ pub struct Format {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
     Text(String),
-    Env(String),
+    Env(EnvRef),
     /// `%{REMOTE_ADDR}s`
     ClientAddr,
     /// Any other `%{X}s`
@@ -143,7 +143,7 @@ impl Format {
         for piece in &self.pieces {
             match piece {
                 Piece::Text(text) => out.push_str(text),
-                Piece::Env(name) => push_unwrapped(&mut out, ctx.env.get(name).unwrap_or(UNSET_ENV)),
+                Piece::Env(var) => push_unwrapped(&mut out, ctx.env.get_ref(var).unwrap_or(UNSET_ENV)),
                 Piece::ClientAddr if !ctx.request.client_addr.is_empty() => {
                     push_unwrapped(&mut out, ctx.request.client_addr)
                 }
@@ -169,15 +169,13 @@ impl Format {
     }
 
     /// Record the request fields and headers this format reads.
-    pub fn reads(&self, reads: &mut Reads) {
-        for piece in &self.pieces {
+    pub fn reads(&mut self, reads: &mut Reads) {
+        for piece in &mut self.pieces {
             match piece {
                 Piece::ClientAddr => reads.field(RequestFields::CLIENT_ADDR),
                 Piece::RequestHeader(name) => reads.request_header(name),
                 Piece::ResponseHeader(name) => reads.response_header(name),
-                Piece::Env(name) => {
-                    reads.env(name);
-                }
+                Piece::Env(var) => var.declare(reads),
                 Piece::Text(_) | Piece::Null | Piece::Time | Piece::Duration => {}
             }
         }
@@ -191,12 +189,12 @@ fn tag_piece(tag: char, arg: Option<String>, phase: Phase) -> Result<Piece, (Str
         _ => Err((format!("`%{tag}` needs {what}, as `%{{NAME}}{tag}`"), "")),
     };
     match tag {
-        'e' => Ok(Piece::Env(named("a variable name")?)),
+        'e' => Ok(Piece::Env(EnvRef::new(named("a variable name")?))),
         's' => Ok(match arg {
             Some(name) if name.eq_ignore_ascii_case("REMOTE_ADDR") => Piece::ClientAddr,
             // The host sets these as variables on TLS connections (no WIT field needed).
             Some(name) if TLS_VARIABLES.iter().any(|v| name.eq_ignore_ascii_case(v)) => {
-                Piece::Env(name.to_ascii_uppercase())
+                Piece::Env(EnvRef::new(name.to_ascii_uppercase()))
             }
             _ => Piece::Null,
         }),
@@ -304,7 +302,7 @@ mod tests {
         let env = Env::new(&vars);
         let headers = HeaderTable::new(&[]);
         let ctx = Ctx { request, env: &env, request_headers: &headers, response_headers: None };
-        let format = Format::parse("%{HTTPS}s %{ssl_protocol}s %{SSL_CIPHER}s", Phase::Request).unwrap();
+        let mut format = Format::parse("%{HTTPS}s %{ssl_protocol}s %{SSL_CIPHER}s", Phase::Request).unwrap();
         assert_eq!(format.render(&ctx), "on TLSv1.3 (null)");
         let mut reads = Reads::default();
         format.reads(&mut reads);

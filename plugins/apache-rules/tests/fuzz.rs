@@ -546,7 +546,7 @@ proptest! {
         env in env_pairs(),
     ) {
         for source in [source.clone(), mutate(&source, &edits)] {
-            if let Ok(expr) = expr::parse(&source) {
+            if let Ok(mut expr) = expr::parse(&source) {
                 let env = Env::new(&env);
                 let headers = HeaderTable::new(&req.headers);
                 let ctx = Ctx { request: view(&req), env: &env, request_headers: &headers, response_headers: None };
@@ -577,7 +577,7 @@ proptest! {
     ) {
         for text in [text.clone(), mutate(&text, &edits)] {
             for phase in [format::Phase::Request, format::Phase::Response] {
-                if let Ok(f) = format::Format::parse(&text, phase) {
+                if let Ok(mut f) = format::Format::parse(&text, phase) {
                     let env = Env::new(&env);
                     let headers = HeaderTable::new(&req.headers);
                     let ctx = Ctx { request: view(&req), env: &env, request_headers: &headers, response_headers: Some(&headers) };
