@@ -17,12 +17,18 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 /// Remove hop-by-hop headers, including every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Tokens naming headers removed anyway (`keep-alive`, ...) and the `close` option are not
+    // collected: the usual `Connection: keep-alive` then costs no allocation.
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|token| {
+            !token.eq_ignore_ascii_case("close") && !HOP_BY_HOP.iter().any(|h| token.eq_ignore_ascii_case(h.as_str()))
+        })
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
     for name in listed.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
@@ -67,11 +73,32 @@ pub fn frame_response(
         }
         return Ok(());
     }
-    headers.remove(header::CONTENT_LENGTH);
-    if !chunked && let Some(n) = body.size_hint().exact() {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    match body.size_hint().exact().filter(|_| !chunked) {
+        // The member's own single `Content-Length` already says exactly this: kept as it is
+        // (the usual case; a new value would cost an allocation per response).
+        Some(n) if is_only_length(headers, n) => {}
+        Some(n) => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        None => {
+            headers.remove(header::CONTENT_LENGTH);
+        }
     }
     Ok(())
+}
+
+/// Whether `headers` has exactly one `Content-Length`, all digits, whose value is `n`.
+fn is_only_length(headers: &HeaderMap, n: u64) -> bool {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => {
+            let digits = value.as_bytes();
+            !digits.is_empty()
+                && digits.iter().all(u8::is_ascii_digit)
+                && std::str::from_utf8(digits).ok().and_then(|d| d.parse::<u64>().ok()) == Some(n)
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -89,5 +116,29 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-kept"]);
+    }
+
+    /// A body of known length leaves with exactly one `Content-Length` of that length: the
+    /// member's own when it is one all-digit value of that length, a new one otherwise.
+    #[test]
+    fn content_length_is_the_bodys_length() {
+        let body = http_body_util::Full::new(bytes::Bytes::from_static(b"0123456789"));
+        let get = hyper::Method::GET;
+        let ok = hyper::StatusCode::OK;
+        for (sent, relayed) in [
+            (&["10"][..], "10"),
+            (&["010"][..], "010"),
+            (&["10", "10"][..], "10"),
+            (&["+10"][..], "10"),
+            (&[][..], "10"),
+        ] {
+            let mut h = HeaderMap::new();
+            for value in sent {
+                h.append(header::CONTENT_LENGTH, HeaderValue::from_static(value));
+            }
+            frame_response(&mut h, &get, ok, &body).unwrap();
+            let values: Vec<_> = h.get_all(header::CONTENT_LENGTH).iter().collect();
+            assert_eq!(values, [relayed], "member sent {sent:?}");
+        }
     }
 }

@@ -12,7 +12,7 @@ use hyper::http::request::Parts;
 
 /// The request's host (`None` when it names none: HTTP/1.0 without Host, or an empty Host), after
 /// making the Host header agree with an absolute-form target; `Err` says why it is refused.
-pub fn request_host(parts: &mut Parts) -> Result<Option<String>, &'static str> {
+pub fn request_host(parts: &mut Parts) -> Result<Option<Host>, &'static str> {
     if let Some(authority) = parts.uri.authority() {
         let authority = authority.as_str();
         if !is_authority(authority) {
@@ -20,8 +20,8 @@ pub fn request_host(parts: &mut Parts) -> Result<Option<String>, &'static str> {
         }
         let value =
             HeaderValue::from_str(authority).map_err(|_| "the request target's authority is not a valid host")?;
-        parts.headers.insert(header::HOST, value);
-        return Ok(Some(authority.to_string()));
+        parts.headers.insert(header::HOST, value.clone());
+        return Ok(Some(Host(value)));
     }
     let Some(value) = parts.headers.get(header::HOST) else { return Ok(None) };
     let Ok(host) = value.to_str() else { return Err("the Host header is not ASCII") };
@@ -31,7 +31,22 @@ pub fn request_host(parts: &mut Parts) -> Result<Option<String>, &'static str> {
     if !is_authority(host) {
         return Err("the Host header is not a valid host[:port]");
     }
-    Ok(Some(host.to_string()))
+    Ok(Some(Host(value.clone())))
+}
+
+/// A validated host (see [`request_host`]): the header value it was read from, shared with the
+/// request's header map rather than copied (a clone of a parsed header value is a reference
+/// count, where a `String` was an allocation per request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host(HeaderValue);
+
+impl std::ops::Deref for Host {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        // Checked by `request_host`: visible ASCII, an authority.
+        self.0.to_str().unwrap_or_default()
+    }
 }
 
 /// `host[:port]`: a DNS name or IPv4 address (letters, digits, `-`, `.`, `_`), or an IPv6
@@ -101,7 +116,7 @@ mod tests {
         let request =
             hyper::Request::get("http://abs.example:9999/h?q=1").header("host", "other.test").body(()).unwrap();
         let (mut parts, ()) = request.into_parts();
-        assert_eq!(request_host(&mut parts), Ok(Some("abs.example:9999".to_string())));
+        assert_eq!(request_host(&mut parts).unwrap().as_deref(), Some("abs.example:9999"));
         assert_eq!(parts.headers[header::HOST], "abs.example:9999");
     }
 }
