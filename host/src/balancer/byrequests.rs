@@ -5,6 +5,8 @@
 //! Each candidate gets `lbstatus += lbfactor`, the strictly greatest wins (ties: the first
 //! listed), and the winner pays back the sum of the candidates' factors. A request a sticky route
 //! decided is charged the same way with the winner fixed (Apache's `updatelbstatus`).
+//! The sums wrap rather than saturate, as in the SDK's `smooth_weighted_pick` (httpd's `int`
+//! counters do not saturate either).
 
 use super::select::{
     BalancerSpec, MemberSelector, RequestInfo, SelectState, Selection, SelectorFault, SelectorNeeds, StateColumns,
@@ -32,8 +34,8 @@ impl NativeByRequests {
         let mut total = 0i64;
         for &i in candidates {
             let i = i as usize;
-            lbstatus[i] = lbstatus[i].saturating_add(self.lbfactor[i]);
-            total = total.saturating_add(self.lbfactor[i]);
+            lbstatus[i] = lbstatus[i].wrapping_add(self.lbfactor[i]);
+            total = total.wrapping_add(self.lbfactor[i]);
         }
         total
     }
@@ -56,7 +58,7 @@ impl MemberSelector for NativeByRequests {
             _ => Some(i),
         });
         if let Some(b) = best {
-            lbstatus[b as usize] = lbstatus[b as usize].saturating_sub(total);
+            lbstatus[b as usize] = lbstatus[b as usize].wrapping_sub(total);
         }
         Ok(Selection { member: best, lbstatus })
     }
@@ -70,7 +72,7 @@ impl MemberSelector for NativeByRequests {
         let mut lbstatus = state.lbstatus.to_vec();
         let total = self.charge(state.candidates, &mut lbstatus);
         if let Some(slot) = lbstatus.get_mut(member as usize) {
-            *slot = slot.saturating_sub(total);
+            *slot = slot.wrapping_sub(total);
         }
         Ok(lbstatus)
     }
