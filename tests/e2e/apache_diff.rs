@@ -255,19 +255,8 @@ fn member_headers<'a>(answer: &'a Answer, leave_out: &[&str]) -> Vec<&'a str> {
 /// Apache's hop-by-hop `Connection: Keep-Alive` (also there over plain HTTP).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_forwarded_for_matches_apache_with_mod_ssl() {
-    let (web1, web2) = two_backends().await;
-    let requests: Vec<Req> = XFF_CASES.iter().map(|(req, _)| *req).collect();
-    let answers = compare_over(
-        Over::Https,
-        &web1.url(),
-        &web2.url(),
-        (GUIDE_APACHE, GUIDE_APACHE),
-        (GUIDE_FULCRUM, GUIDE_FULCRUM),
-        &requests,
-    )
-    .await;
-    for ((a, f), (req, xff)) in answers.iter().zip(XFF_CASES) {
-        assert_eq!((xff_seen(a), xff_seen(f)), (Some(xff), Some(xff)), "{req:?}\nApache's member saw:\n{}", a.body);
+    let answers = xff_cases_over(Over::Https).await;
+    for ((a, f), (req, _)) in answers.iter().zip(XFF_CASES) {
         assert_eq!(
             member_headers(f, &["x-forwarded-proto"]),
             member_headers(a, &["connection"]),
@@ -295,10 +284,17 @@ async fn tls_forwarded_for_matches_apache_with_mod_ssl() {
 /// matches it with no normalisation; the `(null)` difference is only with Apache without mod_ssl.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_forwarded_for_matches_apache_with_mod_ssl_loaded() {
+    xff_cases_over(Over::HttpModSslLoaded).await;
+}
+
+/// [`XFF_CASES`] with the guide's members, sent over `over` to Apache and to Fulcrum and compared
+/// ([`compare_over`]); each case's X-Forwarded-For must be the expected one at both members, with
+/// no normalisation. The answers, Apache's and Fulcrum's, for further checks.
+async fn xff_cases_over(over: Over) -> Vec<(Answer, Answer)> {
     let (web1, web2) = two_backends().await;
     let requests: Vec<Req> = XFF_CASES.iter().map(|(req, _)| *req).collect();
     let answers = compare_over(
-        Over::HttpModSslLoaded,
+        over,
         &web1.url(),
         &web2.url(),
         (GUIDE_APACHE, GUIDE_APACHE),
@@ -309,6 +305,7 @@ async fn plain_http_forwarded_for_matches_apache_with_mod_ssl_loaded() {
     for ((a, f), (req, xff)) in answers.iter().zip(XFF_CASES) {
         assert_eq!((xff_seen(a), xff_seen(f)), (Some(xff), Some(xff)), "{req:?}\nApache's member saw:\n{}", a.body);
     }
+    answers
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

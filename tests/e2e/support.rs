@@ -203,6 +203,11 @@ pub async fn get(client: &TestClient, url: &str, headers: &[(&str, &str)]) -> An
         .await
         .expect("no answer within 30 s")
         .expect("request failed");
+    read_answer(response).await
+}
+
+/// A response read whole: its status, headers and body as text.
+pub async fn read_answer(response: hyper::Response<hyper::body::Incoming>) -> Answer {
     let (head, body) = response.into_parts();
     let body = body.collect().await.expect("body").to_bytes();
     Answer { status: head.status, headers: head.headers, body: String::from_utf8_lossy(&body).into_owned() }

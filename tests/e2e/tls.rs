@@ -268,7 +268,7 @@ pub async fn tls_connect(
 /// GET `target` (origin form) with `headers` over a new HTTP/1.1 TLS connection to `addr` for SNI
 /// `name`, trusting `ca` only; the answer read whole.
 pub async fn https_get(addr: &str, ca: &TestCa, name: &str, target: &str, headers: &[(&str, &str)]) -> Answer {
-    use http_body_util::{BodyExt, Empty};
+    use http_body_util::Empty;
     let tls = tls_connect(addr, ca, name, &[b"http/1.1"]).await;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.expect("HTTP/1.1 over TLS");
@@ -284,9 +284,7 @@ pub async fn https_get(addr: &str, ca: &TestCa, name: &str, target: &str, header
     .await
     .expect("no answer within 30 s")
     .expect("request failed");
-    let (head, body) = response.into_parts();
-    let body = body.collect().await.expect("body").to_bytes();
-    Answer { status: head.status, headers: head.headers, body: String::from_utf8_lossy(&body).into_owned() }
+    read_answer(response).await
 }
 
 /// Must-show 1: TLS 1.0 and 1.1 are refused by the server (the client is told to allow them, so

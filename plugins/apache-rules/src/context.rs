@@ -82,10 +82,6 @@ impl EnvRef {
         EnvRef { name: name.into(), var: None }
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Declare the variable as read, and keep its slot.
     pub fn declare(&mut self, reads: &mut crate::needs::Reads) {
         self.var = Some(reads.env(&self.name));
