@@ -727,16 +727,14 @@ pub async fn read_response_head(
 /// Read what the member's socket has into the connection's buffer.
 pub fn poll_read_buf(conn: &mut MemberConn, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
     match &mut conn.stream {
-        // Straight into the buffer's spare room, with one system call.
-        MemberStream::Plain(stream) => loop {
-            ready!(stream.poll_read_ready(cx))?;
+        // Straight into the buffer's spare room, with one system call. Through `poll_read`, not
+        // `try_read_buf`: tokio takes a read that leaves room in the buffer as proof that the
+        // socket is drained and forgets its readiness, so the pool's liveness check
+        // (`MemberConn::is_alive`) costs no `recv` that would only say `EAGAIN`.
+        MemberStream::Plain(stream) => {
             conn.buf.reserve(READ_CHUNK);
-            match stream.try_read_buf(&mut conn.buf) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        },
+            tokio_util::io::poll_read_buf(Pin::new(stream), cx, &mut conn.buf)
+        }
         // Decrypted by rustls into a chunk, then appended.
         MemberStream::Tls(stream) => {
             let mut chunk = [0u8; READ_CHUNK];
