@@ -62,6 +62,7 @@ pub async fn serve_admin(listener: TcpListener, proxy: SharedProxy) {
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(20))
+                .half_close(true)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
@@ -375,6 +376,10 @@ async fn accept_loop(
         // status; hyper answers 431 only past twice the field count.
         .max_headers(limits.request_fields.saturating_mul(2).max(limits.request_fields + 1))
         .max_buf_size(limits.head_buffer())
+        // A client that half-closes after its request still gets its answer, as from Apache; and
+        // hyper does not read the socket (into a fresh buffer) while each request is in flight
+        // to find out whether the client is still there.
+        .half_close(true)
         .keep_alive(true);
     let http2 = crate::protocols::http2_builder();
     let mut saturated = false;

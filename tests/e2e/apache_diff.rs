@@ -383,6 +383,45 @@ async fn bad_requests() {
     assert_eq!(web1.served() + web2.served(), 2, "only the two HTTP/1.0 requests were proxied");
 }
 
+/// A client that sends its whole request and then half-closes (shuts down its sending side, as
+/// `nc -N` or a script that writes and then reads) still gets its answer: Apache reads the request,
+/// proxies it and answers, and sees the end of the stream only when it looks for the next request.
+/// (Before, hyper took the early end of stream for a client that had gone away and dropped the
+/// request with no answer, whether or not it had reached a member.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_half_closes_after_its_request_gets_its_answer() {
+    let (web1, web2) = two_backends().await;
+    let apache = Apache::start(&Members {
+        web1: &web1.url(),
+        web2: &web2.url(),
+        web1_params: GUIDE_APACHE,
+        web2_params: GUIDE_APACHE,
+    });
+    let fulcrum = Fulcrum::start(&fulcrum_config(&web1.url(), &web2.url(), GUIDE_FULCRUM, GUIDE_FULCRUM));
+    // (the request, sent whole and then half-closed; the status both answer)
+    let cases = [
+        ("GET / HTTP/1.1\r\nHost: www.example.com\r\n\r\n", 200),
+        (
+            // A member that takes its time: the end of stream is there long before the answer.
+            "GET /sleep/300 HTTP/1.1\r\nHost: www.example.com\r\n\r\n",
+            200,
+        ),
+    ];
+    for (raw, status) in cases {
+        for (who, addr) in [("Apache", apache.addr), ("Fulcrum", fulcrum.addr)] {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            stream.write_all(raw.as_bytes()).unwrap();
+            stream.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer);
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(answer.starts_with(&format!("HTTP/1.1 {status} ")), "{who} answers {raw:?} with {answer:?}");
+        }
+    }
+    assert_eq!(web1.served() + web2.served(), 4, "each request reached one member, once");
+}
+
 /// Send `raw` on a fresh connection; the status code of the answer.
 fn raw_status(addr: SocketAddr, raw: &str) -> u16 {
     let mut stream = TcpStream::connect(addr).unwrap();

@@ -38,6 +38,10 @@ pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// How much room a read asks for.
 const READ_CHUNK: usize = 8 * 1024;
 
+/// Header lines a response map has room for beyond the member's: with the member's usual
+/// five or so, http's map then starts at the size it would otherwise grow to.
+const RESPONSE_HEADROOM: usize = 4;
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy `Keep-Alive` and `Proxy-Connection`).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     name == header::CONNECTION
@@ -75,8 +79,8 @@ impl RequestFraming {
 /// What the request head says besides the client's headers.
 pub struct RequestHead<'a> {
     pub method: &'a Method,
-    /// Path and query as sent to the member.
-    pub target: &'a str,
+    /// Path and query as sent to the member, in pieces written one after the other.
+    pub target: &'a [&'a str],
     /// The client's headers (after the rules): hop-by-hop ones are dropped here.
     pub headers: &'a HeaderMap,
     /// The `Host` the member gets.
@@ -99,7 +103,9 @@ pub struct RequestHead<'a> {
 pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead<'_>) {
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(head.target.as_bytes());
+    for piece in head.target {
+        out.extend_from_slice(piece.as_bytes());
+    }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let connection_listed = |name: &HeaderName| {
         head.headers.get_all(header::CONNECTION).iter().any(|v| {
@@ -271,7 +277,9 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method, upgrade: bool) -
             Ok(Parsed::Interim)
         };
     }
-    let mut headers = HeaderMap::with_capacity(count);
+    // Room for what the response rules add (the guide's `Set-Cookie` and `X-Balance`), so that
+    // adding them does not grow (reallocate and rehash) the map on every response.
+    let mut headers = HeaderMap::with_capacity(count + RESPONSE_HEADROOM);
     for &(n0, n1, v0, v1) in spans.iter().take(count) {
         let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| ResponseError::Malformed("header name"))?;
         let value =
@@ -889,7 +897,7 @@ mod tests {
             &mut out,
             &RequestHead {
                 method: &Method::POST,
-                target: "/a?b",
+                target: &["/a?b"],
                 headers: &h,
                 host: "www.example.com",
                 forwarded_for: "127.0.0.1",
@@ -917,7 +925,7 @@ mod tests {
         let mut out = Vec::new();
         let mut head = RequestHead {
             method: &Method::GET,
-            target: "/",
+            target: &["/"],
             headers: &h,
             host: "a",
             forwarded_for: "127.0.0.1",

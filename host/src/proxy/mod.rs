@@ -18,6 +18,7 @@ mod reverse;
 mod tunnel;
 mod upstream;
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -457,13 +458,13 @@ impl Proxy {
     /// Where a request for `path` on virtual host `vhost_index` goes: `proxy_pass_match` rules
     /// first (in order), then the `proxy_pass` prefixes (longest first); a path excluded with `!`
     /// goes to its local handler if it has one; 404 for no match, or `!` without a handler.
-    fn route(&self, vhost_index: usize, path: &str) -> Result<Routed<'_>, StatusCode> {
+    fn route<'p>(&self, vhost_index: usize, path: &'p str) -> Result<Routed<'_, 'p>, StatusCode> {
         let vhost = &self.config.vhosts[vhost_index];
         let matched = vhost.matches.iter().zip(&self.matches[vhost_index]).find_map(|(m, &balancer)| {
             m.regex.captures(path).map(|caps| {
                 let mut target = String::new();
                 caps.expand(&m.to, &mut target);
-                Target { balancer, path: target, balanced: false }
+                Target { balancer, path: Cow::Owned(target), balanced: false }
             })
         });
         if let Some(target) = matched {
@@ -479,7 +480,12 @@ impl Proxy {
                 .ok_or(StatusCode::NOT_FOUND),
             RouteTarget::Balancer { index, path: target } => Ok(Routed::Member(Target {
                 balancer: *index,
-                path: format!("{target}{}", &path[route.path.len()..]),
+                // `ProxyPass / balancer://x/` maps a path onto itself: borrowed, not copied.
+                path: if *target == route.path {
+                    Cow::Borrowed(path)
+                } else {
+                    Cow::Owned(format!("{target}{}", &path[route.path.len()..]))
+                },
                 balanced: true,
             })),
         }
@@ -636,30 +642,28 @@ impl Proxy {
     async fn attempt(
         &self,
         ex: &Exchange<'_>,
-        to: &Target,
+        to: &Target<'_>,
         lease: Lease,
         mut body: RequestBody,
     ) -> Result<Response<ProxyBody>, Failed> {
-        let (id, parts, vhost, target_path) = (ex.id, ex.parts, ex.vhost, to.path.as_str());
+        let (id, parts, vhost, target_path) = (ex.id, ex.parts, ex.vhost, &*to.path);
         let balancer = Arc::clone(lease.balancer());
         let index = lease.index();
         let member = &balancer.members[index].config;
         let pool = &self.pools[to.balancer][index];
 
-        let mut target =
-            String::with_capacity(member.path.len() + target_path.len() + 1 + parts.uri.query().map_or(0, str::len));
-        target.push_str(&member.path);
-        target.push_str(target_path);
-        if target.is_empty() {
-            target.push('/');
+        // The request target, in the pieces it is written from: the member's path, the routed
+        // path ("/" when both are empty), then the query.
+        let mut target = [member.path.as_str(), target_path, "", ""];
+        if target[0].is_empty() && target[1].is_empty() {
+            target[1] = "/";
         }
         if let Some(q) = parts.uri.query() {
-            target.push('?');
-            target.push_str(q);
+            target[2..].copy_from_slice(&["?", q]);
         }
         // What goes on the request line must be visible ASCII (a `proxy_pass_match` template
         // could put anything there); anything else is refused, never written.
-        if !target.bytes().all(|b| b.is_ascii_graphic()) {
+        if !target.iter().all(|piece| piece.bytes().all(|b| b.is_ascii_graphic())) {
             return Err(Failed::Answer(StatusCode::BAD_REQUEST));
         }
         let host = if vhost.preserve_host { ex.host.unwrap_or(&vhost.server_name) } else { member.authority.as_str() };
@@ -897,8 +901,8 @@ struct Arrival {
 }
 
 /// Where routing sends a request.
-enum Routed<'a> {
-    Member(Target),
+enum Routed<'a, 'p> {
+    Member(Target<'p>),
     /// A local handler on an excluded path.
     Local(&'a crate::config::LocalHandler),
 }
@@ -923,9 +927,9 @@ async fn read_form(mut body: RequestBody) -> bytes::Bytes {
 
 /// Where a routed request goes: the balancer (an index into the proxy's) and the path that
 /// replaces the matched prefix (or the `proxy_pass_match` template's expansion).
-struct Target {
+struct Target<'p> {
     balancer: usize,
-    path: String,
+    path: Cow<'p, str>,
     /// A `proxy_pass` balancer (BALANCER_* variables are set), not a `proxy_pass_match` worker.
     balanced: bool,
 }

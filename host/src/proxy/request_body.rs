@@ -48,8 +48,27 @@ impl ClientFault {
     }
 }
 
-/// Where a [`RequestBody`] leaves its fault for the request path.
-pub type FaultSlot = Arc<OnceLock<ClientFault>>;
+/// Where a [`RequestBody`] leaves its fault for the request path. A request without a body
+/// cannot have a body fault: it gets an empty slot, and no allocation.
+#[derive(Debug, Clone, Default)]
+pub struct FaultSlot(Option<Arc<OnceLock<ClientFault>>>);
+
+impl FaultSlot {
+    fn shared() -> FaultSlot {
+        FaultSlot(Some(Arc::default()))
+    }
+
+    /// The client's fault, once the body has noted one.
+    pub fn get(&self) -> Option<&ClientFault> {
+        self.0.as_deref()?.get()
+    }
+
+    fn set(&self, fault: ClientFault) {
+        if let Some(slot) = &self.0 {
+            let _ = slot.set(fault);
+        }
+    }
+}
 
 /// mod_reqtimeout's body settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,10 +98,10 @@ pub struct RequestBody {
 
 impl RequestBody {
     pub fn new(inner: Incoming, limit: u64, timeout: Option<BodyTimeout>) -> (RequestBody, FaultSlot) {
-        let fault = FaultSlot::default();
+        let fault = if inner.is_end_stream() { FaultSlot::default() } else { FaultSlot::shared() };
         let body = RequestBody {
             inner: Some(inner),
-            fault: Arc::clone(&fault),
+            fault: fault.clone(),
             limit,
             received: 0,
             timeout,
@@ -111,7 +130,7 @@ impl RequestBody {
     }
 
     fn fail(&self, fault: ClientFault) -> Poll<Option<Result<Frame<Bytes>, ClientFault>>> {
-        let _ = self.fault.set(fault);
+        self.fault.set(fault);
         Poll::Ready(Some(Err(fault)))
     }
 
