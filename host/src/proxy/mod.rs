@@ -156,7 +156,11 @@ fn set_tls_env(env: &mut Env, tls: &crate::tls::TlsInfo, rules: &[ArcSwap<Box<dy
 pub const UNIQUE_ID_VAR: &str = "UNIQUE_ID";
 
 fn unix_micros() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    micros_since_epoch(std::time::SystemTime::now())
+}
+
+fn micros_since_epoch(time: std::time::SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
 fn request_info<'a>(id: u64, parts: &'a Parts, client: &'a ClientAddr, host: Option<&'a str>) -> RequestInfo<'a> {
@@ -290,8 +294,12 @@ impl Proxy {
         crate::stats::request_started();
         let client = &*client;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let arrival =
-            Arrival { client: client.ip(), received: std::time::SystemTime::now(), started: std::time::Instant::now() };
+        // The clock is read for the access log only when there is one.
+        let arrival = self.access_log.is_some().then(|| Arrival {
+            client: client.ip(),
+            received: std::time::SystemTime::now(),
+            started: std::time::Instant::now(),
+        });
         let (mut parts, body) = request.into_parts();
         // The host the request is for: an absolute-form target's authority, else the Host header
         // (RFC 9112 §3.2.2); what the member, the rules and the logs see as Host from here on.
@@ -329,7 +337,7 @@ impl Proxy {
                     };
                 // Closes the connection after 400, 413, 414 and 501, as Apache does (§7.5).
                 let response = error_page(refusal.status, page_host, local.port());
-                self.log_access(&arrival, &parts, &response, &Env::default(), vhost);
+                self.log_access(arrival.as_ref(), &parts, &response, &Env::default(), vhost);
                 return response;
             }
         };
@@ -343,7 +351,11 @@ impl Proxy {
         // Room for the BALANCER_* variables and what the rules set, in one allocation.
         let mut env =
             if rules.is_empty() && self.access_log.is_none() { Env::default() } else { Env::with_capacity(12) };
-        let started_us = if rules.is_empty() { 0 } else { unix_micros() };
+        let started_us = match &arrival {
+            _ if rules.is_empty() => 0,
+            Some(arrival) => micros_since_epoch(arrival.received),
+            None => micros_since_epoch(std::time::SystemTime::now()),
+        };
         if !rules.is_empty()
             && (self.access_log.as_ref().is_some_and(|log| log.reads_env(UNIQUE_ID_VAR))
                 || rules.iter().any(|r| r.load().needs().reads_env(UNIQUE_ID_VAR)))
@@ -420,19 +432,19 @@ impl Proxy {
                 Err(fault) => tracing::error!(request = id, "{fault}"),
             }
         }
-        self.log_access(&arrival, &parts, &response, &env, vhost);
+        self.log_access(arrival.as_ref(), &parts, &response, &env, vhost);
         response
     }
 
     fn log_access(
         &self,
-        arrival: &Arrival,
+        arrival: Option<&Arrival>,
         parts: &Parts,
         response: &Response<ProxyBody>,
         env: &Env,
         vhost: &VirtualHost,
     ) {
-        if let Some(log) = &self.access_log {
+        if let (Some(log), Some(arrival)) = (&self.access_log, arrival) {
             log.log(&access_log::Entry {
                 client: arrival.client,
                 received: arrival.received,
