@@ -147,6 +147,14 @@ impl MemberPool {
                 None => break,
             }
         }
+        // Boxed: the connecting future (a TLS handshake's state most of all) is over a kilobyte,
+        // and unboxed it would make every request's future that much larger (and every move of
+        // it that much longer), though most requests take an idle connection and never connect.
+        Box::pin(self.connect()).await
+    }
+
+    /// A new connection to the member.
+    async fn connect(self: &Arc<Self>) -> Result<MemberConn, ConnectError> {
         // The TCP connection and the TLS handshake share `connectiontimeout`.
         let connect = async {
             let tcp = TcpStream::connect(self.address.as_str())
