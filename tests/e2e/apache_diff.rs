@@ -60,6 +60,13 @@ fn observe(answer: &Answer, apache_without_mod_ssl: bool) -> Observed {
 /// One request of a scenario: path and extra headers (Host is always `www.example.com`).
 type Req = (&'static str, &'static [(&'static str, &'static str)]);
 
+/// Apache and Fulcrum, each with the guide's configuration and its parameters on both members.
+fn guide_pair(web1: &str, web2: &str) -> (Apache, Fulcrum) {
+    let apache = Apache::start(&Members { web1, web2, web1_params: GUIDE_APACHE, web2_params: GUIDE_APACHE });
+    let fulcrum = Fulcrum::start(&fulcrum_config(web1, web2, GUIDE_FULCRUM, GUIDE_FULCRUM));
+    (apache, fulcrum)
+}
+
 /// The guide's example, on port 0, with these members (TOML lines each) and the ProxyPassMatch
 /// line that the recorded Apache set-up enables.
 fn fulcrum_config(web1: &str, web2: &str, web1_lines: &str, web2_lines: &str) -> String {
@@ -357,13 +364,7 @@ async fn timeout_is_a_502_and_takes_the_member_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests() {
     let (web1, web2) = two_backends().await;
-    let apache = Apache::start(&Members {
-        web1: &web1.url(),
-        web2: &web2.url(),
-        web1_params: GUIDE_APACHE,
-        web2_params: GUIDE_APACHE,
-    });
-    let fulcrum = Fulcrum::start(&fulcrum_config(&web1.url(), &web2.url(), GUIDE_FULCRUM, GUIDE_FULCRUM));
+    let (apache, fulcrum) = guide_pair(&web1.url(), &web2.url());
     let cases: &[&str] = &[
         "GET / HTTP/1.1\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
@@ -391,13 +392,7 @@ async fn bad_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_half_closes_after_its_request_gets_its_answer() {
     let (web1, web2) = two_backends().await;
-    let apache = Apache::start(&Members {
-        web1: &web1.url(),
-        web2: &web2.url(),
-        web1_params: GUIDE_APACHE,
-        web2_params: GUIDE_APACHE,
-    });
-    let fulcrum = Fulcrum::start(&fulcrum_config(&web1.url(), &web2.url(), GUIDE_FULCRUM, GUIDE_FULCRUM));
+    let (apache, fulcrum) = guide_pair(&web1.url(), &web2.url());
     // (the request, sent whole and then half-closed; the status both answer)
     let cases = [
         ("GET / HTTP/1.1\r\nHost: www.example.com\r\n\r\n", 200),
@@ -447,13 +442,7 @@ fn raw_status(addr: SocketAddr, raw: &str) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_requests() {
     let (web1, web2) = two_backends().await;
-    let apache = Apache::start(&Members {
-        web1: &web1.url(),
-        web2: &web2.url(),
-        web1_params: GUIDE_APACHE,
-        web2_params: GUIDE_APACHE,
-    });
-    let fulcrum = Fulcrum::start(&fulcrum_config(&web1.url(), &web2.url(), GUIDE_FULCRUM, GUIDE_FULCRUM));
+    let (apache, fulcrum) = guide_pair(&web1.url(), &web2.url());
     let line = |len: usize| format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "x".repeat(len - "GET / HTTP/1.1".len()));
     let field =
         |len: usize| format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "v".repeat(len - "X-Big: ".len()));
@@ -556,8 +545,7 @@ fn nonce_in(page: &str) -> String {
 async fn balancer_manager_and_server_status() {
     let (web1, web2) = two_backends().await;
     let (w1, w2) = (web1.url(), web2.url());
-    let apache = Apache::start(&Members { web1: &w1, web2: &w2, web1_params: GUIDE_APACHE, web2_params: GUIDE_APACHE });
-    let fulcrum = Fulcrum::start(&fulcrum_config(&w1, &w2, GUIDE_FULCRUM, GUIDE_FULCRUM));
+    let (apache, fulcrum) = guide_pair(&w1, &w2);
     let client = client();
     let host: &[(&str, &str)] = &[("host", "www.example.com")];
     let sticky: &[(&str, &str)] = &[("host", "www.example.com"), ("cookie", "BALANCEID=balancer.web2")];
