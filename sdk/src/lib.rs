@@ -79,10 +79,113 @@ pub mod testing;
 #[cfg(feature = "selector")]
 pub mod selector {
     pub use crate::selector_bindings::exports::fulcrum::plugin::selector::{
-        BalancerInfo, Decision, LoadReport, Member, Needs, State, StateColumns,
+        BalancerInfo, Decision, Member, Needs, State, StateColumns,
     };
     pub use crate::selector_bindings::fulcrum::plugin::types::{PluginConfig, PluginError, RequestFields, RequestView};
     pub use crate::{Level, Selector, log};
+
+    /// A member's own report of its load (mod_heartmonitor's `busy=N&ready=M`, read by Fulcrum's
+    /// health checks), from [`State::load`].
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct LoadReport {
+        /// Requests the member says it is busy with.
+        pub busy: u32,
+        /// Requests the member says it is ready to take more of (its free capacity).
+        pub ready: u32,
+    }
+}
+
+/// The state columns, read out of the one list they cross the boundary in (`values`: the declared
+/// columns end to end, in the order lbstatus, busy, traffic, load; `wit/selector.wit`). Every
+/// slice is indexed by member, and empty when the column was not passed (not declared in
+/// [`selector::Needs::columns`], or busy, traffic and load in a `sticky` call).
+#[cfg(feature = "selector")]
+impl selector::State {
+    /// Pack columns as Fulcrum does: each one given is one value per member (all of the same
+    /// length); `None` leaves the column out. For tests and tools; Fulcrum builds the state itself.
+    pub fn pack(
+        candidates: Vec<u32>,
+        lbstatus: Option<&[i64]>,
+        busy: Option<&[u64]>,
+        traffic: Option<&[u64]>,
+        load: Option<&[Option<selector::LoadReport>]>,
+    ) -> selector::State {
+        let mut columns = selector::StateColumns::empty();
+        let mut values = Vec::new();
+        let count = |n: &u64| i64::try_from(*n).unwrap_or(i64::MAX);
+        if let Some(column) = lbstatus {
+            columns |= selector::StateColumns::LBSTATUS;
+            values.extend_from_slice(column);
+        }
+        if let Some(column) = busy {
+            columns |= selector::StateColumns::BUSY;
+            values.extend(column.iter().map(count));
+        }
+        if let Some(column) = traffic {
+            columns |= selector::StateColumns::TRAFFIC;
+            values.extend(column.iter().map(count));
+        }
+        if let Some(column) = load {
+            columns |= selector::StateColumns::LOAD;
+            values.extend(column.iter().map(|r| r.map_or(-1, |r| (i64::from(r.busy) << 32) | i64::from(r.ready))));
+        }
+        selector::State { candidates, columns, values }
+    }
+
+    /// The number of members the columns cover (0 when no column was passed).
+    pub fn members(&self) -> usize {
+        match self.columns.bits().count_ones() {
+            0 => 0,
+            k => self.values.len() / k as usize,
+        }
+    }
+
+    fn column(&self, column: selector::StateColumns) -> &[i64] {
+        if !self.columns.contains(column) {
+            return &[];
+        }
+        let n = self.members();
+        // The columns before this one in the WIT's order (lower flag bits) come first.
+        let before = (self.columns.bits() & (column.bits() - 1)).count_ones() as usize;
+        self.values.get(before * n..(before + 1) * n).unwrap_or(&[])
+    }
+
+    /// Apache's lbstatus counter of every member.
+    pub fn lbstatus(&self) -> &[i64] {
+        self.column(selector::StateColumns::LBSTATUS)
+    }
+
+    /// Requests in flight to every member (never negative).
+    pub fn busy(&self) -> &[i64] {
+        self.column(selector::StateColumns::BUSY)
+    }
+
+    /// Bytes sent to plus bytes read from every member (never negative).
+    pub fn traffic(&self) -> &[i64] {
+        self.column(selector::StateColumns::TRAFFIC)
+    }
+
+    /// `member`'s fresh load report, if it has one (and the load column was passed).
+    pub fn load(&self, member: u32) -> Option<selector::LoadReport> {
+        let packed = *self.column(selector::StateColumns::LOAD).get(member as usize)?;
+        (packed >= 0).then_some(selector::LoadReport { busy: (packed >> 32) as u32, ready: packed as u32 })
+    }
+}
+
+/// A request with nothing in it, what a selector that declared no request fields and no headers
+/// is given (`select` passes it no request at all: nothing crosses).
+#[cfg(feature = "selector")]
+impl Default for selector::RequestView {
+    fn default() -> Self {
+        selector::RequestView {
+            method: String::new(),
+            path: String::new(),
+            query: String::new(),
+            client_addr: String::new(),
+            host: String::new(),
+            headers: Vec::new(),
+        }
+    }
 }
 
 #[cfg(feature = "selector")]
@@ -241,8 +344,8 @@ macro_rules! export_rules {
 ///
 /// One value of your type lives per balancer: Fulcrum calls [`Selector::configure`] with the
 /// balancer's members (again when they change), then [`Selector::select`] per request. The host holds
-/// the balancer's state while you run, so reading `state.lbstatus` and returning new counters is one
-/// atomic step.
+/// the balancer's state while you run, so reading `state.lbstatus()` and returning new counters is
+/// one atomic step.
 #[cfg(feature = "selector")]
 pub trait Selector: Sized + 'static {
     /// Build the selector for a balancer and say what it needs per request. An `Err` refuses the
@@ -250,7 +353,9 @@ pub trait Selector: Sized + 'static {
     fn configure(balancer: &selector::BalancerInfo) -> Result<(Self, selector::Needs), selector::PluginError>;
 
     /// Pick one of `state.candidates` (or decline with `member: None`), and optionally return the
-    /// new `lbstatus` of every member.
+    /// new `lbstatus` of every member. `request` holds what [`selector::Needs`] declared (an empty
+    /// view when that is nothing); the state's columns are read with [`selector::State::lbstatus`],
+    /// [`selector::State::busy`], [`selector::State::traffic`] and [`selector::State::load`].
     fn select(&mut self, request: &selector::RequestView, state: &selector::State) -> selector::Decision;
 
     /// Fulcrum honoured a sticky route to `member`: return new `lbstatus` values (empty: unchanged).
@@ -297,7 +402,13 @@ macro_rules! export_selector {
                     __FULCRUM_SELECTOR.with(|cell| *cell.borrow_mut() = ::std::option::Option::Some(selector));
                     ::std::result::Result::Ok(needs)
                 }
-                fn select(request: __types::RequestView, state: __wit::State) -> __wit::Decision {
+                fn select(
+                    request: ::std::option::Option<__types::RequestView>,
+                    state: __wit::State,
+                ) -> __wit::Decision {
+                    // `None` when the selector declared nothing of the request: an empty view,
+                    // which allocates nothing.
+                    let request = request.unwrap_or_default();
                     __with(|s| <$ty as $crate::Selector>::select(s, &request, &state))
                 }
                 fn sticky(member: u32, state: __wit::State) -> ::std::vec::Vec<i64> {
@@ -370,13 +481,18 @@ pub mod util {
             && candidates.first() == Some(&0)
             && candidates.last().map(|&last| last as usize + 1) == Some(n);
         if all {
+            // The first member leads to begin with, so the loop compares plain numbers (no
+            // `Option` to test per member) and keeps the leader with selects rather than a branch.
+            let (mut lead, mut lead_status) = (0u32, i64::MIN);
             for (i, (status, &factor)) in lbstatus.iter_mut().zip(lbfactor).enumerate() {
-                *status = status.wrapping_add(factor);
+                let s = status.wrapping_add(factor);
+                *status = s;
                 total = total.wrapping_add(factor);
-                if best.is_none_or(|(_, b)| *status > b) {
-                    best = Some((i as u32, *status));
-                }
+                let ahead = i == 0 || s > lead_status;
+                lead = if ahead { i as u32 } else { lead };
+                lead_status = if ahead { s } else { lead_status };
             }
+            best = (n > 0).then_some((lead, lead_status));
         } else {
             for &i in candidates {
                 let (Some(status), Some(&factor)) = (lbstatus.get_mut(i as usize), lbfactor.get(i as usize)) else {

@@ -99,13 +99,13 @@ impl<S: Selector> SelectorHarness<S> {
 
     fn state(&self) -> State {
         let c = self.needs.columns;
-        State {
-            candidates: (0..self.members.len() as u32).filter(|&i| self.usable[i as usize]).collect(),
-            lbstatus: if c.contains(StateColumns::LBSTATUS) { self.lbstatus.clone() } else { Vec::new() },
-            busy: if c.contains(StateColumns::BUSY) { self.busy.clone() } else { Vec::new() },
-            traffic: if c.contains(StateColumns::TRAFFIC) { self.traffic.clone() } else { Vec::new() },
-            load: if c.contains(StateColumns::LOAD) { self.load.clone() } else { Vec::new() },
-        }
+        State::pack(
+            (0..self.members.len() as u32).filter(|&i| self.usable[i as usize]).collect(),
+            c.contains(StateColumns::LBSTATUS).then_some(&self.lbstatus[..]),
+            c.contains(StateColumns::BUSY).then_some(&self.busy[..]),
+            c.contains(StateColumns::TRAFFIC).then_some(&self.traffic[..]),
+            c.contains(StateColumns::LOAD).then_some(&self.load[..]),
+        )
     }
 
     fn apply(&mut self, lbstatus: Vec<i64>) {

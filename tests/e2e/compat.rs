@@ -1,6 +1,7 @@
-//! Plugins built against the previous interfaces, `fulcrum:plugin@0.1.0` and `@0.2.0`, keep
-//! working: real components built by the releases that spoke them (`tests/fixtures/wit-0.1.0/`,
-//! `tests/fixtures/wit-0.2.0/`: the byrequests selector and the apache-rules plugin), loaded from a
+//! Plugins built against the previous interfaces, `fulcrum:plugin@0.1.0` to `@0.3.0`, keep
+//! working: real components built by the releases that spoke them (`tests/fixtures/wit-0.1.0/` to
+//! `tests/fixtures/wit-0.3.0/`: the byrequests selector and the apache-rules plugin, and for 0.3.0,
+//! whose selectors were the first to read load reports, the heartbeat selector), loaded from a
 //! plugins folder under names of their own, balance and rewrite headers exactly as the current
 //! built-ins do.
 
@@ -22,6 +23,25 @@ async fn plugins_built_for_0_1_0_balance_and_set_the_guides_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugins_built_for_0_2_0_balance_and_set_the_guides_headers() {
     old_plugins_balance_and_set_the_guides_headers("0.2.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_built_for_0_3_0_balance_and_set_the_guides_headers() {
+    old_plugins_balance_and_set_the_guides_headers("0.3.0").await;
+}
+
+/// 0.3.0 passed each member's load report in a column of its own; the heartbeat built then still
+/// gets them (packed for 0.4.0 selectors, unpacked for it) and balances by them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_built_for_0_3_0_still_follows_the_load_reports() {
+    let plugins = tempfile::tempdir().unwrap();
+    let file = plugins.path().join("old-heartbeat.wasm");
+    std::fs::copy(repo_root().join("tests/fixtures/wit-0.3.0/heartbeat.wasm"), &file).unwrap();
+    let (code, out, err) = fulcrum_cmd(&["plugin", "inspect", file.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("wit: fulcrum:plugin@0.3.0") && out.contains("worlds: selector"), "{out}");
+    let top = format!("plugins_dir = {:?}\n", plugins.path().display().to_string());
+    crate::health::heartbeat_follows_the_reports("old-heartbeat", &top).await;
 }
 
 async fn old_plugins_balance_and_set_the_guides_headers(version: &str) {

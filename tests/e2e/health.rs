@@ -177,6 +177,13 @@ fn check_prints_the_health_checks() {
 /// proportion to it; a member that reports nothing is skipped while others report.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_sends_traffic_in_proportion_to_reported_capacity() {
+    heartbeat_follows_the_reports("heartbeat", "").await;
+}
+
+/// Three members behind `lbmethod` (a heartbeat build): one reports ready 30, one ready 10, one
+/// nothing; 40 requests go 30 : 10 : 0. `top` is put before the config (a `plugins_dir`). Also
+/// run by `compat.rs` with the heartbeat built for `fulcrum:plugin@0.3.0`.
+pub(crate) async fn heartbeat_follows_the_reports(lbmethod: &str, top: &str) {
     use tokio::io::AsyncWriteExt;
     // Members that answer every request with their name, and their load report on /hc.
     async fn member(name: &'static str, report: &'static str) -> std::net::SocketAddr {
@@ -203,9 +210,9 @@ async fn heartbeat_sends_traffic_in_proportion_to_reported_capacity() {
             (&format!("http://{small}"), &format!("route = \"small\"\n{}", check("header:X-Load"))),
             (&format!("http://{silent}"), &format!("route = \"silent\"\n{}", check("body"))),
         ],
-        "lbmethod = \"heartbeat\"",
+        &format!("lbmethod = {lbmethod:?}"),
     );
-    let fulcrum = Fulcrum::start(&config);
+    let fulcrum = Fulcrum::start(&format!("{top}{config}"));
     // Every member has been checked (and has reported, where it does).
     tokio::time::sleep(Duration::from_millis(600)).await;
     let client = client();

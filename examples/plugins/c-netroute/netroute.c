@@ -129,10 +129,12 @@ static bool is_candidate(const state_t *state, uint32_t member) {
     return false;
 }
 
+// `request` is NULL only for a selector that declared no request fields and no headers; this one
+// declared the client's address, so it always has one.
 void exports_fulcrum_plugin_selector_select(request_view_t *request, state_t *state, decision_t *ret) {
     uint32_t client;
     int32_t chosen = -1;
-    if (parse_ipv4(request->client_addr.ptr, request->client_addr.len, &client)) {
+    if (request != NULL && parse_ipv4(request->client_addr.ptr, request->client_addr.len, &client)) {
         for (size_t i = 0; i < rule_count; i++) {
             if ((client & rules[i].mask) == rules[i].net) {
                 if (is_candidate(state, (uint32_t)rules[i].member)) chosen = rules[i].member;
@@ -145,7 +147,7 @@ void exports_fulcrum_plugin_selector_select(request_view_t *request, state_t *st
     ret->member.val = (uint32_t)chosen;
     ret->lbstatus.ptr = NULL;
     ret->lbstatus.len = 0;
-    exports_fulcrum_plugin_selector_request_view_free(request);
+    if (request != NULL) exports_fulcrum_plugin_selector_request_view_free(request);
     exports_fulcrum_plugin_selector_state_free(state);
 }
 

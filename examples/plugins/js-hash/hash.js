@@ -39,8 +39,10 @@ export const selector = {
     return { fields: {}, headers: [header], columns: {} };
   },
 
+  // `request` is undefined only for a selector that declared no request fields and no headers;
+  // this one declared its header.
   select(request, state) {
-    const sent = request.headers.find(([name]) => name === header);
+    const sent = request?.headers.find(([name]) => name === header);
     if (sent === undefined) {
       return { member: state.candidates[turn++ % state.candidates.length], lbstatus: [] };
     }

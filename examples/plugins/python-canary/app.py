@@ -5,6 +5,8 @@ Requests carrying `x-canary: 1` go to the member whose route is the `canary_rout
 candidates (the canary is used for them only when nothing else is left).
 """
 
+from typing import Optional
+
 from wit_world import exports
 from wit_world.exports import selector
 from wit_world.imports import types
@@ -30,10 +32,13 @@ class Selector(exports.Selector):
             columns=selector.StateColumns(0),
         )
 
-    def select(self, request: types.RequestView, state: selector.State) -> selector.Decision:
+    # `request` is None only for a selector that declared no request fields and no headers; this
+    # one declared its header.
+    def select(self, request: Optional[types.RequestView], state: selector.State) -> selector.Decision:
         routes, canary_route = STATE["routes"], STATE["canary_route"]
         canary = [i for i in state.candidates if routes[i] == canary_route]
-        wants_canary = any(name == "x-canary" and value == "1" for name, value in request.headers)
+        headers = request.headers if request is not None else []
+        wants_canary = any(name == "x-canary" and value == "1" for name, value in headers)
         if wants_canary and canary:
             return selector.Decision(member=canary[0], lbstatus=[])
         others = [i for i in state.candidates if i not in canary] or list(state.candidates)

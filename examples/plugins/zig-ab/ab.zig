@@ -168,16 +168,19 @@ fn isCandidate(candidates: []const u32, member: u32) bool {
     return std.mem.indexOfScalar(u32, candidates, member) != null;
 }
 
+/// `maybe_request` is null only for a selector that declared no request fields and no headers;
+/// this one declared the cookie header.
 export fn exports_fulcrum_plugin_selector_select(
-    request: *c.exports_fulcrum_plugin_selector_request_view_t,
+    maybe_request: ?*c.exports_fulcrum_plugin_selector_request_view_t,
     state: *c.exports_fulcrum_plugin_selector_state_t,
     ret: *c.exports_fulcrum_plugin_selector_decision_t,
 ) void {
-    defer c.exports_fulcrum_plugin_selector_request_view_free(request);
+    defer if (maybe_request) |request| c.exports_fulcrum_plugin_selector_request_view_free(request);
     defer c.exports_fulcrum_plugin_selector_state_free(state);
     const candidates = state.candidates.ptr[0..state.candidates.len];
     var chosen: ?u32 = null;
-    if (armOf(request.headers.ptr[0..request.headers.len])) |i| {
+    const arm_index = if (maybe_request) |request| armOf(request.headers.ptr[0..request.headers.len]) else null;
+    if (arm_index) |i| {
         const arm = &arms[i];
         // Round robin over the arm's members, skipping those that are not candidates.
         for (0..arm.members.len) |_| {

@@ -3,8 +3,8 @@
 //! Rules keep no per-request state, so one rule set serves concurrent requests from a small pool
 //! of warm instances (each configured once); a trapped instance is dropped, not returned.
 //!
-//! Two interface shapes are spoken. `fulcrum:plugin@0.3.0` (`wit/rules.wit`) and `@0.2.0`, whose
-//! `rules` interfaces are the same: the names are
+//! Two interface shapes are spoken. `fulcrum:plugin@0.4.0` (`wit/rules.wit`), `@0.3.0` and
+//! `@0.2.0`, whose `rules` interfaces are the same: the names are
 //! declared once, at configure (header names parsed here, then), and per call only the values
 //! cross, end to end in one string plus a list of lengths built into a reused buffer; the answers
 //! name headers and variables by index, checked here. `fulcrum:plugin@0.1.0`
@@ -56,8 +56,8 @@ pub enum Bindings {
 type ConfigureSig = (Result<wit::Needs, types::PluginError>,);
 type OnRequestSig = (wit::Outcome,);
 
-/// A rules component of the 0.2.0 shapes (`fulcrum:plugin@0.2.0` and `@0.3.0`, whose `rules`
-/// interfaces are the same) ready to instantiate: its `rules` export found at the version the
+/// A rules component of the 0.2.0 shapes (`fulcrum:plugin@0.2.0`, `@0.3.0` and `@0.4.0`, whose
+/// `rules` interfaces are the same) ready to instantiate: its `rules` export found at the version the
 /// component was built for.
 #[derive(Clone)]
 pub struct RulesPreV2 {

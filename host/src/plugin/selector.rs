@@ -9,6 +9,7 @@ use super::PluginLimits;
 use super::bindings::selector_world::exports::fulcrum::plugin::selector as wit;
 use super::bindings::types;
 use super::bindings::v0_2::exports::fulcrum::plugin::selector as wit2;
+use super::bindings::v0_3::exports::fulcrum::plugin::selector as wit3;
 use super::registry::CompiledPlugin;
 use super::store::{self, StoreState};
 use crate::Error;
@@ -16,6 +17,7 @@ use crate::balancer::{
     BalancerSpec, FaultKind, LoadReport, MemberSelector, RequestInfo, SelectState, Selection, SelectorFault,
     SelectorNeeds, StateColumns,
 };
+use crate::request::RequestFields;
 
 /// One warm instance: its store and its typed exports.
 type Live = super::call::Instance<SelectorPlugin>;
@@ -23,7 +25,8 @@ type Live = super::call::Instance<SelectorPlugin>;
 /// A selector component ready to instantiate: its `selector` export, found at the version the
 /// component was built for. `0.1.0` and `0.2.0` have the same shapes ([`Shape::V2`]: the same
 /// Rust types and typed functions serve both, as the component model checks types by structure);
-/// `0.3.0` added the load column to `needs` and `state` ([`Shape::V3`]).
+/// `0.3.0` added the load column to `needs` and `state` ([`Shape::V3`]); `0.4.0` packs the state
+/// into two lists and passes the request only to a selector that reads it ([`Shape::V4`]).
 #[derive(Clone)]
 pub struct SelectorPre {
     pre: InstancePre<StoreState>,
@@ -40,6 +43,8 @@ enum Shape {
     V2,
     /// `fulcrum:plugin@0.3.0`: and the load column.
     V3,
+    /// `fulcrum:plugin@0.4.0`: the state columns end to end in one list, the request optional.
+    V4,
 }
 
 type ConfigureSig = (Result<wit::Needs, types::PluginError>,);
@@ -50,21 +55,36 @@ impl SelectorPre {
     pub fn new(pre: InstancePre<StoreState>, version: &str) -> wasmtime::Result<SelectorPre> {
         let [configure, select, sticky] =
             super::export_functions(&pre, "selector", version, ["configure", "select", "sticky"])?;
-        let shape = if matches!(version, "0.1.0" | "0.2.0") { Shape::V2 } else { Shape::V3 };
+        let shape = match version {
+            "0.1.0" | "0.2.0" => Shape::V2,
+            "0.3.0" => Shape::V3,
+            _ => Shape::V4,
+        };
         Ok(SelectorPre { pre, shape, configure, select, sticky })
     }
 
     /// A new instance, its functions type-checked.
     fn instantiate(&self, store: &mut Store<StoreState>) -> wasmtime::Result<SelectorPlugin> {
         let instance = self.pre.instantiate(&mut *store)?;
-        // `balancer-info` and `decision` have the same shapes in every version.
+        // `balancer-info` and `decision` have the same shapes in every version, `needs` in 0.3.0
+        // and 0.4.0.
         let (configure, select, sticky) = match self.shape {
+            Shape::V4 => (
+                *instance.get_typed_func::<(&wit::BalancerInfo,), ConfigureSig>(&mut *store, self.configure)?.func(),
+                *instance
+                    .get_typed_func::<(Option<&types::RequestView>, &wit::State), (wit::Decision,)>(
+                        &mut *store,
+                        self.select,
+                    )?
+                    .func(),
+                *instance.get_typed_func::<(u32, &wit::State), (Vec<i64>,)>(&mut *store, self.sticky)?.func(),
+            ),
             Shape::V3 => (
                 *instance.get_typed_func::<(&wit::BalancerInfo,), ConfigureSig>(&mut *store, self.configure)?.func(),
                 *instance
-                    .get_typed_func::<(&types::RequestView, &wit::State), (wit::Decision,)>(&mut *store, self.select)?
+                    .get_typed_func::<(&types::RequestView, &wit3::State), (wit::Decision,)>(&mut *store, self.select)?
                     .func(),
-                *instance.get_typed_func::<(u32, &wit::State), (Vec<i64>,)>(&mut *store, self.sticky)?.func(),
+                *instance.get_typed_func::<(u32, &wit3::State), (Vec<i64>,)>(&mut *store, self.sticky)?.func(),
             ),
             Shape::V2 => (
                 *instance.get_typed_func::<(&wit::BalancerInfo,), ConfigureSigV2>(&mut *store, self.configure)?.func(),
@@ -97,7 +117,8 @@ enum Configured {
 
 /// The state handed to a call, in the shape of the plugin's version.
 struct States {
-    v3: wit::State,
+    v4: wit::State,
+    v3: wit3::State,
     v2: wit2::State,
 }
 
@@ -105,7 +126,7 @@ impl SelectorPlugin {
     fn call_configure(&self, store: &mut Store<StoreState>, info: &wit::BalancerInfo) -> wasmtime::Result<Configured> {
         // SAFETY: the signatures were checked when the instance was made ([`SelectorPre::instantiate`]).
         let answer = match self.shape {
-            Shape::V3 => {
+            Shape::V3 | Shape::V4 => {
                 let f = unsafe { TypedFunc::<(&wit::BalancerInfo,), ConfigureSig>::new_unchecked(self.configure) };
                 f.call(&mut *store, (info,))?.0.map(|needs| convert_needs(needs.fields, &needs.headers, needs.columns))
             }
@@ -140,22 +161,41 @@ impl SelectorPlugin {
     fn call_select(
         &self,
         store: &mut Store<StoreState>,
-        request: &types::RequestView,
+        request: Option<&types::RequestView>,
         states: &States,
     ) -> wasmtime::Result<wit::Decision> {
+        // The request view is always built (an empty one allocates nothing); 0.4.0 passes it only
+        // to selectors that read something of it, the versions before always.
+        let all = types::RequestView {
+            method: String::new(),
+            path: String::new(),
+            query: String::new(),
+            client_addr: String::new(),
+            host: String::new(),
+            headers: Vec::new(),
+        };
+        let view = request.unwrap_or(&all);
         // SAFETY: checked in [`SelectorPre::instantiate`].
         Ok(match self.shape {
+            Shape::V4 => {
+                let f = unsafe {
+                    TypedFunc::<(Option<&types::RequestView>, &wit::State), (wit::Decision,)>::new_unchecked(
+                        self.select,
+                    )
+                };
+                f.call(store, (request, &states.v4))?.0
+            }
             Shape::V3 => {
                 let f = unsafe {
-                    TypedFunc::<(&types::RequestView, &wit::State), (wit::Decision,)>::new_unchecked(self.select)
+                    TypedFunc::<(&types::RequestView, &wit3::State), (wit::Decision,)>::new_unchecked(self.select)
                 };
-                f.call(store, (request, &states.v3))?.0
+                f.call(store, (view, &states.v3))?.0
             }
             Shape::V2 => {
                 let f = unsafe {
                     TypedFunc::<(&types::RequestView, &wit2::State), (wit::Decision,)>::new_unchecked(self.select)
                 };
-                f.call(store, (request, &states.v2))?.0
+                f.call(store, (view, &states.v2))?.0
             }
         })
     }
@@ -163,8 +203,12 @@ impl SelectorPlugin {
     fn call_sticky(&self, store: &mut Store<StoreState>, member: u32, states: &States) -> wasmtime::Result<Vec<i64>> {
         // SAFETY: checked in [`SelectorPre::instantiate`].
         Ok(match self.shape {
-            Shape::V3 => {
+            Shape::V4 => {
                 let f = unsafe { TypedFunc::<(u32, &wit::State), (Vec<i64>,)>::new_unchecked(self.sticky) };
+                f.call(store, (member, &states.v4))?.0
+            }
+            Shape::V3 => {
+                let f = unsafe { TypedFunc::<(u32, &wit3::State), (Vec<i64>,)>::new_unchecked(self.sticky) };
                 f.call(store, (member, &states.v3))?.0
             }
             Shape::V2 => {
@@ -219,7 +263,8 @@ impl WasmSelector {
             limits,
             live: None,
             states: States {
-                v3: wit::State {
+                v4: wit::State { candidates: Vec::new(), columns: wit::StateColumns::empty(), values: Vec::new() },
+                v3: wit3::State {
                     candidates: Vec::new(),
                     lbstatus: Vec::new(),
                     busy: Vec::new(),
@@ -275,7 +320,7 @@ impl WasmSelector {
     }
 
     fn load_state(&mut self, state: &SelectState<'_>) {
-        let v3 = self.plugin.selector.as_ref().is_some_and(|pre| pre.shape == Shape::V3);
+        let Some(shape) = self.plugin.selector.as_ref().map(|pre| pre.shape) else { return };
         macro_rules! fill {
             ($s:expr) => {{
                 let s = $s;
@@ -289,18 +334,24 @@ impl WasmSelector {
                 s.traffic.extend_from_slice(state.traffic);
             }};
         }
-        if v3 {
-            fill!(&mut self.states.v3);
-            let load = &mut self.states.v3.load;
-            load.clear();
-            load.extend(state.load.iter().map(|r| r.map(|LoadReport { busy, ready }| wit::LoadReport { busy, ready })));
-        } else {
-            fill!(&mut self.states.v2);
+        match shape {
+            Shape::V4 => pack_state(&mut self.states.v4, self.needs.columns, state),
+            Shape::V3 => {
+                fill!(&mut self.states.v3);
+                let load = &mut self.states.v3.load;
+                load.clear();
+                load.extend(
+                    state.load.iter().map(|r| r.map(|LoadReport { busy, ready }| wit3::LoadReport { busy, ready })),
+                );
+            }
+            Shape::V2 => fill!(&mut self.states.v2),
         }
     }
 
-    fn request_view(&self, request: &RequestInfo<'_>) -> types::RequestView {
-        super::request_view(self.needs.fields, &self.needs.headers, request)
+    /// The request as the selector declared it, or `None` when it declared nothing of it.
+    fn request_view(&self, request: &RequestInfo<'_>) -> Option<types::RequestView> {
+        let reads = self.needs.fields != RequestFields::default() || !self.needs.headers.is_empty();
+        reads.then(|| super::request_view(self.needs.fields, &self.needs.headers, request))
     }
 }
 
@@ -316,7 +367,7 @@ impl MemberSelector for WasmSelector {
     fn select(&mut self, request: &RequestInfo<'_>, state: &SelectState<'_>) -> Result<Selection, SelectorFault> {
         let view = self.request_view(request);
         self.load_state(state);
-        let decision = self.call(request.id, |store, b, s| b.call_select(store, &view, s))?;
+        let decision = self.call(request.id, |store, b, s| b.call_select(store, view.as_ref(), s))?;
         Ok(Selection { member: decision.member, lbstatus: decision.lbstatus })
     }
 
@@ -329,6 +380,38 @@ impl MemberSelector for WasmSelector {
         self.load_state(state);
         self.call(request.id, |store, b, s| b.call_sticky(store, member, s))
     }
+}
+
+/// The 0.4.0 state: the candidates, and the columns the selector declared and `state` carries
+/// (`sticky` carries only lbstatus) end to end in one list, in the WIT's order, each with one value
+/// per member; `columns` says which.
+fn pack_state(packed: &mut wit::State, declared: StateColumns, state: &SelectState<'_>) {
+    fn count(n: u64) -> i64 {
+        i64::try_from(n).unwrap_or(i64::MAX)
+    }
+    packed.candidates.clear();
+    packed.candidates.extend_from_slice(state.candidates);
+    packed.values.clear();
+    let mut columns = wit::StateColumns::empty();
+    if declared.lbstatus && !state.lbstatus.is_empty() {
+        columns |= wit::StateColumns::LBSTATUS;
+        packed.values.extend_from_slice(state.lbstatus);
+    }
+    if declared.busy && !state.busy.is_empty() {
+        columns |= wit::StateColumns::BUSY;
+        packed.values.extend(state.busy.iter().map(|&n| count(n)));
+    }
+    if declared.traffic && !state.traffic.is_empty() {
+        columns |= wit::StateColumns::TRAFFIC;
+        packed.values.extend(state.traffic.iter().map(|&n| count(n)));
+    }
+    if declared.load && !state.load.is_empty() {
+        columns |= wit::StateColumns::LOAD;
+        packed
+            .values
+            .extend(state.load.iter().map(|r| r.map_or(-1, |r| (i64::from(r.busy) << 32) | i64::from(r.ready))));
+    }
+    packed.columns = columns;
 }
 
 fn convert_needs(
@@ -375,6 +458,39 @@ mod tests {
     use crate::balancer::{Balancer, BalancerSpec, ClientAddr, MemberStatus, RequestInfo, SelectorFactory};
     use crate::config::Config;
     use crate::plugin::{PluginLimits, PluginRegistry};
+
+    /// The 0.4.0 state: the declared columns that the call carries, end to end in the WIT's order
+    /// (lbstatus, busy, traffic, load), a load report as `busy * 2^32 + ready` or -1; a column
+    /// not declared, or not carried (`sticky` carries only lbstatus), is left out.
+    #[test]
+    fn the_state_is_packed_in_the_wits_order() {
+        use super::{pack_state, wit};
+        use crate::balancer::{LoadReport, SelectState, StateColumns};
+        let load = [Some(LoadReport { busy: 3, ready: 7 }), None];
+        let full = SelectState {
+            candidates: &[0, 1],
+            lbstatus: &[-5, 5],
+            busy: &[1, 2],
+            traffic: &[100, u64::MAX],
+            load: &load,
+        };
+        let mut packed = wit::State { candidates: Vec::new(), columns: wit::StateColumns::empty(), values: Vec::new() };
+        let all = StateColumns { lbstatus: true, busy: true, traffic: true, load: true };
+        pack_state(&mut packed, all, &full);
+        assert_eq!(packed.candidates, [0, 1]);
+        assert_eq!(packed.columns, wit::StateColumns::all());
+        assert_eq!(packed.values, [-5, 5, 1, 2, 100, i64::MAX, (3 << 32) | 7, -1]);
+
+        let some = StateColumns { lbstatus: false, busy: true, traffic: false, load: true };
+        pack_state(&mut packed, some, &full);
+        assert_eq!(packed.columns, wit::StateColumns::BUSY | wit::StateColumns::LOAD);
+        assert_eq!(packed.values, [1, 2, (3 << 32) | 7, -1]);
+
+        let sticky = SelectState { candidates: &[1], lbstatus: &[-5, 5], busy: &[], traffic: &[], load: &[] };
+        pack_state(&mut packed, all, &sticky);
+        assert_eq!((packed.candidates.as_slice(), packed.columns), (&[1][..], wit::StateColumns::LBSTATUS));
+        assert_eq!(packed.values, [-5, 5]);
+    }
 
     /// xorshift64: a fixed, dependency-free sequence of operations.
     struct Rng(u64);

@@ -14,6 +14,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::selector_world::fulcrum::plugin::{host, types};
 use super::bindings::v0_1::fulcrum::plugin::host as host_v0_1;
 use super::bindings::v0_2::fulcrum::plugin::host as host_v0_2;
+use super::bindings::v0_3::fulcrum::plugin::host as host_v0_3;
 use super::wasi_io::{HasOffWorker, OffWorker};
 use crate::config::WasiGrants;
 
@@ -81,15 +82,22 @@ impl host::Host for StoreState {
     }
 }
 
-/// `fulcrum:plugin/host@0.2.0`, for plugins built against the previous interface: the same.
+/// `fulcrum:plugin/host@0.3.0`, for plugins built against the previous interface: the same.
 /// (`host` has the same shapes in every version.)
+impl host_v0_3::Host for StoreState {
+    fn log(&mut self, level: types::LogLevel, message: String) {
+        host::Host::log(self, level, message)
+    }
+}
+
+/// `fulcrum:plugin/host@0.2.0`, for plugins built against the interface before that: the same.
 impl host_v0_2::Host for StoreState {
     fn log(&mut self, level: types::LogLevel, message: String) {
         host::Host::log(self, level, message)
     }
 }
 
-/// `fulcrum:plugin/host@0.1.0`, for plugins built against the interface before: the same.
+/// `fulcrum:plugin/host@0.1.0`, for plugins built against the first interface: the same.
 impl host_v0_1::Host for StoreState {
     fn log(&mut self, level: types::LogLevel, message: String) {
         host::Host::log(self, level, message)
@@ -159,8 +167,9 @@ pub fn linker(
     use wasmtime_wasi::random::WasiRandom;
 
     let mut linker = Linker::new(engine);
-    // Both versions of the `host` interface: a component imports the one it was built against.
+    // Every version of the `host` interface: a component imports the one it was built against.
     host::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)?;
+    host_v0_3::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)?;
     host_v0_2::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)?;
     host_v0_1::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)?;
     if !with_wasi {

@@ -21,7 +21,8 @@ impl Selector for ByBusyness {
     }
 
     fn select(&mut self, _request: &RequestView, state: &State) -> Decision {
-        let mut lbstatus = state.lbstatus.clone();
+        let mut lbstatus = state.lbstatus().to_vec();
+        let busy = state.busy();
         let mut best: Option<usize> = None;
         let mut total = 0i64;
         for &i in &state.candidates {
@@ -30,9 +31,7 @@ impl Selector for ByBusyness {
             total = total.saturating_add(self.lbfactor[i]);
             let better = match best {
                 None => true,
-                Some(b) => {
-                    state.busy[i] < state.busy[b] || (state.busy[i] == state.busy[b] && lbstatus[i] > lbstatus[b])
-                }
+                Some(b) => busy[i] < busy[b] || (busy[i] == busy[b] && lbstatus[i] > lbstatus[b]),
             };
             if better {
                 best = Some(i);
@@ -45,7 +44,7 @@ impl Selector for ByBusyness {
     }
 
     fn sticky(&mut self, member: u32, state: &State) -> Vec<i64> {
-        let mut lbstatus = state.lbstatus.clone();
+        let mut lbstatus = state.lbstatus().to_vec();
         fulcrum_sdk::util::smooth_weighted_charge(&state.candidates, &self.lbfactor, &mut lbstatus, member);
         lbstatus
     }

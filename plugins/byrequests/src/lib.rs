@@ -24,13 +24,13 @@ impl Selector for ByRequests {
     }
 
     fn select(&mut self, _request: &RequestView, state: &State) -> Decision {
-        let mut lbstatus = state.lbstatus.clone();
+        let mut lbstatus = state.lbstatus().to_vec();
         let member = smooth_weighted_pick(&state.candidates, &self.lbfactor, &mut lbstatus);
         Decision { member, lbstatus }
     }
 
     fn sticky(&mut self, member: u32, state: &State) -> Vec<i64> {
-        let mut lbstatus = state.lbstatus.clone();
+        let mut lbstatus = state.lbstatus().to_vec();
         smooth_weighted_charge(&state.candidates, &self.lbfactor, &mut lbstatus, member);
         lbstatus
     }

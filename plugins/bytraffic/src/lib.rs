@@ -6,7 +6,7 @@
 use fulcrum_sdk::selector::*;
 
 pub struct ByTraffic {
-    lbfactor: Vec<u64>,
+    lbfactor: Vec<i64>,
 }
 
 impl Selector for ByTraffic {
@@ -14,14 +14,14 @@ impl Selector for ByTraffic {
         if let Some((key, _)) = balancer.config.options.first() {
             return Err(PluginError::InvalidOption((key.clone(), "bytraffic takes no options".into())));
         }
-        let lbfactor = balancer.members.iter().map(|m| u64::from(m.lbfactor.max(1))).collect();
+        let lbfactor = balancer.members.iter().map(|m| i64::from(m.lbfactor.max(1))).collect();
         let needs = Needs { columns: StateColumns::TRAFFIC, ..Needs::default() };
         Ok((ByTraffic { lbfactor }, needs))
     }
 
     fn select(&mut self, _request: &RequestView, state: &State) -> Decision {
-        let member =
-            state.candidates.iter().copied().min_by_key(|&i| state.traffic[i as usize] / self.lbfactor[i as usize]);
+        let traffic = state.traffic();
+        let member = state.candidates.iter().copied().min_by_key(|&i| traffic[i as usize] / self.lbfactor[i as usize]);
         Decision { member, lbstatus: Vec::new() }
     }
 }

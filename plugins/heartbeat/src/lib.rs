@@ -28,7 +28,7 @@ impl Heartbeat {
         self.weights.resize(self.lbfactor.len(), 0);
         self.pool.clear();
         for &i in &state.candidates {
-            if let Some(Some(report)) = state.load.get(i as usize)
+            if let Some(report) = state.load(i)
                 && report.ready > 0
             {
                 self.weights[i as usize] = i64::from(report.ready);
@@ -55,14 +55,14 @@ impl Selector for Heartbeat {
 
     fn select(&mut self, _request: &RequestView, state: &State) -> Decision {
         self.weigh(state);
-        let mut lbstatus = state.lbstatus.clone();
+        let mut lbstatus = state.lbstatus().to_vec();
         let member = smooth_weighted_pick(&self.pool, &self.weights, &mut lbstatus);
         Decision { member, lbstatus }
     }
 
     fn sticky(&mut self, member: u32, state: &State) -> Vec<i64> {
         self.weigh(state);
-        let mut lbstatus = state.lbstatus.clone();
+        let mut lbstatus = state.lbstatus().to_vec();
         smooth_weighted_charge(&self.pool, &self.weights, &mut lbstatus, member);
         lbstatus
     }
