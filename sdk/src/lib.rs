@@ -168,7 +168,33 @@ impl selector::State {
     /// `member`'s fresh load report, if it has one (and the load column was passed).
     pub fn load(&self, member: u32) -> Option<selector::LoadReport> {
         let packed = *self.column(selector::StateColumns::LOAD).get(member as usize)?;
-        (packed >= 0).then_some(selector::LoadReport { busy: (packed >> 32) as u32, ready: packed as u32 })
+        // Only -1 is "none": a busy count of 2^31 or more packs to a negative number too.
+        (packed != -1).then_some(selector::LoadReport { busy: (packed >> 32) as u32, ready: packed as u32 })
+    }
+}
+
+#[cfg(all(test, feature = "selector"))]
+mod state_tests {
+    use crate::selector::{LoadReport, State, StateColumns};
+
+    /// Client (the harness) packs, selector reads: each column where the WIT puts it, whatever
+    /// columns come before it; a missing column reads empty; only -1 is "no load report".
+    #[test]
+    fn the_columns_read_back_as_packed() {
+        let load = [Some(LoadReport { busy: 3, ready: 7 }), None, Some(LoadReport { busy: u32::MAX, ready: 0 })];
+        let all = State::pack(vec![0, 2], Some(&[-1, 0, 9]), Some(&[1, 2, 3]), Some(&[10, 20, u64::MAX]), Some(&load));
+        assert_eq!((all.members(), all.columns), (3, StateColumns::all()));
+        assert_eq!(all.lbstatus(), [-1, 0, 9]);
+        assert_eq!(all.busy(), [1, 2, 3]);
+        assert_eq!(all.traffic(), [10, 20, i64::MAX]);
+        assert_eq!([all.load(0), all.load(1), all.load(2), all.load(3)], [load[0], None, load[2], None]);
+
+        let some = State::pack(vec![1], None, Some(&[4, 5]), None, Some(&load[..2]));
+        assert_eq!((some.members(), some.busy(), some.lbstatus()), (2, &[4, 5][..], &[][..]));
+        assert_eq!((some.traffic(), some.load(0), some.load(1)), (&[][..], load[0], None));
+
+        let none = State::pack(vec![0], None, None, None, None);
+        assert_eq!((none.members(), none.lbstatus(), none.load(0)), (0, &[][..], None));
     }
 }
 

@@ -164,9 +164,9 @@ impl SelectorPlugin {
         request: Option<&types::RequestView>,
         states: &States,
     ) -> wasmtime::Result<wit::Decision> {
-        // The request view is always built (an empty one allocates nothing); 0.4.0 passes it only
-        // to selectors that read something of it, the versions before always.
-        let all = types::RequestView {
+        // 0.4.0 passes the request only to selectors that read something of it; the versions
+        // before always take one, empty for those (it allocates nothing).
+        let empty = types::RequestView {
             method: String::new(),
             path: String::new(),
             query: String::new(),
@@ -174,7 +174,7 @@ impl SelectorPlugin {
             host: String::new(),
             headers: Vec::new(),
         };
-        let view = request.unwrap_or(&all);
+        let view = request.unwrap_or(&empty);
         // SAFETY: checked in [`SelectorPre::instantiate`].
         Ok(match self.shape {
             Shape::V4 => {
