@@ -161,20 +161,10 @@ impl SelectorPlugin {
     fn call_select(
         &self,
         store: &mut Store<StoreState>,
-        request: Option<&types::RequestView>,
+        request: &types::RequestView,
+        reads_request: bool,
         states: &States,
     ) -> wasmtime::Result<wit::Decision> {
-        // 0.4.0 passes the request only to selectors that read something of it; the versions
-        // before always take one, empty for those (it allocates nothing).
-        let empty = types::RequestView {
-            method: String::new(),
-            path: String::new(),
-            query: String::new(),
-            client_addr: String::new(),
-            host: String::new(),
-            headers: Vec::new(),
-        };
-        let view = request.unwrap_or(&empty);
         // SAFETY: checked in [`SelectorPre::instantiate`].
         Ok(match self.shape {
             Shape::V4 => {
@@ -183,19 +173,20 @@ impl SelectorPlugin {
                         self.select,
                     )
                 };
-                f.call(store, (request, &states.v4))?.0
+                // 0.4.0 passes the request only to selectors that read something of it.
+                f.call(store, (reads_request.then_some(request), &states.v4))?.0
             }
             Shape::V3 => {
                 let f = unsafe {
                     TypedFunc::<(&types::RequestView, &wit3::State), (wit::Decision,)>::new_unchecked(self.select)
                 };
-                f.call(store, (view, &states.v3))?.0
+                f.call(store, (request, &states.v3))?.0
             }
             Shape::V2 => {
                 let f = unsafe {
                     TypedFunc::<(&types::RequestView, &wit2::State), (wit::Decision,)>::new_unchecked(self.select)
                 };
-                f.call(store, (view, &states.v2))?.0
+                f.call(store, (request, &states.v2))?.0
             }
         })
     }
@@ -348,10 +339,11 @@ impl WasmSelector {
         }
     }
 
-    /// The request as the selector declared it, or `None` when it declared nothing of it.
-    fn request_view(&self, request: &RequestInfo<'_>) -> Option<types::RequestView> {
+    /// The request as the selector declared it (empty, without allocating, when it declared
+    /// nothing of it), and whether it declared anything.
+    fn request_view(&self, request: &RequestInfo<'_>) -> (types::RequestView, bool) {
         let reads = self.needs.fields != RequestFields::default() || !self.needs.headers.is_empty();
-        reads.then(|| super::request_view(self.needs.fields, &self.needs.headers, request))
+        (super::request_view(self.needs.fields, &self.needs.headers, request), reads)
     }
 }
 
@@ -365,9 +357,9 @@ impl MemberSelector for WasmSelector {
     }
 
     fn select(&mut self, request: &RequestInfo<'_>, state: &SelectState<'_>) -> Result<Selection, SelectorFault> {
-        let view = self.request_view(request);
+        let (view, reads) = self.request_view(request);
         self.load_state(state);
-        let decision = self.call(request.id, |store, b, s| b.call_select(store, view.as_ref(), s))?;
+        let decision = self.call(request.id, |store, b, s| b.call_select(store, &view, reads, s))?;
         Ok(Selection { member: decision.member, lbstatus: decision.lbstatus })
     }
 
