@@ -75,6 +75,9 @@ pub mod rules_bindings {
 #[cfg(feature = "selector")]
 pub mod testing;
 
+/// A faster allocator for plugins (opt in with `#[global_allocator]`).
+pub mod allocator;
+
 /// The types a selector works with, in one import: `use fulcrum_sdk::selector::*;`.
 #[cfg(feature = "selector")]
 pub mod selector {

@@ -233,7 +233,7 @@ async fn rules_faults_are_counted_by_kind() {
     let good = get(&client, &fulcrum.url("/"), &[]).await;
     assert_eq!(good.status, 200, "{good:?}");
     assert_eq!(good.headers.get("x-rules").map(|v| v.to_str().unwrap()), Some("ok"), "{good:?}");
-    for fault in ["spin", "grow", "trap", "spin"] {
+    for fault in ["spin", "grow", "grow-small", "trap", "spin"] {
         let answer = get(&client, &fulcrum.url("/"), &[("x-rules-fault", fault)]).await;
         assert_eq!(answer.status, 200, "x-rules-fault: {fault}: {answer:?}\n{}", fulcrum.log());
         assert!(["web1", "web2"].contains(&answer.served_by()), "x-rules-fault: {fault}: {answer:?}");
@@ -242,7 +242,7 @@ async fn rules_faults_are_counted_by_kind() {
     let metrics = get(&client, &format!("http://{admin_addr}/metrics"), &[]).await;
     let has = |line: &str| assert!(metrics.body.lines().any(|l| l == line), "no `{line}` in:\n{}", metrics.body);
     has(r#"fulcrum_plugin_faults_total{plugin="rules-fault-test",kind="deadline"} 2"#);
-    has(r#"fulcrum_plugin_faults_total{plugin="rules-fault-test",kind="memory"} 1"#);
+    has(r#"fulcrum_plugin_faults_total{plugin="rules-fault-test",kind="memory"} 2"#);
     has(r#"fulcrum_plugin_faults_total{plugin="rules-fault-test",kind="trap"} 1"#);
     let log = fulcrum.log();
     for what in ["ran past its deadline", "exceeded its memory limit", "trapped"] {

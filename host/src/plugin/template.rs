@@ -11,6 +11,7 @@ const SDK_FILES: &[(&str, &str)] = &[
     ("src/lib.rs", include_str!("../../../sdk/src/lib.rs")),
     ("src/testing.rs", include_str!("../../../sdk/src/testing.rs")),
     ("src/rules_call.rs", include_str!("../../../sdk/src/rules_call.rs")),
+    ("src/allocator.rs", include_str!("../../../sdk/src/allocator.rs")),
 ];
 
 /// The wit-bindgen the SDK is built with (the workspace's; a unit test keeps the two equal).
@@ -123,6 +124,12 @@ impl Selector for {type_name} {{
 }}
 
 fulcrum_sdk::export_selector!({type_name});
+
+/// Small blocks from size-class free lists instead of Rust's default Wasm allocator: every call
+/// allocates its inputs and answer and frees them (`fulcrum_sdk::allocator`).
+#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: fulcrum_sdk::allocator::PluginAllocator = fulcrum_sdk::allocator::PluginAllocator::new();
 
 #[cfg(test)]
 mod tests {{

@@ -79,3 +79,9 @@ impl Rules for ApacheRules {
 }
 
 fulcrum_sdk::export_rules!(ApacheRules);
+
+/// Small blocks from size-class free lists instead of dlmalloc: every call allocates its inputs and
+/// answer, and frees them (`fulcrum_sdk::allocator`).
+#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: fulcrum_sdk::allocator::PluginAllocator = fulcrum_sdk::allocator::PluginAllocator::new();

@@ -51,3 +51,9 @@ impl Selector for ByBusyness {
 }
 
 fulcrum_sdk::export_selector!(ByBusyness);
+
+/// Small blocks from size-class free lists instead of dlmalloc: every call allocates its inputs and
+/// answer, and frees them (`fulcrum_sdk::allocator`).
+#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: fulcrum_sdk::allocator::PluginAllocator = fulcrum_sdk::allocator::PluginAllocator::new();

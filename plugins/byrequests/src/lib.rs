@@ -38,6 +38,12 @@ impl Selector for ByRequests {
 
 fulcrum_sdk::export_selector!(ByRequests);
 
+/// Small blocks from size-class free lists instead of dlmalloc: every call allocates its inputs and
+/// answer, and frees them (`fulcrum_sdk::allocator`).
+#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: fulcrum_sdk::allocator::PluginAllocator = fulcrum_sdk::allocator::PluginAllocator::new();
+
 #[cfg(test)]
 mod tests {
     use fulcrum_sdk::testing::SelectorHarness;

@@ -27,3 +27,9 @@ impl Selector for ByTraffic {
 }
 
 fulcrum_sdk::export_selector!(ByTraffic);
+
+/// Small blocks from size-class free lists instead of dlmalloc: every call allocates its inputs and
+/// answer, and frees them (`fulcrum_sdk::allocator`).
+#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: fulcrum_sdk::allocator::PluginAllocator = fulcrum_sdk::allocator::PluginAllocator::new();

@@ -4,8 +4,9 @@
 //! Not embedded in the binary, and kept out of the folder of the other test plugins (tests copy it
 //! where they need it). The request header `x-rules-fault` chooses the misbehaviour in
 //! `on-request`: `trap` (a panic, which aborts: a Wasm trap), `spin` (an endless loop, stopped only
-//! by the host's deadline), `grow` (allocates until the memory cap traps it). Any other request
-//! gets `X-Rules: ok` set on its response.
+//! by the host's deadline), `grow` (allocates until the memory cap traps it), `grow-small` (the
+//! same in 1 KiB blocks, which the SDK's allocator serves from its size classes). Any other request
+//! gets `X-Rules: ok` set on its response. It uses the SDK's allocator, as the built-in plugins do.
 
 use fulcrum_sdk::rules::*;
 
@@ -36,6 +37,14 @@ impl Rules for RulesFaultTest {
                     std::hint::black_box(&hoard);
                 }
             }
+            "grow-small" => {
+                // 1 KiB at a time: size-class blocks, carved from chunks until one cannot be had.
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(Vec::with_capacity(1024));
+                    std::hint::black_box(&hoard);
+                }
+            }
             _ => Outcome::default(),
         }
     }
@@ -48,3 +57,7 @@ impl Rules for RulesFaultTest {
 }
 
 fulcrum_sdk::export_rules!(RulesFaultTest);
+
+#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: fulcrum_sdk::allocator::PluginAllocator = fulcrum_sdk::allocator::PluginAllocator::new();
