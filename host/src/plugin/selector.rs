@@ -555,4 +555,38 @@ mod tests {
         }
         assert!(chosen > 1000, "only {chosen} of 2400 steps chose a member: the sequences test too little");
     }
+
+    /// A selection's memory is given back: 100,000 balanced and sticky choices of the embedded
+    /// `byrequests` over 3 members on one instance capped at 4 MiB, never recycled. A plugin
+    /// allocator that kept even a few bytes per call would reach the cap and fault.
+    #[test]
+    fn wasm_byrequests_runs_in_constant_memory() {
+        let limits = PluginLimits { memory_bytes: 4 << 20, recycle_after: None, ..PluginLimits::default() };
+        let registry = PluginRegistry::load(None, limits).expect("built-in plugins");
+        let (method, uri, headers, client) = (
+            hyper::Method::GET,
+            hyper::Uri::from_static("/"),
+            hyper::HeaderMap::new(),
+            ClientAddr::from([127, 0, 0, 1]),
+        );
+        let request = RequestInfo { id: 1, method: &method, uri: &uri, headers: &headers, client: &client, host: "b" };
+        let mut text = String::from(
+            "listen = [\"127.0.0.1:0\"]\n[[vhost]]\nserver_name = \"b\"\n\
+             proxy_pass = [{ path = \"/\", to = \"balancer://b/\" }]\n[balancer.b]\n",
+        );
+        for (i, factor) in [1, 2, 3].iter().enumerate() {
+            text.push_str(&format!("[[balancer.b.member]]\nurl = \"http://10.0.0.{i}:80\"\nloadfactor = {factor}\n"));
+        }
+        let config = Config::parse(&text, std::path::Path::new("t.toml")).unwrap().balancers.remove(0);
+        let spec = BalancerSpec::lbmethod(&config);
+        let balancer = Arc::new(Balancer::new(&config, registry.selector(&spec).expect("byrequests")));
+        for i in 0..100_000 {
+            let chosen = if i % 5 == 0 {
+                balancer.choose_sticky(&request, i % 3).expect("sticky").map(|lease| lease.index())
+            } else {
+                balancer.choose(&request, &[]).ok().map(|lease| lease.index())
+            };
+            assert!(chosen.is_some(), "call {i}: no member");
+        }
+    }
 }
