@@ -16,6 +16,15 @@ fn rules(directives: &str) -> Box<dyn RequestRules> {
     }
 }
 
+/// The directives of `examples/apache-guide.toml`'s `[[vhost.rules]]`, as the user wrote them.
+fn guide_directives() -> String {
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/apache-guide.toml")).unwrap();
+    let start = example.find("directives = '''").unwrap() + "directives = '''".len();
+    let end = start + example[start..].find("'''").unwrap();
+    example[start..end].to_string()
+}
+
 fn headers(list: &[(&str, &str)]) -> HeaderMap {
     let mut h = HeaderMap::new();
     for (k, v) in list {
@@ -237,11 +246,7 @@ fn bad_rules_name_their_line() {
 /// (long, empty, repeated, non-ASCII bytes, regex-hostile) go through the real component.
 #[test]
 fn odd_requests_never_fault_the_guide_rules() {
-    let example =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/apache-guide.toml")).unwrap();
-    let start = example.find("directives = '''").unwrap() + "directives = '''".len();
-    let end = start + example[start..].find("'''").unwrap();
-    let r = rules(&example[start..end]);
+    let r = rules(&guide_directives());
     let pieces: [&[u8]; 12] = [
         b"1.2.3.4",
         b"",
@@ -292,14 +297,10 @@ fn odd_requests_never_fault_the_guide_rules() {
 /// A plugin allocator that kept even a few bytes per call would reach the cap and fault.
 #[test]
 fn the_guide_rules_run_in_constant_memory() {
-    let example =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/apache-guide.toml")).unwrap();
-    let start = example.find("directives = '''").unwrap() + "directives = '''".len();
-    let end = start + example[start..].find("'''").unwrap();
     let limits = PluginLimits { memory_bytes: 8 << 20, recycle_after: None, ..PluginLimits::default() };
     let registry = PluginRegistry::load(None, limits).unwrap();
     let mut table = toml::Table::new();
-    table.insert("directives".into(), toml::Value::String(example[start..end].into()));
+    table.insert("directives".into(), toml::Value::String(guide_directives()));
     let r = registry.rules("apache-rules", &table).unwrap_or_else(|e| panic!("{}", e.message));
 
     let request = Request::new("/index.html", &[("x-forwarded-for", "203.0.113.7")]);
