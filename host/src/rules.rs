@@ -8,6 +8,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::request::{RequestFields, RequestInfo};
@@ -50,12 +51,14 @@ pub enum HeaderOp {
     SetIfEmpty,
 }
 
-/// One header change; the name was checked (and parsed, once) by the plugin module.
+/// One header change; the name was checked (and parsed, once) by the plugin module. The value is
+/// not checked yet ([`apply_headers`] does); it may share its bytes with the other values of the
+/// same answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderAction {
     pub op: HeaderOp,
     pub name: HeaderName,
-    pub value: String,
+    pub value: Bytes,
 }
 
 /// A rules call's answer: env changes (`None` unsets), then header actions, in order, and the
@@ -242,23 +245,24 @@ pub fn apply_headers(headers: &mut HeaderMap, actions: Vec<HeaderAction>) -> Vec
             HeaderOp::Set | HeaderOp::Add => None,
             _ => joined(headers, &name),
         };
+        let text = || String::from_utf8_lossy(&action.value);
         let value = match action.op {
             HeaderOp::Set | HeaderOp::Add => action.value,
             HeaderOp::SetIfEmpty if current.as_deref().is_some_and(|c| !c.is_empty()) => continue,
             HeaderOp::SetIfEmpty => action.value,
             HeaderOp::Append => match current {
-                Some(c) if !c.is_empty() => format!("{c}, {}", action.value),
+                Some(c) if !c.is_empty() => Bytes::from(format!("{c}, {}", text())),
                 _ => action.value,
             },
             HeaderOp::Merge => match current {
-                Some(c) if c.split(',').any(|t| t.trim() == action.value.trim()) => continue,
-                Some(c) if !c.is_empty() => format!("{c}, {}", action.value),
+                Some(c) if c.split(',').any(|t| t.trim() == text().trim()) => continue,
+                Some(c) if !c.is_empty() => Bytes::from(format!("{c}, {}", text())),
                 _ => action.value,
             },
             HeaderOp::Unset => unreachable!("handled above"),
         };
-        // From the String without copying it (the value is checked, not copied).
-        let Ok(value) = HeaderValue::try_from(value) else {
+        // Shares the bytes (the value is checked, not copied).
+        let Ok(value) = HeaderValue::from_maybe_shared(value) else {
             rejected.push(format!("the value for `{name}` is not a valid header value"));
             continue;
         };
@@ -290,7 +294,7 @@ mod tests {
         HeaderAction {
             op,
             name: HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).unwrap(),
-            value: value.into(),
+            value: Bytes::copy_from_slice(value.as_bytes()),
         }
     }
 

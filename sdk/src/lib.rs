@@ -231,43 +231,17 @@ impl Default for selector::Needs {
 /// The types a rules plugin works with, in one import: `use fulcrum_sdk::rules::*;`.
 #[cfg(feature = "rules")]
 pub mod rules {
-    pub use crate::rules_bindings::exports::fulcrum::plugin::rules::{
-        Clock, EnvAction, HeaderAction, HeaderOp, Outcome, ResponseOrigin,
-    };
+    pub use crate::rules_bindings::exports::fulcrum::plugin::rules::{Clock, ResponseOrigin};
     pub use crate::rules_bindings::fulcrum::plugin::types::{PluginConfig, PluginError, RequestFields};
-    pub use crate::rules_call::{Call, EnvVar, Fields, Inputs, Layout, Needs, RequestCall, ResponseCall, Target};
+    pub use crate::rules_call::{
+        Call, EnvAction, EnvVar, Fields, HeaderAction, HeaderOp, Inputs, Layout, Needs, Outcome, RequestCall,
+        ResponseCall, Target,
+    };
     pub use crate::{Level, Rules, log};
 }
 
 #[cfg(feature = "rules")]
 pub mod rules_call;
-
-#[cfg(feature = "rules")]
-#[allow(clippy::derivable_impls)] // a generated type: it cannot take a derive
-impl Default for rules::Outcome {
-    fn default() -> Self {
-        rules::Outcome { env: Vec::new(), headers: Vec::new() }
-    }
-}
-
-#[cfg(feature = "rules")]
-impl rules::Outcome {
-    /// Set variable `var` (declared with [`rules::Needs::env`], or named: [`rules::Call::env_var`]).
-    pub fn set_env(&mut self, var: rules::EnvVar, value: impl Into<String>) {
-        self.env.push(rules::EnvAction { var: var.0, value: Some(value.into()) });
-    }
-
-    /// Unset variable `var`.
-    pub fn unset_env(&mut self, var: rules::EnvVar) {
-        self.env.push(rules::EnvAction { var: var.0, value: None });
-    }
-
-    /// Change header `target` (declared with [`rules::Needs::target`], or named:
-    /// [`rules::Call::target`]).
-    pub fn header(&mut self, op: rules::HeaderOp, target: rules::Target, value: impl Into<String>) {
-        self.headers.push(rules::HeaderAction { op, target: target.0, value: value.into() });
-    }
-}
 
 /// Header and environment rules (what Apache's mod_setenvif and mod_headers do), for the rules
 /// interface of `fulcrum:plugin` 0.2.0 and later.
@@ -319,7 +293,7 @@ macro_rules! export_rules {
             }
 
             fn __call(
-                inputs: &__wit::Inputs,
+                inputs: &[u8],
                 clock: __wit::Clock,
                 response: ::std::option::Option<(u16, __wit::ResponseOrigin)>,
             ) -> __wit::Outcome {
@@ -329,11 +303,13 @@ macro_rules! export_rules {
                         ::core::panic!("rules called before configure")
                     };
                     let __State { rules, layout, spans } = state;
-                    let call = $crate::rules::Call::new(layout, inputs, clock, response, spans);
-                    match response {
+                    let call = $crate::rules::Call::from_block(layout, inputs, clock, response, spans);
+                    let outcome = match response {
                         ::std::option::Option::None => <$ty as $crate::Rules>::on_request(rules, &call),
                         ::std::option::Option::Some(_) => <$ty as $crate::Rules>::on_response(rules, &call),
-                    }
+                    };
+                    let (actions, values) = outcome.encode();
+                    __wit::Outcome { actions, values }
                 })
             }
 

@@ -1,17 +1,138 @@
 //! The `fulcrum:plugin` rules calls (0.2.0 and later) without slots: names declared once in
-//! [`Needs`], values read by name from a [`Call`] that borrows them from the inputs block.
+//! [`Needs`], values read by name from a [`Call`] that borrows them from the inputs block, actions
+//! answered in an [`Outcome`].
 //!
-//! On the wire (`wit/rules.wit`) a plugin declares lists of names at configure, and each call
-//! carries only the values, end to end in one string (`inputs.text`) with one length per slot
-//! (`-1`: no value); actions name headers and variables by their index in the declared lists.
-//! This module keeps that bookkeeping: [`Needs`] collects names and hands back [`EnvVar`] and
-//! [`Target`] handles (their indices), [`Layout`] knows which slot each name is, and [`Call`]
-//! finds a value by name in the block without copying it.
+//! On the wire (`wit/rules.wit`, 0.5.0) a plugin declares lists of names at configure, and each
+//! call carries only the values: one block with one length per slot (`-1`: no value), then the
+//! values end to end. Actions name headers and variables by their index in the declared lists,
+//! and go back as three numbers each plus their values end to end in one string. This module keeps
+//! that bookkeeping: [`Needs`] collects names and hands back [`EnvVar`] and [`Target`] handles
+//! (their indices), [`Layout`] knows which slot each name is, [`Call`] finds a value by name in
+//! the block without copying it, and [`Outcome::encode`] writes the answer.
 
 use crate::rules_bindings::exports::fulcrum::plugin::rules as wit;
 use crate::rules_bindings::fulcrum::plugin::types::RequestFields;
 
-pub use wit::Inputs;
+/// A call's values as text and lengths (slot `i` is the `lengths[i]` bytes after slot `i - 1`'s;
+/// `-1`: no value): what [`Layout::inputs`] builds for native tests and tools, and [`Inputs::block`]
+/// turns into what Fulcrum passes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inputs {
+    pub text: String,
+    pub lengths: Vec<i32>,
+}
+
+impl Inputs {
+    /// The block Fulcrum passes for these values: the lengths as little-endian `s32`s, then the
+    /// text.
+    pub fn block(&self) -> Vec<u8> {
+        let mut block = Vec::with_capacity(4 * self.lengths.len() + self.text.len());
+        for length in &self.lengths {
+            block.extend_from_slice(&length.to_le_bytes());
+        }
+        block.extend_from_slice(self.text.as_bytes());
+        block
+    }
+}
+
+/// How a header action changes its header (matched without regard to case; `wit/rules.wit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HeaderOp {
+    /// Replace every value with the action's value.
+    Set,
+    /// Append the value to the existing value, comma-separated; set it when absent.
+    Append,
+    /// Add one more header line, even when one exists.
+    Add,
+    /// Remove every value (the action's value is ignored).
+    Unset,
+    /// Append the value unless an equal comma-separated token is already there.
+    Merge,
+    /// Set only when the header is absent or empty.
+    SetIfEmpty,
+}
+
+impl HeaderOp {
+    /// Its `what` number on the wire.
+    fn code(self) -> u32 {
+        match self {
+            HeaderOp::Set => 0,
+            HeaderOp::Append => 1,
+            HeaderOp::Add => 2,
+            HeaderOp::Unset => 3,
+            HeaderOp::Merge => 4,
+            HeaderOp::SetIfEmpty => 5,
+        }
+    }
+}
+
+/// A header change: `target` is a [`Target`]'s index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderAction {
+    pub op: HeaderOp,
+    pub target: u32,
+    pub value: String,
+}
+
+/// Set (`Some`) or unset (`None`) a variable: `var` is an [`EnvVar`]'s index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvAction {
+    pub var: u32,
+    pub value: Option<String>,
+}
+
+/// A call's answer: env actions, then header actions, each applied in order by Fulcrum.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub env: Vec<EnvAction>,
+    pub headers: Vec<HeaderAction>,
+}
+
+/// The `what` of setting and unsetting a variable on the wire.
+const SET_ENV: u32 = 6;
+const UNSET_ENV: u32 = 7;
+
+impl Outcome {
+    /// Set variable `var` (declared with [`Needs::env`], or named: [`Call::env_var`]).
+    pub fn set_env(&mut self, var: EnvVar, value: impl Into<String>) {
+        self.env.push(EnvAction { var: var.0, value: Some(value.into()) });
+    }
+
+    /// Unset variable `var`.
+    pub fn unset_env(&mut self, var: EnvVar) {
+        self.env.push(EnvAction { var: var.0, value: None });
+    }
+
+    /// Change header `target` (declared with [`Needs::target`], or named: [`Call::target`]).
+    pub fn header(&mut self, op: HeaderOp, target: Target, value: impl Into<String>) {
+        self.headers.push(HeaderAction { op, target: target.0, value: value.into() });
+    }
+
+    /// The answer as it crosses (`outcome` in `wit/rules.wit`): three numbers per action (what,
+    /// index, the value's length) and the values end to end; env actions first.
+    pub fn encode(&self) -> (Vec<u32>, String) {
+        let count = self.env.len() + self.headers.len();
+        let total = self.env.iter().map(|a| a.value.as_ref().map_or(0, String::len)).sum::<usize>()
+            + self.headers.iter().map(|a| a.value.len()).sum::<usize>();
+        let mut actions = Vec::with_capacity(3 * count);
+        let mut values = String::with_capacity(total);
+        let length = |value: &str| u32::try_from(value.len()).unwrap_or(u32::MAX);
+        for action in &self.env {
+            match &action.value {
+                Some(value) => {
+                    actions.extend_from_slice(&[SET_ENV, action.var, length(value)]);
+                    values.push_str(value);
+                }
+                None => actions.extend_from_slice(&[UNSET_ENV, action.var, 0]),
+            }
+        }
+        for action in &self.headers {
+            actions.extend_from_slice(&[action.op.code(), action.target, length(&action.value)]);
+            values.push_str(&action.value);
+        }
+        (actions, values)
+    }
+}
 
 /// A variable the rules read or set: its index in [`Needs::env`]'s list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -259,6 +380,34 @@ impl<'a> Call<'a> {
         Call { layout, text: &inputs.text, spans, clock, response }
     }
 
+    /// The call over the block Fulcrum passes (`inputs` in `wit/rules.wit`): one little-endian
+    /// `s32` length per slot of `layout`, then the values. A malformed block (too short, or values
+    /// that are not UTF-8) reads as unset slots, never a panic.
+    pub fn from_block(
+        layout: &'a Layout,
+        block: &'a [u8],
+        clock: wit::Clock,
+        response: Option<(u16, wit::ResponseOrigin)>,
+        spans: &'a mut Vec<(u32, i32)>,
+    ) -> Call<'a> {
+        spans.clear();
+        let head = 4 * layout.slots;
+        let (lengths, text) = match (block.get(..head), block.get(head..).map(std::str::from_utf8)) {
+            (Some(lengths), Some(Ok(text))) => (lengths, text),
+            _ => (&[][..], ""),
+        };
+        let mut at: u32 = 0;
+        for length in lengths.chunks_exact(4) {
+            let len = i32::from_le_bytes([length[0], length[1], length[2], length[3]]);
+            spans.push((at, len));
+            if len > 0 {
+                at = at.saturating_add(len as u32);
+            }
+        }
+        let spans: &'a Vec<(u32, i32)> = spans;
+        Call { layout, text, spans, clock, response }
+    }
+
     fn slot(&self, slot: usize) -> Option<&'a str> {
         let &(start, len) = self.spans.get(slot)?;
         if len < 0 {
@@ -445,6 +594,42 @@ mod tests {
         assert_eq!(call.request_header_lines().collect::<Vec<_>>(), [("x-a", "1"), ("x-a", "2")]);
         assert_eq!(call.target("X-ID"), set);
         assert_eq!((call.request_start_us(), call.now_us(), call.status()), (1, 2, None));
+    }
+
+    /// The block Fulcrum passes reads as the text and lengths it was made from; a block that is
+    /// too short or not UTF-8 reads as unset slots.
+    #[test]
+    fn a_block_reads_as_its_text_and_lengths() {
+        let mut needs = Needs::default();
+        needs.request_header("a").request_header("b").request_header("c");
+        let layout = Layout::new(needs);
+        let inputs = Inputs { text: "xyé".into(), lengths: vec![1, -1, 3] };
+        let block = inputs.block();
+        assert_eq!(block.len(), 12 + 4);
+        let clock = wit::Clock { request_start_us: 0, now_us: 0 };
+        let mut spans = Vec::new();
+        let call = Call::from_block(&layout, &block, clock, None, &mut spans);
+        assert_eq!((call.header("a"), call.header("b"), call.header("c")), (Some("x"), None, Some("yé")));
+        let mut broken = block.clone();
+        broken[13] = 0xff;
+        for bad in [&block[..11], &broken[..]] {
+            let call = Call::from_block(&layout, bad, clock, None, &mut spans);
+            assert_eq!((call.header("a"), call.header("b"), call.header("c")), (None, None, None));
+        }
+    }
+
+    /// Env actions first, three numbers each, values end to end in action order.
+    #[test]
+    fn an_outcome_encodes_as_numbers_and_one_string() {
+        let mut outcome = Outcome::default();
+        outcome.header(HeaderOp::Add, Target(2), "a=1");
+        outcome.set_env(EnvVar(1), "on");
+        outcome.header(HeaderOp::Unset, Target(0), "");
+        outcome.unset_env(EnvVar(0));
+        outcome.header(HeaderOp::SetIfEmpty, Target(1), "é");
+        let (actions, values) = outcome.encode();
+        assert_eq!(actions, [6, 1, 2, 7, 0, 0, 2, 2, 3, 3, 0, 0, 5, 1, 2]);
+        assert_eq!(values, "ona=1é");
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! Plugins built against the previous interfaces, `fulcrum:plugin@0.1.0` to `@0.3.0`, keep
+//! Plugins built against the previous interfaces, `fulcrum:plugin@0.1.0` to `@0.4.0`, keep
 //! working: real components built by the releases that spoke them (`tests/fixtures/wit-0.1.0/` to
-//! `tests/fixtures/wit-0.3.0/`: the byrequests selector and the apache-rules plugin, and for 0.3.0,
+//! `tests/fixtures/wit-0.4.0/`: the byrequests selector and the apache-rules plugin, and for 0.3.0,
 //! whose selectors were the first to read load reports, the heartbeat selector), loaded from a
 //! plugins folder under names of their own, balance and rewrite headers exactly as the current
 //! built-ins do.
@@ -28,6 +28,11 @@ async fn plugins_built_for_0_2_0_balance_and_set_the_guides_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugins_built_for_0_3_0_balance_and_set_the_guides_headers() {
     old_plugins_balance_and_set_the_guides_headers("0.3.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_built_for_0_4_0_balance_and_set_the_guides_headers() {
+    old_plugins_balance_and_set_the_guides_headers("0.4.0").await;
 }
 
 /// 0.3.0 passed each member's load report in a column of its own; the heartbeat built then still

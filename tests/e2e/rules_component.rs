@@ -42,7 +42,11 @@ fn env(list: &[(&str, &str)]) -> Env {
 }
 
 fn action(op: HeaderOp, name: &str, value: &str) -> HeaderAction {
-    HeaderAction { op, name: HeaderName::from_bytes(name.as_bytes()).unwrap(), value: value.into() }
+    HeaderAction {
+        op,
+        name: HeaderName::from_bytes(name.as_bytes()).unwrap(),
+        value: bytes::Bytes::copy_from_slice(value.as_bytes()),
+    }
 }
 
 fn set(name: &str, value: &str) -> HeaderAction {

@@ -21,11 +21,11 @@ use crate::balancer::{BalancerSpec, MemberSelector, SelectorFactory};
 use crate::rules::{RequestRules, RulesFactory, RulesSetupError};
 
 /// The WIT package version this host implements (`wit/`), and the versions it still loads
-/// plugins of (`host/wit-0.3.0/`, `host/wit-0.2.0/`, `host/wit-0.1.0/`): a component exports and imports
+/// plugins of (`host/wit-0.4.0/` to `host/wit-0.1.0/`): a component exports and imports
 /// `fulcrum:plugin` interfaces of one of these, all of the same one.
 pub const WIT_PACKAGE: &str = "fulcrum:plugin";
-pub const WIT_VERSION: &str = "0.4.0";
-pub const WIT_VERSIONS: &[&str] = &["0.4.0", "0.3.0", "0.2.0", "0.1.0"];
+pub const WIT_VERSION: &str = "0.5.0";
+pub const WIT_VERSIONS: &[&str] = &["0.5.0", "0.4.0", "0.3.0", "0.2.0", "0.1.0"];
 
 /// Which worlds a plugin implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,7 +52,7 @@ pub struct PluginInfo {
     /// `built-in`, or the file it came from.
     pub origin: String,
     pub worlds: Worlds,
-    /// The `fulcrum:plugin` version the component was built against (`0.4.0` to `0.1.0`).
+    /// The `fulcrum:plugin` version the component was built against (`0.5.0` to `0.1.0`).
     pub wit_version: &'static str,
     pub imports: Vec<String>,
     pub size: usize,
@@ -70,7 +70,8 @@ pub struct CompiledPlugin {
 
 /// A rules component ready to instantiate, by the interface version it was built for.
 pub enum RulesPre {
-    /// `fulcrum:plugin@0.4.0`, `@0.3.0` and `@0.2.0` (the same `rules` shapes).
+    /// `fulcrum:plugin@0.5.0`, and `@0.4.0` to `@0.2.0` (the same `rules` shapes): names declared
+    /// at configure, values by slot.
     V2(super::rules::RulesPreV2),
     /// `fulcrum:plugin@0.1.0`: called through [`super::rules`]'s adapter.
     V1(v0_1::RulesPluginPre<StoreState>),

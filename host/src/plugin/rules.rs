@@ -3,17 +3,20 @@
 //! Rules keep no per-request state, so one rule set serves concurrent requests from a small pool
 //! of warm instances (each configured once); a trapped instance is dropped, not returned.
 //!
-//! Two interface shapes are spoken. `fulcrum:plugin@0.4.0` (`wit/rules.wit`), `@0.3.0` and
-//! `@0.2.0`, whose `rules` interfaces are the same: the names are
+//! Three interface shapes are spoken. `fulcrum:plugin@0.5.0` (`wit/rules.wit`): the names are
 //! declared once, at configure (header names parsed here, then), and per call only the values
-//! cross, end to end in one string plus a list of lengths built into a reused buffer; the answers
-//! name headers and variables by index, checked here. `fulcrum:plugin@0.1.0`
-//! (`host/wit-0.1.0/rules.wit`), for plugins built before it: the request view and the whole env as
+//! cross, lengths and values in one block built into a reused buffer; the answer is its actions
+//! as numbers (what, index, length) and their values end to end in one string, checked here
+//! ([`WasmRules::resolve`]). `@0.4.0`, `@0.3.0` and `@0.2.0` (`host/wit-0.4.0/rules.wit`), whose
+//! `rules` interfaces are the same: the same declarations and values, the values passed as a
+//! string plus a list of lengths, actions as records. `fulcrum:plugin@0.1.0`
+//! (`host/wit-0.1.0/rules.wit`), for plugins built before that: the request view and the whole env as
 //! strings, the clock as two env entries, actions by name, as that version did.
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use bytes::Bytes;
 use hyper::header::{HeaderMap, HeaderName};
 use wasmtime::Store;
 use wasmtime::component::{ComponentExportIndex, Func, InstancePre, TypedFunc};
@@ -22,6 +25,7 @@ use super::bindings::rules_world::exports::fulcrum::plugin::rules as wit;
 use super::bindings::types;
 use super::bindings::v0_1;
 use super::bindings::v0_1::exports::fulcrum::plugin::rules as wit1;
+use super::bindings::v0_4::exports::fulcrum::plugin::rules as wit4;
 use super::registry::{CompiledPlugin, RulesPre};
 use super::store::{self, StoreState};
 use super::{PluginLimits, request_view};
@@ -42,9 +46,21 @@ const V1_NOW_VAR: &str = "FULCRUM_NOW_US";
 /// An inputs buffer larger than this is not kept for the next call.
 const MAX_KEPT_INPUTS: usize = 64 * 1024;
 
+/// A call's inputs, built into buffers reused by the calls on this thread: filling them allocates
+/// nothing once warm.
+struct InputsBuf {
+    /// The 0.5.0 block: one little-endian `s32` length per slot, then the values.
+    block: Vec<u8>,
+    /// The number of slots in `block`.
+    slots: usize,
+    /// The same values as 0.2.0 to 0.4.0 pass them, made from `block` for plugins of those versions.
+    text: wit4::Inputs,
+}
+
 thread_local! {
-    /// The inputs block of 0.2.0 calls, reused: filling it allocates nothing once warm.
-    static INPUTS: RefCell<wit::Inputs> = const { RefCell::new(wit::Inputs { text: String::new(), lengths: Vec::new() }) };
+    static INPUTS: RefCell<InputsBuf> = const {
+        RefCell::new(InputsBuf { block: Vec::new(), slots: 0, text: wit4::Inputs { text: String::new(), lengths: Vec::new() } })
+    };
 }
 
 /// An instance's typed exports, by version.
@@ -53,15 +69,26 @@ pub enum Bindings {
     V1(v0_1::RulesPlugin),
 }
 
-type ConfigureSig = (Result<wit::Needs, types::PluginError>,);
-type OnRequestSig = (wit::Outcome,);
+/// How a slots-based rules plugin (0.2.0 and later) takes its inputs and gives its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    /// `fulcrum:plugin@0.2.0` to `@0.4.0`: a string and a list of lengths in, records out.
+    Text,
+    /// `fulcrum:plugin@0.5.0`: one block in, numbers and one string out.
+    Block,
+}
 
-/// A rules component of the 0.2.0 shapes (`fulcrum:plugin@0.2.0`, `@0.3.0` and `@0.4.0`, whose
-/// `rules` interfaces are the same) ready to instantiate: its `rules` export found at the version the
-/// component was built for.
+type ConfigureSig = (Result<wit::Needs, types::PluginError>,);
+type ConfigureSig4 = (Result<wit4::Needs, types::PluginError>,);
+type OnRequestSig = (wit::Outcome,);
+type OnRequestSig4 = (wit4::Outcome,);
+
+/// A slots-based rules component (`fulcrum:plugin@0.2.0` and later) ready to instantiate: its
+/// `rules` export found at the version the component was built for.
 #[derive(Clone)]
 pub struct RulesPreV2 {
     pre: InstancePre<StoreState>,
+    wire: Wire,
     configure: ComponentExportIndex,
     on_request: ComponentExportIndex,
     on_response: ComponentExportIndex,
@@ -73,31 +100,66 @@ impl RulesPreV2 {
     pub fn new(pre: InstancePre<StoreState>, version: &str) -> wasmtime::Result<RulesPreV2> {
         let [configure, on_request, on_response] =
             super::export_functions(&pre, "rules", version, ["configure", "on-request", "on-response"])?;
-        Ok(RulesPreV2 { pre, configure, on_request, on_response })
+        let wire = match version {
+            "0.2.0" | "0.3.0" | "0.4.0" => Wire::Text,
+            _ => Wire::Block,
+        };
+        Ok(RulesPreV2 { pre, wire, configure, on_request, on_response })
     }
 
     /// A new instance, its functions type-checked.
     fn instantiate(&self, store: &mut Store<StoreState>) -> wasmtime::Result<RulesFuncs> {
         let instance = self.pre.instantiate(&mut *store)?;
-        let configure =
-            *instance.get_typed_func::<(&types::PluginConfig,), ConfigureSig>(&mut *store, self.configure)?.func();
-        let on_request =
-            *instance.get_typed_func::<(&wit::Inputs, wit::Clock), OnRequestSig>(&mut *store, self.on_request)?.func();
-        let on_response = *instance
-            .get_typed_func::<(u16, wit::ResponseOrigin, &wit::Inputs, wit::Clock), OnRequestSig>(
-                &mut *store,
-                self.on_response,
-            )?
-            .func();
-        Ok(RulesFuncs { configure, on_request, on_response })
+        let funcs = match self.wire {
+            Wire::Block => {
+                let configure =
+                    instance.get_typed_func::<(&types::PluginConfig,), ConfigureSig>(&mut *store, self.configure)?;
+                let on_request =
+                    instance.get_typed_func::<(&[u8], wit::Clock), OnRequestSig>(&mut *store, self.on_request)?;
+                let on_response = instance
+                    .get_typed_func::<(u16, wit::ResponseOrigin, &[u8], wit::Clock), OnRequestSig>(
+                        &mut *store,
+                        self.on_response,
+                    )?;
+                [*configure.func(), *on_request.func(), *on_response.func()]
+            }
+            Wire::Text => {
+                let configure =
+                    instance.get_typed_func::<(&types::PluginConfig,), ConfigureSig4>(&mut *store, self.configure)?;
+                let on_request = instance
+                    .get_typed_func::<(&wit4::Inputs, wit4::Clock), OnRequestSig4>(&mut *store, self.on_request)?;
+                let on_response = instance
+                    .get_typed_func::<(u16, wit4::ResponseOrigin, &wit4::Inputs, wit4::Clock), OnRequestSig4>(
+                        &mut *store,
+                        self.on_response,
+                    )?;
+                [*configure.func(), *on_request.func(), *on_response.func()]
+            }
+        };
+        let [configure, on_request, on_response] = funcs;
+        Ok(RulesFuncs { wire: self.wire, configure, on_request, on_response })
     }
 }
 
-/// An instance's typed `rules` functions (0.2.0 shapes).
+/// An instance's typed `rules` functions (0.2.0 and later), called in the shapes of its [`Wire`].
 pub struct RulesFuncs {
+    wire: Wire,
     configure: Func,
     on_request: Func,
     on_response: Func,
+}
+
+/// A rules call's answer, in the shapes of the plugin's version.
+enum Answer {
+    Block(wit::Outcome),
+    Text(wit4::Outcome),
+}
+
+/// Where a call is made from: the request phase, or the response's status and origin.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Request,
+    Response(u16, Origin),
 }
 
 impl RulesFuncs {
@@ -106,37 +168,80 @@ impl RulesFuncs {
         store: &mut Store<StoreState>,
         config: &types::PluginConfig,
     ) -> wasmtime::Result<Result<wit::Needs, types::PluginError>> {
-        // SAFETY: the signature was checked when the instance was made ([`RulesPreV2::instantiate`]).
-        let f = unsafe { TypedFunc::<(&types::PluginConfig,), ConfigureSig>::new_unchecked(self.configure) };
-        Ok(f.call(store, (config,))?.0)
+        // SAFETY (all calls below): the signatures were checked when the instance was made
+        // ([`RulesPreV2::instantiate`]), for this `wire`.
+        match self.wire {
+            Wire::Block => {
+                let f = unsafe { TypedFunc::<(&types::PluginConfig,), ConfigureSig>::new_unchecked(self.configure) };
+                Ok(f.call(store, (config,))?.0)
+            }
+            Wire::Text => {
+                let f = unsafe { TypedFunc::<(&types::PluginConfig,), ConfigureSig4>::new_unchecked(self.configure) };
+                Ok(f.call(store, (config,))?.0.map(|n| wit::Needs {
+                    fields: n.fields,
+                    request_headers: n.request_headers,
+                    response_headers: n.response_headers,
+                    env: n.env,
+                    targets: n.targets,
+                }))
+            }
+        }
     }
 
-    fn call_on_request(
+    /// `on-request` or `on-response` with the inputs in `inputs.block` (and, for a 0.2.0 to 0.4.0
+    /// plugin, made into `inputs.text` here).
+    fn call_phase(
         &self,
         store: &mut Store<StoreState>,
-        inputs: &wit::Inputs,
-        clock: wit::Clock,
-    ) -> wasmtime::Result<wit::Outcome> {
-        // SAFETY: checked in [`RulesPreV2::instantiate`].
-        let f = unsafe { TypedFunc::<(&wit::Inputs, wit::Clock), OnRequestSig>::new_unchecked(self.on_request) };
-        Ok(f.call(store, (inputs, clock))?.0)
-    }
-
-    fn call_on_response(
-        &self,
-        store: &mut Store<StoreState>,
-        status: u16,
-        origin: wit::ResponseOrigin,
-        inputs: &wit::Inputs,
-        clock: wit::Clock,
-    ) -> wasmtime::Result<wit::Outcome> {
-        // SAFETY: checked in [`RulesPreV2::instantiate`].
-        let f = unsafe {
-            TypedFunc::<(u16, wit::ResponseOrigin, &wit::Inputs, wit::Clock), OnRequestSig>::new_unchecked(
-                self.on_response,
-            )
-        };
-        Ok(f.call(store, (status, origin, inputs, clock))?.0)
+        phase: Phase,
+        inputs: &mut InputsBuf,
+        clock: Clock,
+    ) -> wasmtime::Result<Answer> {
+        match (self.wire, phase) {
+            (Wire::Block, Phase::Request) => {
+                let f = unsafe { TypedFunc::<(&[u8], wit::Clock), OnRequestSig>::new_unchecked(self.on_request) };
+                let clock = wit::Clock { request_start_us: clock.request_start_us, now_us: clock.now_us };
+                Ok(Answer::Block(f.call(store, (&inputs.block, clock))?.0))
+            }
+            (Wire::Block, Phase::Response(status, origin)) => {
+                let f = unsafe {
+                    TypedFunc::<(u16, wit::ResponseOrigin, &[u8], wit::Clock), OnRequestSig>::new_unchecked(
+                        self.on_response,
+                    )
+                };
+                let origin = match origin {
+                    Origin::Proxied => wit::ResponseOrigin::Proxied,
+                    Origin::Generated => wit::ResponseOrigin::Generated,
+                };
+                let clock = wit::Clock { request_start_us: clock.request_start_us, now_us: clock.now_us };
+                Ok(Answer::Block(f.call(store, (status, origin, &inputs.block, clock))?.0))
+            }
+            (Wire::Text, phase) => {
+                inputs.block_to_text();
+                let clock = wit4::Clock { request_start_us: clock.request_start_us, now_us: clock.now_us };
+                let outcome = match phase {
+                    Phase::Request => {
+                        let f = unsafe {
+                            TypedFunc::<(&wit4::Inputs, wit4::Clock), OnRequestSig4>::new_unchecked(self.on_request)
+                        };
+                        f.call(store, (&inputs.text, clock))?.0
+                    }
+                    Phase::Response(status, origin) => {
+                        let f = unsafe {
+                            TypedFunc::<(u16, wit4::ResponseOrigin, &wit4::Inputs, wit4::Clock), OnRequestSig4>::new_unchecked(
+                                self.on_response,
+                            )
+                        };
+                        let origin = match origin {
+                            Origin::Proxied => wit4::ResponseOrigin::Proxied,
+                            Origin::Generated => wit4::ResponseOrigin::Generated,
+                        };
+                        f.call(store, (status, origin, &inputs.text, clock))?.0
+                    }
+                };
+                Ok(Answer::Text(outcome))
+            }
+        }
     }
 }
 
@@ -253,42 +358,57 @@ impl WasmRules {
         })
     }
 
-    /// Fill `inputs` with the values of every declared slot (see `inputs` in `wit/rules.wit`).
-    fn fill(&self, inputs: &mut wit::Inputs, request: &RequestInfo<'_>, response: Option<&HeaderMap>, env: &Env) {
-        inputs.text.clear();
-        inputs.lengths.clear();
+    /// Fill `block` with the values of every declared slot (see `inputs` in `wit/rules.wit`):
+    /// room for one length per slot first, then each value, its length written into its place.
+    fn fill(&self, inputs: &mut InputsBuf, request: &RequestInfo<'_>, response: Option<&HeaderMap>, env: &Env) {
         let f = self.needs.fields;
+        let fields = [f.method, f.path, f.query, f.client_addr, f.host].iter().filter(|on| **on).count();
+        let slots =
+            fields + self.needs.request_headers.len() + self.needs.response_headers.len() + self.slots.env.len();
+        inputs.slots = slots;
+        inputs.block.clear();
+        inputs.block.resize(4 * slots, 0);
+        let mut out = Block { block: &mut inputs.block, slot: 0 };
         if f.method {
-            push(inputs, Some(request.method.as_str()));
+            out.value(Some(request.method.as_str()));
         }
         if f.path {
-            push(inputs, Some(request.uri.path()));
+            out.value(Some(request.uri.path()));
         }
         if f.query {
-            push(inputs, Some(request.uri.query().unwrap_or("")));
+            out.value(Some(request.uri.query().unwrap_or("")));
         }
         if f.client_addr {
-            push(inputs, Some(request.client.as_str()));
+            out.value(Some(request.client.as_str()));
         }
         if f.host {
-            push(inputs, Some(request.host));
+            out.value(Some(request.host));
         }
         for name in &self.needs.request_headers {
-            push_header(inputs, request.headers, name);
+            out.header(request.headers, name);
         }
         for name in &self.needs.response_headers {
             match response {
-                Some(headers) => push_header(inputs, headers, name),
-                None => inputs.lengths.push(-1),
+                Some(headers) => out.header(headers, name),
+                None => out.value(None),
             }
         }
         for var in &self.slots.env {
-            push(inputs, env.get_ignore_case(var));
+            out.value(env.get_ignore_case(var));
         }
     }
 
-    /// A 0.2.0 outcome with its indices resolved (and checked) into names.
-    fn resolve(&self, outcome: wit::Outcome) -> RulesOutcome {
+    /// An answer with its indices resolved (and checked) into names; what does not hold is
+    /// refused, in words, and the rest applies.
+    fn resolve(&self, answer: Answer) -> RulesOutcome {
+        match answer {
+            Answer::Block(outcome) => resolve_block(&self.slots, outcome),
+            Answer::Text(outcome) => self.resolve_text(outcome),
+        }
+    }
+
+    /// A 0.2.0 to 0.4.0 outcome: actions as records.
+    fn resolve_text(&self, outcome: wit4::Outcome) -> RulesOutcome {
         let mut out = RulesOutcome {
             env: Vec::with_capacity(outcome.env.len()),
             headers: Vec::with_capacity(outcome.headers.len()),
@@ -306,9 +426,11 @@ impl WasmRules {
         }
         for action in outcome.headers {
             match self.slots.targets.get(action.target as usize) {
-                Some(Ok(name)) => {
-                    out.headers.push(HeaderAction { op: op(action.op), name: name.clone(), value: action.value })
-                }
+                Some(Ok(name)) => out.headers.push(HeaderAction {
+                    op: op(action.op),
+                    name: name.clone(),
+                    value: Bytes::from(action.value),
+                }),
                 Some(Err(raw)) => out.refused.push(format!("`{raw}` is not a header name")),
                 None => out.refused.push(format!(
                     "header action on target {}, but the plugin declared {} (needs.targets)",
@@ -320,27 +442,32 @@ impl WasmRules {
         out
     }
 
-    /// A 0.2.0 call with the inputs block built into this thread's buffer.
-    fn call_v2(
+    /// A call of a 0.2.0-or-later plugin with the inputs built into this thread's buffers.
+    fn call_slots(
         &self,
         request: &RequestInfo<'_>,
         response: Option<&HeaderMap>,
         env: &Env,
-        f: impl FnOnce(&mut Store<StoreState>, &RulesFuncs, &wit::Inputs) -> wasmtime::Result<wit::Outcome>,
+        phase: Phase,
+        clock: Clock,
     ) -> Result<RulesOutcome, RulesFault> {
-        let outcome = INPUTS.with(|cell| {
+        let answer = INPUTS.with(|cell| {
             let mut inputs = cell.borrow_mut();
             self.fill(&mut inputs, request, response, env);
             let answer = self.call(request.id, |store, b| match b {
-                Bindings::V2(b) => f(store, b, &inputs),
+                Bindings::V2(b) => b.call_phase(store, phase, &mut inputs, clock),
                 Bindings::V1(_) => Err(wasmtime::format_err!("internal error: a 0.1.0 instance for a 0.2.0 plugin")),
             });
-            if inputs.text.capacity() > MAX_KEPT_INPUTS {
-                *inputs = wit::Inputs { text: String::new(), lengths: Vec::new() };
+            if inputs.block.capacity() > MAX_KEPT_INPUTS || inputs.text.text.capacity() > MAX_KEPT_INPUTS {
+                *inputs = InputsBuf {
+                    block: Vec::new(),
+                    slots: 0,
+                    text: wit4::Inputs { text: String::new(), lengths: Vec::new() },
+                };
             }
             answer
         })?;
-        Ok(self.resolve(outcome))
+        Ok(self.resolve(answer))
     }
 
     /// A 0.1.0 call: the request view and the env list as that version built them.
@@ -382,9 +509,7 @@ impl RequestRules for WasmRules {
             Some(RulesPre::V1(_)) => self.call_v1(request, env, clock, |store, b, view, vars| {
                 b.fulcrum_plugin_rules().call_on_request(store, view, vars)
             }),
-            _ => {
-                self.call_v2(request, None, env, |store, b, inputs| b.call_on_request(store, inputs, wit_clock(clock)))
-            }
+            _ => self.call_slots(request, None, env, Phase::Request, clock),
         }
     }
 
@@ -417,13 +542,8 @@ impl RequestRules for WasmRules {
                 })
             }
             _ => {
-                let origin = match response.origin {
-                    Origin::Proxied => wit::ResponseOrigin::Proxied,
-                    Origin::Generated => wit::ResponseOrigin::Generated,
-                };
-                self.call_v2(request, Some(response.headers), env, |store, b, inputs| {
-                    b.call_on_response(store, response.status, origin, inputs, wit_clock(clock))
-                })
+                let phase = Phase::Response(response.status, response.origin);
+                self.call_slots(request, Some(response.headers), env, phase, clock)
             }
         }
     }
@@ -435,51 +555,141 @@ enum Declared {
     V1(wit1::Needs),
 }
 
-fn wit_clock(clock: Clock) -> wit::Clock {
-    wit::Clock { request_start_us: clock.request_start_us, now_us: clock.now_us }
-}
-
 /// A slot's length as the WIT carries it.
 fn length(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// One slot: its value, or -1 when it has none.
-fn push(inputs: &mut wit::Inputs, value: Option<&str>) {
-    match value {
-        Some(value) => {
-            inputs.text.push_str(value);
-            inputs.lengths.push(length(value.len()));
+/// A 0.5.0 outcome: (what, index, length) per action, the values end to end in one string.
+fn resolve_block(slots: &Slots, outcome: wit::Outcome) -> RulesOutcome {
+    let mut out = RulesOutcome::default();
+    let actions = &outcome.actions;
+    // The header values share the string's bytes (no copy per value).
+    let values = Bytes::from(outcome.values);
+    if !actions.len().is_multiple_of(3) {
+        out.refused.push(format!(
+            "the actions list has {} numbers, not three per action: the last {} are ignored",
+            actions.len(),
+            actions.len() % 3
+        ));
+    }
+    let mut at = 0usize;
+    for (n, action) in actions.chunks_exact(3).enumerate() {
+        let (what, index, length) = (action[0], action[1] as usize, action[2] as usize);
+        let Some(end) = at.checked_add(length).filter(|end| *end <= values.len()) else {
+            out.refused.push(format!(
+                "action {n} has a value of {length} bytes from byte {at}, past the end of the {} bytes of \
+                 values: it and the {} actions after it are refused",
+                values.len(),
+                actions.len() / 3 - n - 1
+            ));
+            break;
+        };
+        let value = values.slice(at..end);
+        at = end;
+        if let Some(op) = HEADER_OPS.get(what as usize) {
+            match slots.targets.get(index) {
+                Some(Ok(name)) => out.headers.push(HeaderAction { op: *op, name: name.clone(), value }),
+                Some(Err(raw)) => out.refused.push(format!("`{raw}` is not a header name")),
+                None => out.refused.push(format!(
+                    "header action on target {index}, but the plugin declared {} (needs.targets)",
+                    slots.targets.len()
+                )),
+            }
+            continue;
         }
-        None => inputs.lengths.push(-1),
+        let Some(name) = slots.env.get(index).filter(|_| what == SET_ENV || what == UNSET_ENV) else {
+            out.refused.push(match what {
+                SET_ENV | UNSET_ENV => {
+                    format!("env action on variable {index}, but the plugin declared {} (needs.env)", slots.env.len())
+                }
+                _ => format!("action {n} is of kind {what}: 0 to 5 change a header, 6 and 7 a variable"),
+            });
+            continue;
+        };
+        if what == UNSET_ENV {
+            out.env.push((Arc::clone(name), None));
+            continue;
+        }
+        match std::str::from_utf8(&value) {
+            Ok(text) => out.env.push((Arc::clone(name), Some(text.to_string()))),
+            Err(_) => out.refused.push(format!("the value for variable `{name}` splits a UTF-8 character")),
+        }
+    }
+    out
+}
+
+/// The header ops of a 0.5.0 action, by its `what` (0 to 5); 6 and 7 are env actions.
+const HEADER_OPS: [HeaderOp; 6] =
+    [HeaderOp::Set, HeaderOp::Append, HeaderOp::Add, HeaderOp::Unset, HeaderOp::Merge, HeaderOp::SetIfEmpty];
+const SET_ENV: u32 = 6;
+const UNSET_ENV: u32 = 7;
+
+/// A 0.5.0 inputs block being filled: each value appended, its length written into its slot.
+struct Block<'a> {
+    block: &'a mut Vec<u8>,
+    slot: usize,
+}
+
+impl Block<'_> {
+    fn set_length(&mut self, length: i32) {
+        if let Some(place) = self.block.get_mut(4 * self.slot..4 * self.slot + 4) {
+            place.copy_from_slice(&length.to_le_bytes());
+        }
+        self.slot += 1;
+    }
+
+    /// One slot: its value, or -1 when it has none.
+    fn value(&mut self, value: Option<&str>) {
+        match value {
+            Some(value) => {
+                self.block.extend_from_slice(value.as_bytes());
+                self.set_length(length(value.len()));
+            }
+            None => self.set_length(-1),
+        }
+    }
+
+    /// One header slot: its lines joined by `\n`, or -1 when the message does not carry it. Bytes
+    /// that are not UTF-8 become U+FFFD.
+    fn header(&mut self, headers: &HeaderMap, name: &HeaderName) {
+        let start = self.block.len();
+        let mut any = false;
+        for value in headers.get_all(name) {
+            if any {
+                self.block.push(b'\n');
+            }
+            any = true;
+            match value.to_str() {
+                Ok(text) => self.block.extend_from_slice(text.as_bytes()),
+                Err(_) => self.block.extend_from_slice(String::from_utf8_lossy(value.as_bytes()).as_bytes()),
+            }
+        }
+        let written = self.block.len() - start;
+        self.set_length(if any { length(written) } else { -1 });
     }
 }
 
-/// One header slot: its lines joined by `\n`, or -1 when the message does not carry it.
-fn push_header(inputs: &mut wit::Inputs, headers: &HeaderMap, name: &HeaderName) {
-    let start = inputs.text.len();
-    let mut any = false;
-    for value in headers.get_all(name) {
-        if any {
-            inputs.text.push('\n');
-        }
-        any = true;
-        match value.to_str() {
-            Ok(text) => inputs.text.push_str(text),
-            Err(_) => inputs.text.push_str(&String::from_utf8_lossy(value.as_bytes())),
-        }
+impl InputsBuf {
+    /// The 0.2.0 to 0.4.0 inputs (a string and a list of lengths) from the block.
+    fn block_to_text(&mut self) {
+        let (lengths, values) = self.block.split_at(4 * self.slots);
+        self.text.lengths.clear();
+        self.text.lengths.extend(lengths.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+        self.text.text.clear();
+        // The block is made of `&str`s only, so this never fails.
+        self.text.text.push_str(std::str::from_utf8(values).unwrap_or_default());
     }
-    inputs.lengths.push(if any { length(inputs.text.len() - start) } else { -1 });
 }
 
-fn op(op: wit::HeaderOp) -> HeaderOp {
+fn op(op: wit4::HeaderOp) -> HeaderOp {
     match op {
-        wit::HeaderOp::Set => HeaderOp::Set,
-        wit::HeaderOp::Append => HeaderOp::Append,
-        wit::HeaderOp::Add => HeaderOp::Add,
-        wit::HeaderOp::Unset => HeaderOp::Unset,
-        wit::HeaderOp::Merge => HeaderOp::Merge,
-        wit::HeaderOp::SetIfEmpty => HeaderOp::SetIfEmpty,
+        wit4::HeaderOp::Set => HeaderOp::Set,
+        wit4::HeaderOp::Append => HeaderOp::Append,
+        wit4::HeaderOp::Add => HeaderOp::Add,
+        wit4::HeaderOp::Unset => HeaderOp::Unset,
+        wit4::HeaderOp::Merge => HeaderOp::Merge,
+        wit4::HeaderOp::SetIfEmpty => HeaderOp::SetIfEmpty,
     }
 }
 
@@ -502,7 +712,7 @@ fn convert_outcome_v1(outcome: wit1::Outcome) -> RulesOutcome {
             wit1::HeaderOp::Merge => HeaderOp::Merge,
             wit1::HeaderOp::SetIfEmpty => HeaderOp::SetIfEmpty,
         };
-        out.headers.push(HeaderAction { op, name, value: h.value });
+        out.headers.push(HeaderAction { op, name, value: Bytes::from(h.value) });
     }
     out
 }
@@ -545,4 +755,56 @@ pub fn build(
 ) -> Result<WasmRules, RulesSetupError> {
     let config = super::selector::plugin_config(&plugin.info.name, table);
     WasmRules::new(plugin, config, limits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The slots of the tests: variables `A` and `B`, targets `x-a` and one that is no header name.
+    fn slots() -> Slots {
+        Slots {
+            env: vec![Arc::from("A"), Arc::from("B")],
+            targets: vec![Ok(HeaderName::from_static("x-a")), Err("bad name".to_string())],
+        }
+    }
+
+    /// Plugin answers (numbers, values), what the host applies, what it refuses: every malformed
+    /// action is refused in words, never a panic, and the well-formed ones still apply.
+    #[test]
+    fn block_outcomes_resolve_and_bad_actions_are_refused() {
+        type Env = &'static [(&'static str, Option<&'static str>)];
+        type Headers = &'static [(HeaderOp, &'static str)];
+        /// Numbers, values; then env actions, header actions, and words each refusal contains.
+        type Case = (&'static [u32], &'static str, Env, Headers, &'static [&'static str]);
+        let cases: &[Case] = &[
+            (&[0, 0, 2, 2, 0, 2], "v1v2", &[], &[(HeaderOp::Set, "v1"), (HeaderOp::Add, "v2")], &[]),
+            (&[6, 1, 2, 7, 0, 0], "on", &[("B", Some("on")), ("A", None)], &[], &[]),
+            // Env actions listed after header ones still take their values in list order.
+            (&[4, 0, 1, 6, 0, 2], "xyz", &[("A", Some("yz"))], &[(HeaderOp::Merge, "x")], &[]),
+            (&[0, 5, 1, 3, 0, 0], "v", &[], &[(HeaderOp::Unset, "")], &["header action on target 5"]),
+            (&[0, 1, 1], "v", &[], &[], &["`bad name` is not a header name"]),
+            (&[6, 2, 1], "v", &[], &[], &["env action on variable 2, but the plugin declared 2"]),
+            (&[9, 0, 0, 5, 0, 1], "v", &[], &[(HeaderOp::SetIfEmpty, "v")], &["action 0 is of kind 9"]),
+            (&[0, 0, 1, 0, 0, 9, 0, 0, 1], "ab", &[], &[(HeaderOp::Set, "a")], &["action 1 has a value of 9 bytes"]),
+            (&[0, 0, 1, 0], "a", &[], &[(HeaderOp::Set, "a")], &["has 4 numbers, not three per action"]),
+            (&[0, 0, u32::MAX], "a", &[], &[], &["past the end"]),
+            // "é" is two bytes: a variable's value cannot end inside it.
+            (&[6, 0, 1], "é", &[], &[], &["splits a UTF-8 character"]),
+        ];
+        for (actions, values, env, headers, refused) in cases {
+            let outcome = wit::Outcome { actions: actions.to_vec(), values: values.to_string() };
+            let out = resolve_block(&slots(), outcome);
+            let got_env: Vec<(&str, Option<&str>)> = out.env.iter().map(|(n, v)| (&**n, v.as_deref())).collect();
+            assert_eq!(got_env, *env, "{actions:?} {values:?}");
+            let got_headers: Vec<(HeaderOp, &[u8])> = out.headers.iter().map(|h| (h.op, &h.value[..])).collect();
+            let want_headers: Vec<(HeaderOp, &[u8])> = headers.iter().map(|(op, v)| (*op, v.as_bytes())).collect();
+            assert_eq!(got_headers, want_headers, "{actions:?} {values:?}");
+            assert!(out.headers.iter().all(|h| h.name == "x-a"), "{actions:?}");
+            assert_eq!(out.refused.len(), refused.len(), "{actions:?}: {:?}", out.refused);
+            for (why, want) in out.refused.iter().zip(*refused) {
+                assert!(why.contains(want), "{actions:?}: {why:?} should say {want:?}");
+            }
+        }
+    }
 }

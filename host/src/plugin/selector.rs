@@ -26,7 +26,8 @@ type Live = super::call::Instance<SelectorPlugin>;
 /// component was built for. `0.1.0` and `0.2.0` have the same shapes ([`Shape::V2`]: the same
 /// Rust types and typed functions serve both, as the component model checks types by structure);
 /// `0.3.0` added the load column to `needs` and `state` ([`Shape::V3`]); `0.4.0` packs the state
-/// into two lists and passes the request only to a selector that reads it ([`Shape::V4`]).
+/// into two lists and passes the request only to a selector that reads it ([`Shape::V4`]), and
+/// `0.5.0` changed only the `rules` interface.
 #[derive(Clone)]
 pub struct SelectorPre {
     pre: InstancePre<StoreState>,
@@ -43,7 +44,8 @@ enum Shape {
     V2,
     /// `fulcrum:plugin@0.3.0`: and the load column.
     V3,
-    /// `fulcrum:plugin@0.4.0`: the state columns end to end in one list, the request optional.
+    /// `fulcrum:plugin@0.4.0` and `@0.5.0`: the state columns end to end in one list, the request
+    /// optional.
     V4,
 }
 

@@ -15,6 +15,7 @@ use super::bindings::selector_world::fulcrum::plugin::{host, types};
 use super::bindings::v0_1::fulcrum::plugin::host as host_v0_1;
 use super::bindings::v0_2::fulcrum::plugin::host as host_v0_2;
 use super::bindings::v0_3::fulcrum::plugin::host as host_v0_3;
+use super::bindings::v0_4::fulcrum::plugin::host as host_v0_4;
 use super::wasi_io::{HasOffWorker, OffWorker};
 use crate::config::WasiGrants;
 
@@ -82,8 +83,15 @@ impl host::Host for StoreState {
     }
 }
 
-/// `fulcrum:plugin/host@0.3.0`, for plugins built against the previous interface: the same.
+/// `fulcrum:plugin/host@0.4.0`, for plugins built against the previous interface: the same.
 /// (`host` has the same shapes in every version.)
+impl host_v0_4::Host for StoreState {
+    fn log(&mut self, level: types::LogLevel, message: String) {
+        host::Host::log(self, level, message)
+    }
+}
+
+/// `fulcrum:plugin/host@0.3.0`: the same.
 impl host_v0_3::Host for StoreState {
     fn log(&mut self, level: types::LogLevel, message: String) {
         host::Host::log(self, level, message)
@@ -169,6 +177,7 @@ pub fn linker(
     let mut linker = Linker::new(engine);
     // Every version of the `host` interface: a component imports the one it was built against.
     host::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)?;
+    host_v0_4::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)?;
     host_v0_3::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)?;
     host_v0_2::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)?;
     host_v0_1::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)?;
