@@ -3,9 +3,10 @@
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+const HOP_BY_HOP_COUNT: usize = 7;
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, plus the legacy
-/// `Keep-Alive` and `Proxy-Connection`).
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// `Keep-Alive` and `Proxy-Connection`). `Connection` first ([`strip_hop_by_hop`] relies on it).
+const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -17,6 +18,24 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 /// Remove hop-by-hop headers, including every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names there are (a member's answer has a handful, usually with
+    // `Connection`) instead of a lookup for each of the seven names: only those there are removed.
+    let mut present = [false; HOP_BY_HOP_COUNT];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
+    }
+    if present == [false; HOP_BY_HOP_COUNT] {
+        return;
+    }
+    // `Connection` (first in the list) goes last: it names more headers to remove.
+    for (name, _) in HOP_BY_HOP.iter().zip(present).skip(1).filter(|(_, there)| *there) {
+        headers.remove(name);
+    }
+    if !present[0] {
+        return;
+    }
     // Tokens naming headers removed anyway (`keep-alive`, ...) and the `close` option are not
     // collected: the usual `Connection: keep-alive` then costs no allocation.
     let listed: Vec<HeaderName> = headers
@@ -30,7 +49,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         })
         .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+    headers.remove(header::CONNECTION);
+    for name in &listed {
         headers.remove(name);
     }
 }
@@ -116,6 +136,29 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-kept"]);
+    }
+
+    /// Header lines a member sends, the names relayed: with and without `Connection`, with hop-by-hop
+    /// headers alone, with `Connection` naming a header that is not there.
+    #[test]
+    fn only_the_hop_by_hop_headers_there_are_removed() {
+        let cases: &[(&[(&str, &str)], &[&str])] = &[
+            (&[("content-type", "text/plain"), ("x-a", "1")], &["content-type", "x-a"]),
+            (&[("upgrade", "h2c"), ("trailer", "x"), ("x-a", "1")], &["x-a"]),
+            (&[("transfer-encoding", "chunked"), ("proxy-connection", "close")], &[]),
+            (&[("connection", "close"), ("x-a", "1")], &["x-a"]),
+            (&[("connection", "x-gone, x-b"), ("x-b", "1"), ("x-a", "1")], &["x-a"]),
+            (&[("x-a", "1"), ("connection", "Upgrade"), ("upgrade", "websocket")], &["x-a"]),
+        ];
+        for (lines, kept) in cases {
+            let mut h = HeaderMap::new();
+            for (name, value) in *lines {
+                h.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+            }
+            strip_hop_by_hop(&mut h);
+            let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+            assert_eq!(names, *kept, "{lines:?}");
+        }
     }
 
     /// A body of known length leaves with exactly one `Content-Length` of that length: the
