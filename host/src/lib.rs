@@ -26,6 +26,7 @@ pub mod access_log;
 pub mod admin;
 pub mod balancer;
 pub mod blocking;
+pub mod coalesce;
 pub mod config;
 pub mod conformance;
 pub mod counters;

@@ -117,6 +117,9 @@ pub fn start_workers(
             .spawn(move || {
                 runtime.block_on(async move {
                     let mut tasks = tokio::task::JoinSet::new();
+                    // Writes to this worker's HTTP/1 clients, once per round (`crate::coalesce`).
+                    let flusher = Arc::new(crate::coalesce::Flusher::default());
+                    tokio::spawn(Arc::clone(&flusher).run());
                     // Listening sockets come over the channel: those of the start, then those a
                     // configuration reload opens. The worker accepts until shutdown.
                     loop {
@@ -134,7 +137,8 @@ pub fn start_workers(
                                         let (proxy, permits) = (Arc::clone(&proxy), Arc::clone(&permits));
                                         let signals = (stopping_rx.clone(), socket.closed.subscribe());
                                         let configured = (socket.addr, socket.slot);
-                                        tasks.spawn(accept_loop(listener, configured, proxy, permits, signals, open.clone()));
+                                        let flusher = Arc::clone(&flusher);
+                                        tasks.spawn(accept_loop(listener, configured, proxy, permits, signals, open.clone(), flusher));
                                     }
                                     Err(e) => tracing::error!("worker {worker}: cannot watch {}: {e}", socket.addr),
                                 }
@@ -364,6 +368,7 @@ async fn accept_loop(
     permits: Arc<Semaphore>,
     (mut stop, mut closed): (watch::Receiver<bool>, watch::Receiver<bool>),
     open: watch::Sender<usize>,
+    flusher: Arc<crate::coalesce::Flusher>,
 ) {
     let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     // Bound at start: a reload keeps `[limits]` until the next start.
@@ -429,6 +434,7 @@ async fn accept_loop(
         let proxy = Arc::clone(&proxy);
         let http = http.clone();
         let mut stop = stop.clone();
+        let flusher = Arc::clone(&flusher);
         // TLS and h2c listeners (`crate::protocols`); settings of the configuration in force, so
         // that a reload's certificates apply from the next connection on.
         let kind = proxy.load().config().listener(configured, slot).and_then(crate::protocols::Kind::of);
@@ -454,6 +460,7 @@ async fn accept_loop(
             // on, also on connections already open.
             let service = service_fn(move |request| proxy.load_full().handle(request, Arc::clone(&client), local));
             // `with_upgrades`: a 101 answer hands the connection to a tunnel (proxy::tunnel).
+            let stream = crate::coalesce::Coalesced::new(stream, flusher);
             let mut connection = std::pin::pin!(http.serve_connection(TokioIo::new(stream), service).with_upgrades());
             let served = tokio::select! {
                 served = connection.as_mut() => served,

@@ -142,7 +142,9 @@ mod tests {
     /// headers alone, with `Connection` naming a header that is not there.
     #[test]
     fn only_the_hop_by_hop_headers_there_are_removed() {
-        let cases: &[(&[(&str, &str)], &[&str])] = &[
+        /// The member's header lines, the names relayed.
+        type Case = (&'static [(&'static str, &'static str)], &'static [&'static str]);
+        let cases: &[Case] = &[
             (&[("content-type", "text/plain"), ("x-a", "1")], &["content-type", "x-a"]),
             (&[("upgrade", "h2c"), ("trailer", "x"), ("x-a", "1")], &["x-a"]),
             (&[("transfer-encoding", "chunked"), ("proxy-connection", "close")], &[]),
