@@ -109,11 +109,14 @@ pub struct Serve {
     pub handshake_timeout: Duration,
     /// Becomes `true` when shutdown begins.
     pub stop: watch::Receiver<bool>,
+    /// The worker's flusher: a TLS connection's records are written once per round, as plain
+    /// HTTP/1 responses are (`crate::coalesce`).
+    pub flusher: std::sync::Arc<crate::coalesce::Flusher>,
 }
 
 /// Serve the connection `stream` from `peer`, accepted on `local`, until it ends.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, local: SocketAddr, serve: Serve) {
-    let Serve { kind, proxy, http1, http2, handshake_timeout, mut stop } = serve;
+    let Serve { kind, proxy, http1, http2, handshake_timeout, mut stop, flusher } = serve;
     let client = ClientAddr::new(peer.ip());
     let served = match kind {
         Kind::Redirect(to) => {
@@ -137,6 +140,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, local: SocketAddr, serve
         }
         Kind::Tls(config) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            let stream = crate::coalesce::Coalesced::new(stream, flusher);
             let handshake = tokio::select! {
                 handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)) => handshake,
                 () = crate::server::stopping(&mut stop) => return,

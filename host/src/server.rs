@@ -117,7 +117,7 @@ pub fn start_workers(
             .spawn(move || {
                 runtime.block_on(async move {
                     let mut tasks = tokio::task::JoinSet::new();
-                    // Writes to this worker's HTTP/1 clients, once per round (`crate::coalesce`).
+                    // Writes to this worker's HTTP/1 and TLS clients, once per round (`crate::coalesce`).
                     let flusher = Arc::new(crate::coalesce::Flusher::default());
                     tokio::spawn(Arc::clone(&flusher).run());
                     // Listening sockets come over the channel: those of the start, then those a
@@ -446,6 +446,7 @@ async fn accept_loop(
                 http2: http2.clone(),
                 handshake_timeout: limits.header_timeout,
                 stop,
+                flusher,
             };
             tokio::spawn(async move {
                 let _held = (permit, open);
