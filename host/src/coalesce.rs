@@ -1,5 +1,5 @@
 //! Responses written to clients once per round of the worker's event loop, not one by one (plain
-//! HTTP/1 connections, and the records of TLS ones).
+//! HTTP/1 and h2c connections, and the records of TLS ones).
 //!
 //! Profiled pinned under load, a fifth of Fulcrum's CPU time went to waking the peer after each
 //! `send` and `writev` (`sock_def_readable`: the load generator or a member, asleep on the other

@@ -109,8 +109,8 @@ pub struct Serve {
     pub handshake_timeout: Duration,
     /// Becomes `true` when shutdown begins.
     pub stop: watch::Receiver<bool>,
-    /// The worker's flusher: a TLS connection's records are written once per round, as plain
-    /// HTTP/1 responses are (`crate::coalesce`).
+    /// The worker's flusher: TLS and h2c connections are written once per round, as plain HTTP/1
+    /// ones are (`crate::coalesce`).
     pub flusher: std::sync::Arc<crate::coalesce::Flusher>,
 }
 
@@ -134,6 +134,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, local: SocketAddr, serve
                 tracing::debug!(client = %peer, "h2c listener: no request within the header timeout");
                 return;
             };
+            let stream = crate::coalesce::Coalesced::new(stream, flusher);
             let io = TokioIo::new(Prefixed { prefix: read.freeze(), inner: stream });
             let builders = (&http1, &http2);
             serve_proxied(io, is_h2, (proxy, client, local), builders, handshake_timeout, &mut stop).await

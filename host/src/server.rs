@@ -117,7 +117,7 @@ pub fn start_workers(
             .spawn(move || {
                 runtime.block_on(async move {
                     let mut tasks = tokio::task::JoinSet::new();
-                    // Writes to this worker's HTTP/1 and TLS clients, once per round (`crate::coalesce`).
+                    // Writes to this worker's clients, once per round (`crate::coalesce`).
                     let flusher = Arc::new(crate::coalesce::Flusher::default());
                     tokio::spawn(Arc::clone(&flusher).run());
                     // Listening sockets come over the channel: those of the start, then those a
