@@ -12,8 +12,9 @@
 //!
 //! What does not change: bytes go out in the order they were written; a buffer past
 //! [`MAX_BUFFERED`] is written at once, under the socket's own back-pressure; shutting the write
-//! side down writes what is buffered first; a connection dropped with bytes still buffered has
-//! them written by the flusher, which holds it until then.
+//! side down writes what is buffered first; a full socket wakes the connection, which writes the
+//! rest at the socket's pace; a connection dropped with bytes still buffered has them written by
+//! the flusher, or by a task of its own when the socket is full (for at most 30 s).
 
 use std::io;
 use std::pin::Pin;
@@ -39,12 +40,14 @@ pub struct Flusher {
 impl Flusher {
     /// Write the waiting buffers at the end of each round, for as long as the worker runs.
     pub async fn run(self: Arc<Self>) {
+        // Swapped with the list each round, so that neither allocates once warm.
+        let mut batch = Vec::new();
         loop {
             self.notify.notified().await;
             // Deferred until tokio next polls its I/O driver: the other ready tasks run first.
             tokio::task::yield_now().await;
-            let batch = std::mem::take(&mut *lock(&self.waiting));
-            for shared in batch {
+            std::mem::swap(&mut batch, &mut *lock(&self.waiting));
+            for shared in batch.drain(..) {
                 shared.flush_now();
             }
         }
