@@ -244,7 +244,7 @@ pub mod rules {
 pub mod rules_call;
 
 /// Header and environment rules (what Apache's mod_setenvif and mod_headers do), for the rules
-/// interface of `fulcrum:plugin` 0.2.0 and later.
+/// interface of `fulcrum:plugin@0.5.0` (the version in `wit/`).
 ///
 /// One value of your type lives per rule set: Fulcrum calls [`Rules::configure`] once with your
 /// configuration, where you declare by name what you read and what you change (the [`rules::Needs`]
