@@ -1,5 +1,6 @@
-//! Responses written to clients once per round of the worker's event loop, not one by one (plain
-//! HTTP/1 and h2c connections, and the records of TLS ones).
+//! Responses written to clients, and requests to members, once per round of the worker's event
+//! loop, not one by one (plain HTTP/1 and h2c client connections, the records of TLS ones, and
+//! plain member connections opened on a worker).
 //!
 //! Profiled pinned under load, a fifth of Fulcrum's CPU time went to waking the peer after each
 //! `send` and `writev` (`sock_def_readable`: the load generator or a member, asleep on the other
@@ -10,12 +11,20 @@
 //! tasks that were ready have run, when tokio polls its I/O driver again (every 61 task polls
 //! under load, or before it sleeps), so the peer is woken once for the batch.
 //!
+//! Member connections do the same with request heads (`MemberStream::Batched`, proxy/upstream.rs):
+//! the request's task waits for the answer meanwhile. Whether a head reached the member decides
+//! whether a failure may send the request again, so a connection that breaks before its head was
+//! written takes the head back ([`Coalesced::withdraw`]: it is never written), a write that fails
+//! at the end of the round wakes the task with its error ([`Coalesced::take_error`]), and a
+//! request body is written through at once ([`Coalesced::poll_write_through`]).
+//!
 //! What does not change: bytes go out in the order they were written; a buffer past
 //! [`MAX_BUFFERED`] is written at once, under the socket's own back-pressure; shutting the write
 //! side down writes what is buffered first; a full socket wakes the connection, which writes the
 //! rest at the socket's pace; a connection dropped with bytes still buffered has them written by
 //! the flusher, or by a task of its own when the socket is full (for at most 30 s).
 
+use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -29,6 +38,23 @@ use tokio::sync::Notify;
 
 /// A connection's buffer is written at once, not at the end of the round, past this many bytes.
 pub const MAX_BUFFERED: usize = 64 * 1024;
+
+thread_local! {
+    /// The flusher of the worker this thread belongs to ([`bind`]).
+    static WORKER_FLUSHER: RefCell<Option<Arc<Flusher>>> = const { RefCell::new(None) };
+}
+
+/// Make `flusher` this thread's: the server does, as each thread of a worker's runtime starts, so
+/// that member connections opened there ([`crate::proxy`]) are written once per round too.
+pub fn bind(flusher: Arc<Flusher>) {
+    WORKER_FLUSHER.with(|f| *f.borrow_mut() = Some(flusher));
+}
+
+/// The flusher of this thread's worker, if it belongs to one (not on the control runtime, nor in
+/// a command or a test that runs no worker).
+pub fn current() -> Option<Arc<Flusher>> {
+    WORKER_FLUSHER.with(|f| f.borrow().clone())
+}
 
 /// The connections of one worker with bytes waiting, and the task that writes them.
 #[derive(Default)]
@@ -105,8 +131,15 @@ impl Shared {
             }
         }
         if state.buffered.is_empty() {
-            state.waker = None;
+            // A failed write wakes the connection's task, which may be waiting for an answer
+            // that will not come (a member connection): its next write, flush or
+            // [`Coalesced::take_error`] reports the error.
+            let waker = state.waker.take().filter(|_| state.error.is_some());
             state.give_back();
+            drop(state);
+            if let Some(waker) = waker {
+                waker.wake();
+            }
         } else if state.dropped {
             drop(state);
             Arc::clone(self).drain();
@@ -164,6 +197,31 @@ impl Coalesced {
         Coalesced { read, shared: Arc::new(Shared { state: Mutex::new(state) }), flusher }
     }
 
+    /// The socket, for a look at its readiness (a pooled member connection's liveness check).
+    pub fn socket(&self) -> &TcpStream {
+        self.read.as_ref()
+    }
+
+    /// The error the flusher met writing this connection's bytes, if any (taken: reported once).
+    pub fn take_error(&self) -> Option<io::Error> {
+        lock(&self.shared.state).error.take()
+    }
+
+    /// Take back the bytes still waiting for the end of the round, so that they are never
+    /// written. Whether there were any: if so, none of what waited reached the peer.
+    pub fn withdraw(&self) -> bool {
+        let mut state = lock(&self.shared.state);
+        let waiting = !state.buffered.is_empty();
+        state.buffered.clear();
+        waiting
+    }
+
+    /// Write what is buffered now, at the socket's pace, instead of at the end of the round: for a
+    /// write whose failure must be known before going on (a request body's first bytes).
+    pub fn poll_write_through(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        lock(&self.shared.state).poll_drain(cx)
+    }
+
     fn buffer(&self, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let mut state = lock(&self.shared.state);
@@ -184,6 +242,12 @@ impl Coalesced {
             self.flusher.enqueue(Arc::clone(&self.shared));
         }
         Poll::Ready(Ok(total))
+    }
+}
+
+impl std::fmt::Debug for Coalesced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coalesced").field("socket", self.socket()).finish_non_exhaustive()
     }
 }
 
@@ -281,6 +345,53 @@ mod tests {
 
     /// Writes of every size, each flushed as hyper does, small ones buffered and a large one
     /// written at once past `MAX_BUFFERED`: the client reads them whole and in order.
+    /// Bytes taken back before the end of the round never reach the peer; what is written
+    /// after them does.
+    #[tokio::test]
+    async fn withdrawn_bytes_are_never_written() {
+        let (mut server, mut client) = pair().await;
+        server.write_all(b"GET /never HTTP/1.1\r\n\r\n").await.unwrap();
+        server.flush().await.unwrap();
+        assert!(server.withdraw(), "the bytes were waiting for the round");
+        assert!(!server.withdraw(), "nothing is left to take back");
+        server.write_all(b"after").await.unwrap();
+        server.shutdown().await.unwrap();
+        drop(server);
+        assert_eq!(read_to_end(&mut client).await, b"after");
+    }
+
+    /// The peer reset the connection: the flusher's write fails, and the connection's task,
+    /// waiting after its flush (a member connection waits for the answer), is woken and finds
+    /// the error.
+    #[tokio::test]
+    async fn a_write_that_fails_at_the_end_of_the_round_wakes_the_connection_with_the_error() {
+        let (mut server, client) = pair().await;
+        client.set_zero_linger().unwrap();
+        drop(client);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        server.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        server.flush().await.unwrap();
+        let waited = std::future::poll_fn(|cx| match server.take_error() {
+            Some(e) => Poll::Ready(e),
+            None => {
+                // Still queued: this keeps the task's waker with the connection.
+                let _ = Pin::new(&mut server).poll_flush(cx);
+                Poll::Pending
+            }
+        });
+        // The deadline first: a task that was never woken would otherwise find the error when the
+        // timer wakes it.
+        let error = tokio::select! {
+            biased;
+            () = tokio::time::sleep(Duration::from_secs(10)) => panic!("the connection's task was never woken"),
+            error = waited => error,
+        };
+        assert!(
+            matches!(error.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe),
+            "unexpected error {error:?}"
+        );
+    }
+
     #[tokio::test]
     async fn bytes_arrive_in_order_whatever_the_sizes() {
         let (mut server, mut client) = pair().await;

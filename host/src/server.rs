@@ -103,10 +103,16 @@ pub fn start_workers(
     for worker in 0..workers.max(1) {
         let (sockets, mut new_sockets) = tokio::sync::mpsc::unbounded_channel::<Arc<Listening>>();
         to_workers.push(sockets);
+        // Writes to this worker's clients and members, once per round (`crate::coalesce`).
+        let flusher = Arc::new(crate::coalesce::Flusher::default());
+        let bound = Arc::clone(&flusher);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name(format!("fulcrum-w{worker}"))
-            .on_thread_start(move || crate::proxy::bind_worker(worker))
+            .on_thread_start(move || {
+                crate::proxy::bind_worker(worker);
+                crate::coalesce::bind(Arc::clone(&bound));
+            })
             .enable_all()
             .build()
             .map_err(|e| Error::msg(format!("cannot start worker {worker}: {e}")))?;
@@ -117,8 +123,6 @@ pub fn start_workers(
             .spawn(move || {
                 runtime.block_on(async move {
                     let mut tasks = tokio::task::JoinSet::new();
-                    // Writes to this worker's clients, once per round (`crate::coalesce`).
-                    let flusher = Arc::new(crate::coalesce::Flusher::default());
                     tokio::spawn(Arc::clone(&flusher).run());
                     // Listening sockets come over the channel: those of the start, then those a
                     // configuration reload opens. The worker accepts until shutdown.

@@ -705,8 +705,10 @@ pub async fn send_request(
             (None, RequestFraming::Chunked) => conn.head.extend_from_slice(b"0\r\n\r\n"),
             (None, _) => {}
         }
+        // Written through, not at the end of the round: whether the head reached the member
+        // decides whether a failure may send the request again.
         let written = match conn.stream.write_all(&conn.head).await {
-            Ok(()) => conn.stream.flush().await,
+            Ok(()) => conn.stream.write_through().await,
             Err(e) => Err(e),
         };
         match written {
@@ -734,9 +736,27 @@ pub async fn read_response_head(
                 Parsed::Partial => {}
             }
         }
-        let n = std::future::poll_fn(|cx| poll_read_buf(conn, cx)).await.map_err(ExchangeError::Read)?;
-        if n == 0 {
-            return Err(ExchangeError::Closed);
+        // A request head left for the end of the round that did not go out (its write failed,
+        // or the connection broke before it was written: then it is taken back, never to be
+        // written) reached nothing: the failure is the head's, as when it is written at once.
+        let unsent = |conn: &MemberConn, e: ExchangeError| match conn.stream.take_write_error() {
+            Some(write) => ExchangeError::Head(write),
+            None if conn.stream.withdraw_unsent() => {
+                ExchangeError::Head(io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string()))
+            }
+            None => e,
+        };
+        let read = std::future::poll_fn(|cx| {
+            if let Some(e) = conn.stream.take_write_error() {
+                return Poll::Ready(Err(ExchangeError::Head(e)));
+            }
+            poll_read_buf(conn, cx).map_err(ExchangeError::Read)
+        })
+        .await;
+        match read {
+            Ok(0) => return Err(unsent(conn, ExchangeError::Closed)),
+            Ok(_) => {}
+            Err(e) => return Err(unsent(conn, e)),
         }
     }
 }
@@ -749,6 +769,10 @@ pub fn poll_read_buf(conn: &mut MemberConn, cx: &mut Context<'_>) -> Poll<io::Re
         // socket is drained and forgets its readiness, so the pool's liveness check
         // (`MemberConn::is_alive`) costs no `recv` that would only say `EAGAIN`.
         MemberStream::Plain(stream) => {
+            conn.buf.reserve(READ_CHUNK);
+            tokio_util::io::poll_read_buf(Pin::new(stream), cx, &mut conn.buf)
+        }
+        MemberStream::Batched(stream) => {
             conn.buf.reserve(READ_CHUNK);
             tokio_util::io::poll_read_buf(Pin::new(stream), cx, &mut conn.buf)
         }

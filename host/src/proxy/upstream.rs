@@ -26,6 +26,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::coalesce::Coalesced;
 use crate::tls::MemberTls;
 
 /// Idle connections kept per member; more are closed when released.
@@ -74,13 +75,49 @@ pub enum ConnectError {
 #[derive(Debug)]
 pub enum MemberStream {
     Plain(TcpStream),
+    /// Plain TCP opened on a worker: what is written goes out at the end of the worker's round,
+    /// with the other requests' and responses' bytes ([`crate::coalesce`]), so that a member
+    /// asleep on another core is woken once for them all rather than once per request.
+    Batched(Coalesced),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl MemberStream {
+    /// The error met writing bytes that were handed over earlier, when they go out at the end of
+    /// the round ([`MemberStream::Batched`]): the request head did not reach the member.
+    pub fn take_write_error(&self) -> Option<io::Error> {
+        match self {
+            MemberStream::Batched(s) => s.take_error(),
+            MemberStream::Plain(_) | MemberStream::Tls(_) => None,
+        }
+    }
+
+    /// Take back what is still waiting for the end of the round ([`MemberStream::Batched`]), so
+    /// that it is never written: whether there was any (then the request did not reach the
+    /// member, and may go to another connection).
+    pub fn withdraw_unsent(&self) -> bool {
+        match self {
+            MemberStream::Batched(s) => s.withdraw(),
+            MemberStream::Plain(_) | MemberStream::Tls(_) => false,
+        }
+    }
+
+    /// Make sure what was written so far is on its way now, not at the end of the round: for
+    /// writes whose failure decides what happens next (a request body's).
+    pub async fn write_through(&mut self) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt as _;
+        match self {
+            MemberStream::Batched(s) => std::future::poll_fn(|cx| s.poll_write_through(cx)).await,
+            MemberStream::Plain(_) | MemberStream::Tls(_) => self.flush().await,
+        }
+    }
 }
 
 impl AsyncRead for MemberStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             MemberStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            MemberStream::Batched(s) => Pin::new(s).poll_read(cx, buf),
             MemberStream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
         }
     }
@@ -90,6 +127,7 @@ impl AsyncWrite for MemberStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             MemberStream::Plain(s) => Pin::new(s).poll_write(cx, data),
+            MemberStream::Batched(s) => Pin::new(s).poll_write(cx, data),
             MemberStream::Tls(s) => Pin::new(&mut **s).poll_write(cx, data),
         }
     }
@@ -97,6 +135,7 @@ impl AsyncWrite for MemberStream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             MemberStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            MemberStream::Batched(s) => Pin::new(s).poll_flush(cx),
             MemberStream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
         }
     }
@@ -104,6 +143,7 @@ impl AsyncWrite for MemberStream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             MemberStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            MemberStream::Batched(s) => Pin::new(s).poll_shutdown(cx),
             MemberStream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
         }
     }
@@ -162,7 +202,10 @@ impl MemberPool {
                 .map_err(|e| ConnectError::Io(self.address.clone(), e))?;
             let _ = tcp.set_nodelay(true);
             match &self.tls {
-                None => Ok(MemberStream::Plain(tcp)),
+                None => Ok(match crate::coalesce::current() {
+                    Some(flusher) => MemberStream::Batched(Coalesced::new(tcp, flusher)),
+                    None => MemberStream::Plain(tcp),
+                }),
                 Some(tls) => match tls.connector.connect(tls.server_name.clone(), tcp).await {
                     Ok(stream) => Ok(MemberStream::Tls(Box::new(stream))),
                     Err(e) => Err(ConnectError::Tls(self.address.clone(), e)),
@@ -199,15 +242,19 @@ impl MemberConn {
     /// anything unasked). Costs no system call unless the socket has become readable.
     fn is_alive(&mut self) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
+        let plain = |stream: &TcpStream, cx: &mut Context<'_>| match stream.poll_read_ready(cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        };
         match &mut self.stream {
-            MemberStream::Plain(stream) => match stream.poll_read_ready(&mut cx) {
-                Poll::Pending => true,
-                Poll::Ready(Err(_)) => false,
-                Poll::Ready(Ok(())) => {
-                    let mut probe = [0u8; 1];
-                    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-                }
-            },
+            MemberStream::Plain(stream) => plain(stream, &mut cx),
+            // A write that failed since (the last request's, written at the end of its round)
+            // means the connection is broken too.
+            MemberStream::Batched(stream) => stream.take_error().is_none() && plain(stream.socket(), &mut cx),
             MemberStream::Tls(stream) => match stream.get_ref().0.poll_read_ready(&mut cx) {
                 Poll::Pending => true,
                 Poll::Ready(Err(_)) => false,
