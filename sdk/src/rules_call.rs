@@ -456,6 +456,16 @@ impl<'a> Call<'a> {
         }
     }
 
+    /// The request header declared `index`-th (its position in [`Needs::request_headers`]), as
+    /// [`Call::header`] without looking the name up: for rules that keep the position from
+    /// `configure`. `None` also when fewer headers were declared.
+    pub fn request_header_at(&self, index: usize) -> Option<&'a str> {
+        if index >= self.layout.needs.request_headers.len() {
+            return None;
+        }
+        self.slot(self.layout.request_base + index)
+    }
+
     /// A declared response header, as [`Call::header`] (`None` in `on_request`).
     pub fn response_header(&self, name: &str) -> Option<&'a str> {
         let needs = &self.layout.needs;

@@ -81,8 +81,26 @@ pub enum Attribute {
     RequestProtocol,
     RequestUri,
     /// A request header, or else an environment variable of that name.
-    Header(String, EnvRef),
+    Header(HeaderRef, EnvRef),
 }
+
+/// The request header a `SetEnvIf` tests, and, once declared, its position among the declared
+/// request headers: the call reads it from there instead of comparing the name with every
+/// declared one, without regard to case, on every request.
+#[derive(Debug, Clone)]
+pub struct HeaderRef {
+    pub name: String,
+    pub slot: Option<usize>,
+}
+
+/// Two references are equal when they name the same header: the slot follows from the name.
+impl PartialEq for HeaderRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for HeaderRef {}
 
 const SPECIAL_ATTRIBUTES: &[(&str, Attribute)] = &[
     ("Remote_Host", Attribute::RemoteHost),
@@ -391,7 +409,7 @@ fn setenvif_rule(directive: &str, args: &str, reads: &mut Reads) -> Result<SetEn
         Some((_, special)) => special.clone(),
         None if attribute.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {
             let var = EnvRef::new(attribute.as_str());
-            Attribute::Header(attribute, var)
+            Attribute::Header(HeaderRef { name: attribute, slot: None }, var)
         }
         None => {
             return Err(format!(
@@ -403,9 +421,9 @@ fn setenvif_rule(directive: &str, args: &str, reads: &mut Reads) -> Result<SetEn
         Attribute::RemoteHost | Attribute::RemoteAddr => reads.field(RequestFields::CLIENT_ADDR),
         Attribute::RequestMethod => reads.field(RequestFields::METHOD),
         Attribute::RequestUri => reads.field(RequestFields::PATH),
-        Attribute::Header(name, var) => {
+        Attribute::Header(header, var) => {
             // Without such a header, httpd tests an environment variable of that name.
-            reads.setenvif_header(name);
+            header.slot = Some(reads.setenvif_header(&header.name));
             var.declare(reads);
         }
         Attribute::ServerAddr | Attribute::RequestProtocol => {}

@@ -190,11 +190,13 @@ fn apply_setenvif(
         Attribute::RequestProtocol => Some(Cow::Borrowed(PROTOCOL)),
         Attribute::RequestUri => Some(Cow::Borrowed(request.path)),
         // The lines joined with `, `, as httpd merges them (they arrive joined with `\n`).
-        Attribute::Header(name, var) => match call.header(name) {
-            Some(value) if value.contains('\n') => Some(Cow::Owned(value.replace('\n', ", "))),
-            Some(value) => Some(Cow::Borrowed(value)),
-            None => Env::of_call(*call, actions).get_ref(var).map(|v| Cow::Owned(v.to_string())),
-        },
+        Attribute::Header(header, var) => {
+            match header.slot.map_or_else(|| call.header(&header.name), |at| call.request_header_at(at)) {
+                Some(value) if value.contains('\n') => Some(Cow::Owned(value.replace('\n', ", "))),
+                Some(value) => Some(Cow::Borrowed(value)),
+                None => Env::of_call(*call, actions).get_ref(var).map(|v| Cow::Owned(v.to_string())),
+            }
+        }
     };
     let Some(subject) = subject else { return };
     let haystack = subject.as_bytes();

@@ -215,8 +215,14 @@ fn tag_piece(tag: char, arg: Option<String>, phase: Phase) -> Result<Piece, (Str
 
 /// httpd's `unwrap_header`: line breaks inside a value become spaces.
 fn push_unwrapped(out: &mut String, value: &str) {
+    // Values almost never hold one (a header value cannot; a variable's may), so look eight bytes
+    // at a time first: a loop per byte costs a deadline check per byte in a Wasm plugin.
+    if !has_line_break(value.as_bytes()) {
+        out.push_str(value);
+        return;
+    }
     let mut rest = value;
-    while let Some(at) = rest.find(['\r', '\n']) {
+    while let Some(at) = rest.bytes().position(|b| b == b'\r' || b == b'\n') {
         out.push_str(rest.get(..at).unwrap_or_default());
         out.push(' ');
         rest = rest.get(at + 1..).unwrap_or_default();
@@ -224,10 +230,48 @@ fn push_unwrapped(out: &mut String, value: &str) {
     out.push_str(rest);
 }
 
+/// Whether `bytes` holds a CR or an LF (never inside a UTF-8 sequence: bytes are enough).
+fn has_line_break(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // Whether some byte of `word` is zero: exact as a yes or no (a borrow only marks a byte
+    // above one that is really zero).
+    let zero_byte = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS != 0;
+    let mut words = bytes.chunks_exact(8);
+    for chunk in &mut words {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        if zero_byte(word ^ (ONES * u64::from(b'\r'))) || zero_byte(word ^ (ONES * u64::from(b'\n'))) {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&b| b == b'\r' || b == b'\n')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::context::{Env, HeaderTable, Request};
+
+    /// A CR or LF anywhere (in a whole word, in the tail, at every position) is found; bytes
+    /// next to them in value (0x0B, 0x0C, 0x8A, 0x8D, 0x00) are not taken for them.
+    #[test]
+    fn line_breaks_are_found_wherever_they_are() {
+        for len in 0..20 {
+            for fill in [b'a', 0x0b, 0x0c, 0x8a, 0x8d, 0x00, 0xff] {
+                let plain = vec![fill; len];
+                assert!(!has_line_break(&plain), "{len} x {fill:#x}");
+                for at in 0..len {
+                    for brk in [b'\r', b'\n'] {
+                        let mut with = plain.clone();
+                        with[at] = brk;
+                        assert!(has_line_break(&with), "{len} x {fill:#x}, {brk:#x} at {at}");
+                    }
+                }
+            }
+        }
+    }
 
     fn render(format: &str, client_addr: &str) -> String {
         let request = Request {

@@ -28,9 +28,11 @@ impl Reads {
     }
 
     /// The request header a `SetEnvIf` tests (read from the call directly, not through the
-    /// header tables the other rules read).
-    pub fn setenvif_header(&mut self, name: &str) {
+    /// header tables the other rules read); its position among the declared request headers.
+    pub fn setenvif_header(&mut self, name: &str) -> usize {
         self.needs.request_header(name);
+        let declared = self.needs.request_headers();
+        declared.iter().position(|n| n.eq_ignore_ascii_case(name)).unwrap_or(declared.len())
     }
 
     /// Whether anything but `SetEnvIf` reads a header.
