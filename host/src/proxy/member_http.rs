@@ -289,21 +289,33 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method, upgrade: bool) -
     // Room for what the response rules add (the guide's `Set-Cookie` and `X-Balance`), so that
     // adding them does not grow (reallocate and rehash) the map on every response.
     let mut headers = HeaderMap::with_capacity(count + RESPONSE_HEADROOM);
+    // What decides the framing, noted as the lines go into the map (not looked up in it after):
+    // the `Connection` tokens, the last `Transfer-Encoding` line, and the one length every
+    // `Content-Length` line agrees on (`Some(Err)`: they do not, or one is not a length).
+    let mut keep_alive = version == Version::HTTP_11;
+    let mut last_coding: Option<(usize, usize)> = None;
+    let mut length: Option<Result<u64, ()>> = None;
     for &(n0, n1, v0, v1) in &spans {
         let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| ResponseError::Malformed("header name"))?;
         let value =
             HeaderValue::from_maybe_shared(head.slice(v0..v1)).map_err(|_| ResponseError::Malformed("header value"))?;
-        headers.append(name, value);
-    }
-    let mut keep_alive = version == Version::HTTP_11;
-    for v in headers.get_all(header::CONNECTION) {
-        for token in v.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-            if token.eq_ignore_ascii_case(b"close") {
-                keep_alive = false;
-            } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                keep_alive = true;
+        if name == header::CONNECTION {
+            for token in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+                    keep_alive = true;
+                }
             }
+        } else if name == header::TRANSFER_ENCODING {
+            last_coding = Some((v0, v1));
+        } else if name == header::CONTENT_LENGTH {
+            length = Some(match length {
+                Some(Err(())) => Err(()),
+                agreed => content_length(agreed.and_then(Result::ok), value.as_bytes()),
+            });
         }
+        headers.append(name, value);
     }
     if switching {
         return Ok(Parsed::Final(ResponseHead {
@@ -317,14 +329,14 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method, upgrade: bool) -
     let bodiless = method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let framing = if bodiless {
         ResponseFraming::Empty
-    } else if let Some(last) = headers.get_all(header::TRANSFER_ENCODING).iter().next_back() {
-        let coding = last.as_bytes().rsplit(|&b| b == b',').next().map(<[u8]>::trim_ascii);
+    } else if let Some((v0, v1)) = last_coding {
+        let coding = head[v0..v1].rsplit(|&b| b == b',').next().map(<[u8]>::trim_ascii);
         if !coding.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")) {
             return Err(ResponseError::Coding);
         }
         ResponseFraming::Chunked
-    } else if headers.contains_key(header::CONTENT_LENGTH) {
-        ResponseFraming::Length(content_length(&headers).ok_or(ResponseError::Length)?)
+    } else if let Some(length) = length {
+        ResponseFraming::Length(length.map_err(|()| ResponseError::Length)?)
     } else {
         ResponseFraming::Close
     };
@@ -334,23 +346,22 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method, upgrade: bool) -
     Ok(Parsed::Final(ResponseHead { status, version, headers, framing, keep_alive }))
 }
 
-/// The one length every `Content-Length` line and list element agrees on (RFC 9110 §8.6).
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    let mut length = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let n: u64 = std::str::from_utf8(part).ok()?.parse().ok()?;
-            if length.is_some_and(|l| l != n) {
-                return None;
-            }
-            length = Some(n);
+/// One more `Content-Length` line: the one length its list elements and the lines before it
+/// (`agreed`) agree on (RFC 9110 §8.6), or `Err` when an element is not a length or they differ.
+fn content_length(agreed: Option<u64>, value: &[u8]) -> Result<u64, ()> {
+    let mut length = agreed;
+    for part in value.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return Err(());
         }
+        let n: u64 = std::str::from_utf8(part).map_err(|_| ())?.parse().map_err(|_| ())?;
+        if length.is_some_and(|l| l != n) {
+            return Err(());
+        }
+        length = Some(n);
     }
-    length
+    length.ok_or(())
 }
 
 /// Decoding of a chunked body (RFC 9112 §7.1), resumable at any byte.
