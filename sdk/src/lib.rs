@@ -158,6 +158,23 @@ impl selector::State {
         self.column(selector::StateColumns::LBSTATUS)
     }
 
+    /// Take the lbstatus column out of the state (empty when it was not passed), to change and
+    /// answer it without copying it first; the other columns read as before, and `lbstatus()`
+    /// reads empty after. When lbstatus is the only column (what byrequests declares) nothing is
+    /// copied at all.
+    pub fn take_lbstatus(&mut self) -> Vec<i64> {
+        if !self.columns.contains(selector::StateColumns::LBSTATUS) {
+            return Vec::new();
+        }
+        let n = self.members();
+        // lbstatus is the first column in the WIT's order: what follows it stays.
+        let rest = if n < self.values.len() { self.values.split_off(n) } else { Vec::new() };
+        self.columns.remove(selector::StateColumns::LBSTATUS);
+        let mut lbstatus = std::mem::replace(&mut self.values, rest);
+        lbstatus.truncate(n);
+        lbstatus
+    }
+
     /// Requests in flight to every member (never negative).
     pub fn busy(&self) -> &[i64] {
         self.column(selector::StateColumns::BUSY)
@@ -198,6 +215,18 @@ mod state_tests {
 
         let none = State::pack(vec![0], None, None, None, None);
         assert_eq!((none.members(), none.lbstatus(), none.load(0)), (0, &[][..], None));
+
+        // Taking lbstatus out leaves the other columns as they read.
+        let mut taken = all.clone();
+        assert_eq!(taken.take_lbstatus(), [-1, 0, 9]);
+        assert_eq!(
+            (taken.lbstatus(), taken.busy(), taken.traffic()),
+            (&[][..], &[1, 2, 3][..], &[10, 20, i64::MAX][..])
+        );
+        assert_eq!([taken.load(0), taken.load(2)], [load[0], load[2]]);
+        assert!(taken.take_lbstatus().is_empty(), "taken once");
+        let mut alone = State::pack(vec![0], Some(&[7, 8]), None, None, None);
+        assert_eq!((alone.take_lbstatus(), alone.members()), (vec![7, 8], 0));
     }
 }
 
@@ -368,6 +397,19 @@ pub trait Selector: Sized + 'static {
         let _ = (member, state);
         Vec::new()
     }
+
+    /// [`Selector::select`] with the state by value: what the plugin's export calls, and by
+    /// default it lends the state to `select`. Implement it as well when the decision can reuse
+    /// the state's buffers, its lbstatus column above all ([`selector::State::take_lbstatus`]):
+    /// over many members that saves copying every counter once more per request.
+    fn select_owned(&mut self, request: &selector::RequestView, state: selector::State) -> selector::Decision {
+        self.select(request, &state)
+    }
+
+    /// [`Selector::sticky`] with the state by value, as [`Selector::select_owned`].
+    fn sticky_owned(&mut self, member: u32, state: selector::State) -> Vec<i64> {
+        self.sticky(member, &state)
+    }
 }
 
 /// Export a [`Selector`] implementation as the plugin's `selector` interface.
@@ -414,10 +456,10 @@ macro_rules! export_selector {
                     // `None` when the selector declared nothing of the request: an empty view,
                     // which allocates nothing.
                     let request = request.unwrap_or_default();
-                    __with(|s| <$ty as $crate::Selector>::select(s, &request, &state))
+                    __with(|s| <$ty as $crate::Selector>::select_owned(s, &request, state))
                 }
                 fn sticky(member: u32, state: __wit::State) -> ::std::vec::Vec<i64> {
-                    __with(|s| <$ty as $crate::Selector>::sticky(s, member, &state))
+                    __with(|s| <$ty as $crate::Selector>::sticky_owned(s, member, state))
                 }
             }
 

@@ -120,12 +120,14 @@ impl<S: Selector> SelectorHarness<S> {
         self.lbstatus = lbstatus;
     }
 
-    /// One selection, checked as Fulcrum checks it. `None` when the selector declines.
+    /// One selection, checked as Fulcrum checks it. `None` when the selector declines. It goes
+    /// through [`crate::Selector::select_owned`], as the plugin's export does.
     pub fn select(&mut self, request: &RequestView) -> Option<usize> {
         let state = self.state();
-        let decision = self.selector.select(request, &state);
+        let candidates = state.candidates.clone();
+        let decision = self.selector.select_owned(request, state);
         if let Some(m) = decision.member {
-            assert!(state.candidates.contains(&m), "the selector chose member {m}, not one of {:?}", state.candidates);
+            assert!(candidates.contains(&m), "the selector chose member {m}, not one of {candidates:?}");
         }
         self.apply(decision.lbstatus);
         decision.member.map(|m| m as usize)
@@ -134,7 +136,7 @@ impl<S: Selector> SelectorHarness<S> {
     /// A request that a sticky route sent to `member`.
     pub fn sticky(&mut self, member: usize) {
         let state = self.state();
-        let lbstatus = self.selector.sticky(member as u32, &state);
+        let lbstatus = self.selector.sticky_owned(member as u32, state);
         self.apply(lbstatus);
     }
 

@@ -74,12 +74,12 @@ impl SelectorPre {
             Shape::V4 => (
                 *instance.get_typed_func::<(&wit::BalancerInfo,), ConfigureSig>(&mut *store, self.configure)?.func(),
                 *instance
-                    .get_typed_func::<(Option<&types::RequestView>, &wit::State), (wit::Decision,)>(
+                    .get_typed_func::<(Option<&types::RequestView>, &StateRef<'_>), (wit::Decision,)>(
                         &mut *store,
                         self.select,
                     )?
                     .func(),
-                *instance.get_typed_func::<(u32, &wit::State), (Vec<i64>,)>(&mut *store, self.sticky)?.func(),
+                *instance.get_typed_func::<(u32, &StateRef<'_>), (Vec<i64>,)>(&mut *store, self.sticky)?.func(),
             ),
             Shape::V3 => (
                 *instance.get_typed_func::<(&wit::BalancerInfo,), ConfigureSig>(&mut *store, self.configure)?.func(),
@@ -119,9 +119,22 @@ enum Configured {
 
 /// The state handed to a call, in the shape of the plugin's version.
 struct States {
-    v4: wit::State,
+    /// The columns of a 0.4.0-and-later call end to end, when it carries more than lbstatus.
+    v4: Vec<i64>,
     v3: wit3::State,
     v2: wit2::State,
+}
+
+/// The `state` record of `fulcrum:plugin@0.4.0` and later, borrowed: wasmtime copies the lists
+/// straight from the balancer's candidate list and lbstatus column into the guest, with no copy on
+/// the host first (over 1,000 members that copy was 12 KB per call). Its shape is checked against
+/// the component's at instantiation ([`SelectorPre::instantiate`]), as the bindings' own.
+#[derive(wasmtime::component::ComponentType, wasmtime::component::Lower)]
+#[component(record)]
+struct StateRef<'a> {
+    candidates: &'a [u32],
+    columns: wit::StateColumns,
+    values: &'a [i64],
 }
 
 impl SelectorPlugin {
@@ -165,18 +178,19 @@ impl SelectorPlugin {
         store: &mut Store<StoreState>,
         request: &types::RequestView,
         reads_request: bool,
+        state: StateRef<'_>,
         states: &States,
     ) -> wasmtime::Result<wit::Decision> {
         // SAFETY: checked in [`SelectorPre::instantiate`].
         Ok(match self.shape {
             Shape::V4 => {
                 let f = unsafe {
-                    TypedFunc::<(Option<&types::RequestView>, &wit::State), (wit::Decision,)>::new_unchecked(
+                    TypedFunc::<(Option<&types::RequestView>, &StateRef<'_>), (wit::Decision,)>::new_unchecked(
                         self.select,
                     )
                 };
                 // 0.4.0 passes the request only to selectors that read something of it.
-                f.call(store, (reads_request.then_some(request), &states.v4))?.0
+                f.call(store, (reads_request.then_some(request), &state))?.0
             }
             Shape::V3 => {
                 let f = unsafe {
@@ -193,12 +207,18 @@ impl SelectorPlugin {
         })
     }
 
-    fn call_sticky(&self, store: &mut Store<StoreState>, member: u32, states: &States) -> wasmtime::Result<Vec<i64>> {
+    fn call_sticky(
+        &self,
+        store: &mut Store<StoreState>,
+        member: u32,
+        state: StateRef<'_>,
+        states: &States,
+    ) -> wasmtime::Result<Vec<i64>> {
         // SAFETY: checked in [`SelectorPre::instantiate`].
         Ok(match self.shape {
             Shape::V4 => {
-                let f = unsafe { TypedFunc::<(u32, &wit::State), (Vec<i64>,)>::new_unchecked(self.sticky) };
-                f.call(store, (member, &states.v4))?.0
+                let f = unsafe { TypedFunc::<(u32, &StateRef<'_>), (Vec<i64>,)>::new_unchecked(self.sticky) };
+                f.call(store, (member, &state))?.0
             }
             Shape::V3 => {
                 let f = unsafe { TypedFunc::<(u32, &wit3::State), (Vec<i64>,)>::new_unchecked(self.sticky) };
@@ -256,7 +276,7 @@ impl WasmSelector {
             limits,
             live: None,
             states: States {
-                v4: wit::State { candidates: Vec::new(), columns: wit::StateColumns::empty(), values: Vec::new() },
+                v4: Vec::new(),
                 v3: wit3::State {
                     candidates: Vec::new(),
                     lbstatus: Vec::new(),
@@ -328,7 +348,7 @@ impl WasmSelector {
             }};
         }
         match shape {
-            Shape::V4 => pack_state(&mut self.states.v4, self.needs.columns, state),
+            Shape::V4 => pack_values(&mut self.states.v4, carried(self.needs.columns, state), state),
             Shape::V3 => {
                 fill!(&mut self.states.v3);
                 let load = &mut self.states.v3.load;
@@ -361,7 +381,9 @@ impl MemberSelector for WasmSelector {
     fn select(&mut self, request: &RequestInfo<'_>, state: &SelectState<'_>) -> Result<Selection, SelectorFault> {
         let (view, reads) = self.request_view(request);
         self.load_state(state);
-        let decision = self.call(request.id, |store, b, s| b.call_select(store, &view, reads, s))?;
+        let declared = self.needs.columns;
+        let decision =
+            self.call(request.id, |store, b, s| b.call_select(store, &view, reads, state_ref(declared, state, s), s))?;
         Ok(Selection { member: decision.member, lbstatus: decision.lbstatus })
     }
 
@@ -372,40 +394,60 @@ impl MemberSelector for WasmSelector {
         state: &SelectState<'_>,
     ) -> Result<Vec<i64>, SelectorFault> {
         self.load_state(state);
-        self.call(request.id, |store, b, s| b.call_sticky(store, member, s))
+        let declared = self.needs.columns;
+        self.call(request.id, |store, b, s| b.call_sticky(store, member, state_ref(declared, state, s), s))
     }
 }
 
-/// The 0.4.0 state: the candidates, and the columns the selector declared and `state` carries
-/// (`sticky` carries only lbstatus) end to end in one list, in the WIT's order, each with one value
-/// per member; `columns` says which.
-fn pack_state(packed: &mut wit::State, declared: StateColumns, state: &SelectState<'_>) {
+/// The columns of the 0.4.0 state: those the selector declared and `state` carries (`sticky`
+/// carries only lbstatus).
+fn carried(declared: StateColumns, state: &SelectState<'_>) -> wit::StateColumns {
+    let mut columns = wit::StateColumns::empty();
+    for (on, values, column) in [
+        (declared.lbstatus, state.lbstatus.len(), wit::StateColumns::LBSTATUS),
+        (declared.busy, state.busy.len(), wit::StateColumns::BUSY),
+        (declared.traffic, state.traffic.len(), wit::StateColumns::TRAFFIC),
+        (declared.load, state.load.len(), wit::StateColumns::LOAD),
+    ] {
+        if on && values > 0 {
+            columns |= column;
+        }
+    }
+    columns
+}
+
+/// The 0.4.0 state's values, when they are more than the lbstatus column: the `columns` end to
+/// end in one list, in the WIT's order, each with one value per member. Left empty when lbstatus
+/// is all, which [`state_ref`] then lends as it is.
+fn pack_values(packed: &mut Vec<i64>, columns: wit::StateColumns, state: &SelectState<'_>) {
     fn count(n: u64) -> i64 {
         i64::try_from(n).unwrap_or(i64::MAX)
     }
-    packed.candidates.clear();
-    packed.candidates.extend_from_slice(state.candidates);
-    packed.values.clear();
-    let mut columns = wit::StateColumns::empty();
-    if declared.lbstatus && !state.lbstatus.is_empty() {
-        columns |= wit::StateColumns::LBSTATUS;
-        packed.values.extend_from_slice(state.lbstatus);
+    packed.clear();
+    if columns == wit::StateColumns::LBSTATUS {
+        return;
     }
-    if declared.busy && !state.busy.is_empty() {
-        columns |= wit::StateColumns::BUSY;
-        packed.values.extend(state.busy.iter().map(|&n| count(n)));
+    if columns.contains(wit::StateColumns::LBSTATUS) {
+        packed.extend_from_slice(state.lbstatus);
     }
-    if declared.traffic && !state.traffic.is_empty() {
-        columns |= wit::StateColumns::TRAFFIC;
-        packed.values.extend(state.traffic.iter().map(|&n| count(n)));
+    if columns.contains(wit::StateColumns::BUSY) {
+        packed.extend(state.busy.iter().map(|&n| count(n)));
     }
-    if declared.load && !state.load.is_empty() {
-        columns |= wit::StateColumns::LOAD;
-        packed
-            .values
-            .extend(state.load.iter().map(|r| r.map_or(-1, |r| (i64::from(r.busy) << 32) | i64::from(r.ready))));
+    if columns.contains(wit::StateColumns::TRAFFIC) {
+        packed.extend(state.traffic.iter().map(|&n| count(n)));
     }
-    packed.columns = columns;
+    if columns.contains(wit::StateColumns::LOAD) {
+        packed.extend(state.load.iter().map(|r| r.map_or(-1, |r| (i64::from(r.busy) << 32) | i64::from(r.ready))));
+    }
+}
+
+/// The 0.4.0 `state` of a call: the candidates and, when lbstatus is the only column, the lbstatus
+/// column lent as they are; otherwise the values [`pack_values`] put end to end. (The older shapes
+/// pass their own state and leave this unused.)
+fn state_ref<'a>(declared: StateColumns, state: &SelectState<'a>, states: &'a States) -> StateRef<'a> {
+    let columns = carried(declared, state);
+    let values = if columns == wit::StateColumns::LBSTATUS { state.lbstatus } else { states.v4.as_slice() };
+    StateRef { candidates: state.candidates, columns, values }
 }
 
 fn convert_needs(
@@ -458,7 +500,7 @@ mod tests {
     /// not declared, or not carried (`sticky` carries only lbstatus), is left out.
     #[test]
     fn the_state_is_packed_in_the_wits_order() {
-        use super::{pack_state, wit};
+        use super::{pack_values, wit};
         use crate::balancer::{LoadReport, SelectState, StateColumns};
         let load = [Some(LoadReport { busy: 3, ready: 7 }), None];
         let full = SelectState {
@@ -468,22 +510,25 @@ mod tests {
             traffic: &[100, u64::MAX],
             load: &load,
         };
-        let mut packed = wit::State { candidates: Vec::new(), columns: wit::StateColumns::empty(), values: Vec::new() };
+        let mut packed = Vec::new();
         let all = StateColumns { lbstatus: true, busy: true, traffic: true, load: true };
-        pack_state(&mut packed, all, &full);
-        assert_eq!(packed.candidates, [0, 1]);
-        assert_eq!(packed.columns, wit::StateColumns::all());
-        assert_eq!(packed.values, [-5, 5, 1, 2, 100, i64::MAX, (3 << 32) | 7, -1]);
+        let columns = super::carried(all, &full);
+        assert_eq!(columns, wit::StateColumns::all());
+        pack_values(&mut packed, columns, &full);
+        assert_eq!(packed, [-5, 5, 1, 2, 100, i64::MAX, (3 << 32) | 7, -1]);
 
         let some = StateColumns { lbstatus: false, busy: true, traffic: false, load: true };
-        pack_state(&mut packed, some, &full);
-        assert_eq!(packed.columns, wit::StateColumns::BUSY | wit::StateColumns::LOAD);
-        assert_eq!(packed.values, [1, 2, (3 << 32) | 7, -1]);
+        let columns = super::carried(some, &full);
+        assert_eq!(columns, wit::StateColumns::BUSY | wit::StateColumns::LOAD);
+        pack_values(&mut packed, columns, &full);
+        assert_eq!(packed, [1, 2, (3 << 32) | 7, -1]);
 
+        // lbstatus alone is lent as it is, not packed.
         let sticky = SelectState { candidates: &[1], lbstatus: &[-5, 5], busy: &[], traffic: &[], load: &[] };
-        pack_state(&mut packed, all, &sticky);
-        assert_eq!((packed.candidates.as_slice(), packed.columns), (&[1][..], wit::StateColumns::LBSTATUS));
-        assert_eq!(packed.values, [-5, 5]);
+        let columns = super::carried(all, &sticky);
+        assert_eq!(columns, wit::StateColumns::LBSTATUS);
+        pack_values(&mut packed, columns, &sticky);
+        assert!(packed.is_empty());
     }
 
     /// xorshift64: a fixed, dependency-free sequence of operations.

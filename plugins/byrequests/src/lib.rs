@@ -23,14 +23,24 @@ impl Selector for ByRequests {
         Ok((ByRequests { lbfactor }, needs))
     }
 
-    fn select(&mut self, _request: &RequestView, state: &State) -> Decision {
-        let mut lbstatus = state.lbstatus().to_vec();
+    fn select(&mut self, request: &RequestView, state: &State) -> Decision {
+        self.select_owned(request, state.clone())
+    }
+
+    fn sticky(&mut self, member: u32, state: &State) -> Vec<i64> {
+        self.sticky_owned(member, state.clone())
+    }
+
+    /// What the plugin's export calls: the counters are changed where they arrived and go back as
+    /// the answer, never copied in the plugin.
+    fn select_owned(&mut self, _request: &RequestView, mut state: State) -> Decision {
+        let mut lbstatus = state.take_lbstatus();
         let member = smooth_weighted_pick(&state.candidates, &self.lbfactor, &mut lbstatus);
         Decision { member, lbstatus }
     }
 
-    fn sticky(&mut self, member: u32, state: &State) -> Vec<i64> {
-        let mut lbstatus = state.lbstatus().to_vec();
+    fn sticky_owned(&mut self, member: u32, mut state: State) -> Vec<i64> {
+        let mut lbstatus = state.take_lbstatus();
         smooth_weighted_charge(&state.candidates, &self.lbfactor, &mut lbstatus, member);
         lbstatus
     }
