@@ -343,8 +343,6 @@ mod tests {
         got
     }
 
-    /// Writes of every size, each flushed as hyper does, small ones buffered and a large one
-    /// written at once past `MAX_BUFFERED`: the client reads them whole and in order.
     /// Bytes taken back before the end of the round never reach the peer; what is written
     /// after them does.
     #[tokio::test]
@@ -392,6 +390,8 @@ mod tests {
         );
     }
 
+    /// Writes of every size, each flushed as hyper does, small ones buffered and a large one
+    /// written at once past `MAX_BUFFERED`: the client reads them whole and in order.
     #[tokio::test]
     async fn bytes_arrive_in_order_whatever_the_sizes() {
         let (mut server, mut client) = pair().await;
