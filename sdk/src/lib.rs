@@ -565,156 +565,124 @@ pub mod util {
     /// [`smooth_weighted_pick`] over every member (`status` and `factor` of the same length, not
     /// empty), before the winner pays: the winner and the factors' sum.
     ///
-    /// The counters are taken four at a time: four lanes (members `4k + l`), each keeping its
-    /// first strictly greatest counter, so that no compare-and-keep waits for the previous
-    /// member's; of the lane leaders the greatest wins, on a tie the lowest index: the winner of
-    /// one pass in order. The members after the last group of four have the highest indices, so
-    /// only a strictly greater counter takes the lead from there. In a Wasm plugin the lanes are
-    /// two `i64x2` vectors ([`lanes::leaders`]): the built-in byrequests' `select` over 1,000
-    /// members went from 2.24 to 1.35 µs with them (criterion, 2026-12-03).
+    /// The counters are swept sixteen at a time ([`sweep`]): add the factors, store, and only ask
+    /// whether any of the sixteen beats the leader so far. The leader changes a few times per
+    /// pass (with equal factors, once: the counters of the members not yet served this cycle are
+    /// equal), so the block is looked at member by member, in order, only then ([`Lead::challenge`]),
+    /// and the winner is the one pass in order would find: the first strictly greatest. The
+    /// members after the last block of sixteen are taken one at a time.
     fn pick_all(status: &mut [i64], factor: &[i64]) -> (u32, i64) {
         let n = status.len().min(factor.len());
-        let (status, status_tail) = status[..n].split_at_mut(n & !3);
-        let (factor, factor_tail) = factor[..n].split_at(n & !3);
-        let (mut lead, mut total) = match lanes::leaders(status, factor) {
-            Some(lanes) => {
-                let mut lead = (lanes.index[0], lanes.best[0]);
-                for (&index, &best) in lanes.index.iter().zip(&lanes.best).skip(1) {
-                    if best > lead.1 || (best == lead.1 && index < lead.0) {
-                        lead = (index, best);
-                    }
-                }
-                (Some(lead), lanes.total)
-            }
-            None => (None, 0),
-        };
-        let base = status.len() as u32;
-        for (k, (s, &f)) in status_tail.iter_mut().zip(factor_tail).enumerate() {
+        let whole = n & !(BLOCK - 1);
+        // The first member leads from the start: a later one takes the lead only with a strictly
+        // greater counter, so when every counter is `i64::MIN` the first member wins, as in one
+        // pass in order.
+        let mut lead = Lead { index: 0, best: i64::MIN };
+        let mut total = sweep(&mut status[..whole], &factor[..whole], &mut lead);
+        for (i, (s, &f)) in status[whole..n].iter_mut().zip(&factor[whole..n]).enumerate() {
             *s = s.wrapping_add(f);
             total = total.wrapping_add(f);
-            if lead.is_none_or(|(_, best)| *s > best) {
-                lead = Some((base + k as u32, *s));
+            if *s > lead.best {
+                lead = Lead { index: (whole + i) as u32, best: *s };
             }
         }
-        (lead.map_or(0, |(index, _)| index), total)
+        (lead.index, total)
     }
 
-    /// Four lanes' leaders over a whole number of groups of four members.
-    struct Lanes {
-        /// Each lane's first strictly greatest counter, after its factor was added.
-        best: [i64; 4],
-        /// Its member's index.
-        index: [u32; 4],
-        /// The sum of every factor.
-        total: i64,
+    /// Members per block of [`sweep`].
+    const BLOCK: usize = 16;
+
+    /// The leader of a pass so far: its member and its counter (after its factor was added).
+    struct Lead {
+        index: u32,
+        best: i64,
     }
 
-    /// The lanes one member at a time, where there is no Wasm SIMD (native builds: tests).
-    #[cfg(not(target_arch = "wasm32"))]
-    mod lanes {
-        use super::Lanes;
-
-        /// `None` when there is no group of four. `status.len() == factor.len()`, a multiple of 4.
-        pub(super) fn leaders(status: &mut [i64], factor: &[i64]) -> Option<Lanes> {
-            if status.is_empty() {
-                return None;
-            }
-            let mut lanes = Lanes { best: [0; 4], index: [0, 1, 2, 3], total: 0 };
-            for (k, (s, f)) in status.chunks_exact_mut(4).zip(factor.chunks_exact(4)).enumerate() {
-                for l in 0..4 {
-                    let a = s[l].wrapping_add(f[l]);
-                    s[l] = a;
-                    lanes.total = lanes.total.wrapping_add(f[l]);
-                    if k == 0 || a > lanes.best[l] {
-                        (lanes.best[l], lanes.index[l]) = (a, (4 * k + l) as u32);
-                    }
+    impl Lead {
+        /// Let the counters of the members `first..` (already added to) challenge the leader, in
+        /// order: a strictly greater counter takes the lead.
+        fn challenge(&mut self, first: usize, counters: &[i64]) {
+            for (i, &c) in counters.iter().enumerate() {
+                if c > self.best {
+                    *self = Lead { index: (first + i) as u32, best: c };
                 }
             }
-            Some(lanes)
         }
     }
 
-    /// The lanes as two `i64x2` vectors: members `4k` and `4k + 1` in one, `4k + 2` and `4k + 3`
-    /// in the other (Wasm SIMD: 128-bit vectors, on in wasmtime's default configuration, which
-    /// Fulcrum's plugin engine keeps).
+    /// Add each member's factor to its counter over whole blocks of [`BLOCK`] members (the
+    /// lengths are a multiple of it), keeping `lead` the first strictly greatest counter; returns
+    /// the factors' sum. One block at a time, without SIMD (native builds: tests).
+    #[cfg(not(target_arch = "wasm32"))]
+    fn sweep(status: &mut [i64], factor: &[i64], lead: &mut Lead) -> i64 {
+        let mut total = 0i64;
+        for (b, (s, f)) in status.chunks_exact_mut(BLOCK).zip(factor.chunks_exact(BLOCK)).enumerate() {
+            let mut ahead = false;
+            for (s, &f) in s.iter_mut().zip(f) {
+                *s = s.wrapping_add(f);
+                total = total.wrapping_add(f);
+                ahead |= *s > lead.best;
+            }
+            if ahead {
+                lead.challenge(b * BLOCK, s);
+            }
+        }
+        total
+    }
+
+    /// [`sweep`] in Wasm SIMD (128-bit vectors, on in wasmtime's default configuration, which
+    /// Fulcrum's plugin engine keeps): a block is eight `i64x2` vectors; each is added to, stored
+    /// and compared with the leader's counter in every lane (`i64x2.gt_s`), the comparisons
+    /// or-ed together, and the block looked at member by member only when one of them holds.
     ///
-    /// Four groups (16 members) per turn of the loop: wasmtime checks the call's deadline at the
-    /// top of every loop, and Cranelift keeps the vectors that live across that check on the
-    /// stack (the check may call out), so each turn stores and reloads them; four groups a turn
-    /// pay that once per 16 members.
+    /// Blocks of sixteen because wasmtime checks the call's deadline at the top of every loop
+    /// and Cranelift keeps the vectors that live across that check on the stack (the check may
+    /// call out): two of them here, stored and reloaded once per sixteen members.
     #[cfg(target_arch = "wasm32")]
-    mod lanes {
+    #[target_feature(enable = "simd128")]
+    fn sweep(status: &mut [i64], factor: &[i64], lead: &mut Lead) -> i64 {
         use core::arch::wasm32::*;
 
-        use super::Lanes;
-
-        /// `None` when there is no group of four. `status.len() == factor.len()`, a multiple of 4.
-        #[target_feature(enable = "simd128")]
-        pub(super) fn leaders(status: &mut [i64], factor: &[i64]) -> Option<Lanes> {
-            let n = status.len().min(factor.len()) & !3;
-            if n == 0 {
-                return None;
-            }
-            let (s, f) = (status.as_mut_ptr(), factor.as_ptr());
-            // The leaders so far (lanes 0 and 1, lanes 2 and 3), the group number `k` of each
-            // lane's leader (its member is `4k + lane`), and the factors' sum by lane pair. The
-            // first group sets the leaders: a counter beats `i64::MIN` unless it is `i64::MIN`,
-            // and then the leader stays that value in group 0 all the same.
-            let (mut best0, mut best1) = (i64x2_splat(i64::MIN), i64x2_splat(i64::MIN));
-            let (mut group0, mut group1, mut total) = (i64x2_splat(0), i64x2_splat(0), i64x2_splat(0));
-            // Group `k` (members 4k to 4k + 3): add its factors to its counters, and let them
-            // challenge the lanes' leaders.
-            macro_rules! challenge {
-                ($k:expr) => {{
-                    let (k, at) = ($k, i64x2_splat($k as i64));
-                    // SAFETY: `k < n / 4` and `n` is at most the length of both slices, so the
-                    // 32 bytes of group `k` are in bounds in each; `v128_load` and `v128_store`
-                    // need no alignment.
-                    let (a0, a1, f0, f1) = unsafe {
-                        let (f0, f1) = (v128_load(f.add(4 * k).cast()), v128_load(f.add(4 * k + 2).cast()));
-                        let a0 = i64x2_add(v128_load(s.add(4 * k).cast::<v128>()), f0);
-                        let a1 = i64x2_add(v128_load(s.add(4 * k + 2).cast::<v128>()), f1);
-                        v128_store(s.add(4 * k).cast(), a0);
-                        v128_store(s.add(4 * k + 2).cast(), a1);
-                        (a0, a1, f0, f1)
-                    };
-                    let (ahead0, ahead1) = (i64x2_gt(a0, best0), i64x2_gt(a1, best1));
-                    (best0, best1) = (v128_bitselect(a0, best0, ahead0), v128_bitselect(a1, best1, ahead1));
-                    (group0, group1) = (v128_bitselect(at, group0, ahead0), v128_bitselect(at, group1, ahead1));
-                    total = i64x2_add(total, i64x2_add(f0, f1));
+        let n = status.len().min(factor.len()) & !(BLOCK - 1);
+        let (s, f) = (status.as_mut_ptr(), factor.as_ptr());
+        let mut total = i64x2_splat(0);
+        let mut bar = i64x2_splat(lead.best);
+        let mut at = 0;
+        while at < n {
+            let mut ahead = i64x2_splat(0);
+            // Members `at + 2j` and `at + 2j + 1`: add, store, note whether either beats the
+            // leader, and add the factors to the sum.
+            macro_rules! pair {
+                ($j:expr) => {{
+                    // SAFETY: `at + 16 <= n`, at most the length of both slices, so the 16 bytes
+                    // at `at + 2j` are in bounds in each; `v128_load` and `v128_store` need no
+                    // alignment.
+                    unsafe {
+                        let fv = v128_load(f.add(at + 2 * $j).cast::<v128>());
+                        let a = i64x2_add(v128_load(s.add(at + 2 * $j).cast::<v128>()), fv);
+                        v128_store(s.add(at + 2 * $j).cast::<v128>(), a);
+                        ahead = v128_or(ahead, i64x2_gt(a, bar));
+                        total = i64x2_add(total, fv);
+                    }
                 }};
             }
-            let groups = n / 4;
-            challenge!(0);
-            let mut k = 1;
-            while k + 4 <= groups {
-                challenge!(k);
-                challenge!(k + 1);
-                challenge!(k + 2);
-                challenge!(k + 3);
-                k += 4;
+            pair!(0);
+            pair!(1);
+            pair!(2);
+            pair!(3);
+            pair!(4);
+            pair!(5);
+            pair!(6);
+            pair!(7);
+            if v128_any_true(ahead) {
+                // SAFETY: as above, the block's 16 counters are in bounds; nothing else refers to
+                // them while this slice lives.
+                lead.challenge(at, unsafe { core::slice::from_raw_parts(s.add(at), BLOCK) });
+                bar = i64x2_splat(lead.best);
             }
-            while k < groups {
-                challenge!(k);
-                k += 1;
-            }
-            let index = |group: i64, lane: u32| (4 * group) as u32 + lane;
-            Some(Lanes {
-                best: [
-                    i64x2_extract_lane::<0>(best0),
-                    i64x2_extract_lane::<1>(best0),
-                    i64x2_extract_lane::<0>(best1),
-                    i64x2_extract_lane::<1>(best1),
-                ],
-                index: [
-                    index(i64x2_extract_lane::<0>(group0), 0),
-                    index(i64x2_extract_lane::<1>(group0), 1),
-                    index(i64x2_extract_lane::<0>(group1), 2),
-                    index(i64x2_extract_lane::<1>(group1), 3),
-                ],
-                total: i64x2_extract_lane::<0>(total).wrapping_add(i64x2_extract_lane::<1>(total)),
-            })
+            at += BLOCK;
         }
+        i64x2_extract_lane::<0>(total).wrapping_add(i64x2_extract_lane::<1>(total))
     }
 
     #[cfg(test)]
