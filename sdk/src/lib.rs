@@ -263,8 +263,8 @@ pub mod rules {
     pub use crate::rules_bindings::exports::fulcrum::plugin::rules::{Clock, ResponseOrigin};
     pub use crate::rules_bindings::fulcrum::plugin::types::{PluginConfig, PluginError, RequestFields};
     pub use crate::rules_call::{
-        Call, EnvAction, EnvVar, Fields, HeaderAction, HeaderOp, Inputs, Layout, Needs, Outcome, RequestCall,
-        ResponseCall, Target,
+        Action, Call, EnvAction, EnvVar, Fields, HeaderOp, Inputs, Layout, Needs, Outcome, RequestCall, ResponseCall,
+        Target,
     };
     pub use crate::{Level, Rules, log};
 }
@@ -337,7 +337,7 @@ macro_rules! export_rules {
                         ::std::option::Option::None => <$ty as $crate::Rules>::on_request(rules, &call),
                         ::std::option::Option::Some(_) => <$ty as $crate::Rules>::on_response(rules, &call),
                     };
-                    let (actions, values) = outcome.encode();
+                    let (actions, values) = outcome.into_wire();
                     __wit::Outcome { actions, values }
                 })
             }

@@ -8,7 +8,7 @@
 //! and go back as three numbers each plus their values end to end in one string. This module keeps
 //! that bookkeeping: [`Needs`] collects names and hands back [`EnvVar`] and [`Target`] handles
 //! (their indices), [`Layout`] knows which slot each name is, [`Call`] finds a value by name in
-//! the block without copying it, and [`Outcome::encode`] writes the answer.
+//! the block without copying it, and [`Outcome`] is the answer as it goes back.
 
 use crate::rules_bindings::exports::fulcrum::plugin::rules as wit;
 use crate::rules_bindings::fulcrum::plugin::types::RequestFields;
@@ -53,6 +53,13 @@ pub enum HeaderOp {
 }
 
 impl HeaderOp {
+    /// The op of a `what` number (0 to 5).
+    fn from_code(what: u32) -> Option<HeaderOp> {
+        [HeaderOp::Set, HeaderOp::Append, HeaderOp::Add, HeaderOp::Unset, HeaderOp::Merge, HeaderOp::SetIfEmpty]
+            .get(what as usize)
+            .copied()
+    }
+
     /// Its `what` number on the wire.
     fn code(self) -> u32 {
         match self {
@@ -66,14 +73,6 @@ impl HeaderOp {
     }
 }
 
-/// A header change: `target` is a [`Target`]'s index.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeaderAction {
-    pub op: HeaderOp,
-    pub target: u32,
-    pub value: String,
-}
-
 /// Set (`Some`) or unset (`None`) a variable: `var` is an [`EnvVar`]'s index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvAction {
@@ -81,56 +80,98 @@ pub struct EnvAction {
     pub value: Option<String>,
 }
 
-/// A call's answer: env actions, then header actions, each applied in order by Fulcrum.
+/// A call's answer, kept as it crosses (`outcome` in `wit/rules.wit`): three numbers per action
+/// (what, index, the value's length) and the values end to end in one string. Fulcrum applies the
+/// env actions first, then the header actions, each kind in the order given here.
+///
+/// Each value is written straight into that one string ([`Outcome::header_with`] lets the
+/// plugin write it there itself), so an answer costs the plugin two allocations whatever the
+/// number of actions, and nothing is copied again when it is returned.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
-    pub env: Vec<EnvAction>,
-    pub headers: Vec<HeaderAction>,
+    actions: Vec<u32>,
+    values: String,
+}
+
+/// One action of an [`Outcome`], its value borrowed from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action<'a> {
+    /// Set (`Some`) or unset (`None`) variable `var`.
+    Env { var: EnvVar, value: Option<&'a str> },
+    /// Change header `target`.
+    Header { op: HeaderOp, target: Target, value: &'a str },
 }
 
 /// The `what` of setting and unsetting a variable on the wire.
 const SET_ENV: u32 = 6;
 const UNSET_ENV: u32 = 7;
 
+/// Room taken at an answer's first action: four actions and their values without growing.
+const FIRST_ACTIONS: usize = 12;
+const FIRST_VALUES: usize = 128;
+
 impl Outcome {
     /// Set variable `var` (declared with [`Needs::env`], or named: [`Call::env_var`]).
-    pub fn set_env(&mut self, var: EnvVar, value: impl Into<String>) {
-        self.env.push(EnvAction { var: var.0, value: Some(value.into()) });
+    pub fn set_env(&mut self, var: EnvVar, value: impl AsRef<str>) {
+        self.push(SET_ENV, var.0, |values| values.push_str(value.as_ref()));
     }
 
     /// Unset variable `var`.
     pub fn unset_env(&mut self, var: EnvVar) {
-        self.env.push(EnvAction { var: var.0, value: None });
+        self.push(UNSET_ENV, var.0, |_| {});
     }
 
     /// Change header `target` (declared with [`Needs::target`], or named: [`Call::target`]).
-    pub fn header(&mut self, op: HeaderOp, target: Target, value: impl Into<String>) {
-        self.headers.push(HeaderAction { op, target: target.0, value: value.into() });
+    pub fn header(&mut self, op: HeaderOp, target: Target, value: impl AsRef<str>) {
+        self.push(op.code(), target.0, |values| values.push_str(value.as_ref()));
     }
 
-    /// The answer as it crosses (`outcome` in `wit/rules.wit`): three numbers per action (what,
-    /// index, the value's length) and the values end to end; env actions first.
-    pub fn encode(&self) -> (Vec<u32>, String) {
-        let count = self.env.len() + self.headers.len();
-        let total = self.env.iter().map(|a| a.value.as_ref().map_or(0, String::len)).sum::<usize>()
-            + self.headers.iter().map(|a| a.value.len()).sum::<usize>();
-        let mut actions = Vec::with_capacity(3 * count);
-        let mut values = String::with_capacity(total);
-        let length = |value: &str| u32::try_from(value.len()).unwrap_or(u32::MAX);
-        for action in &self.env {
-            match &action.value {
-                Some(value) => {
-                    actions.extend_from_slice(&[SET_ENV, action.var, length(value)]);
-                    values.push_str(value);
-                }
-                None => actions.extend_from_slice(&[UNSET_ENV, action.var, 0]),
+    /// Change header `target` with the value `write` appends to the string it is given (the
+    /// answer's values: whatever `write` appends is this action's value), without a `String` of
+    /// its own.
+    pub fn header_with(&mut self, op: HeaderOp, target: Target, write: impl FnOnce(&mut String)) {
+        self.push(op.code(), target.0, write);
+    }
+
+    fn push(&mut self, what: u32, index: u32, write: impl FnOnce(&mut String)) {
+        if self.actions.capacity() == 0 {
+            self.actions.reserve(FIRST_ACTIONS);
+            self.values.reserve(FIRST_VALUES);
+        }
+        let start = self.values.len();
+        write(&mut self.values);
+        let length = u32::try_from(self.values.len() - start).unwrap_or(u32::MAX);
+        self.actions.extend_from_slice(&[what, index, length]);
+    }
+
+    /// Whether there is no action.
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    /// The number of actions.
+    pub fn len(&self) -> usize {
+        self.actions.len() / 3
+    }
+
+    /// The actions in the order they were taken.
+    pub fn actions(&self) -> impl Iterator<Item = Action<'_>> + '_ {
+        let mut at = 0usize;
+        self.actions.chunks_exact(3).filter_map(move |action| {
+            let (what, index, length) = (action[0], action[1], action[2] as usize);
+            let value = self.values.get(at..at + length).unwrap_or("");
+            at += length;
+            match what {
+                SET_ENV => Some(Action::Env { var: EnvVar(index), value: Some(value) }),
+                UNSET_ENV => Some(Action::Env { var: EnvVar(index), value: None }),
+                _ => HeaderOp::from_code(what).map(|op| Action::Header { op, target: Target(index), value }),
             }
-        }
-        for action in &self.headers {
-            actions.extend_from_slice(&[action.op.code(), action.target, length(&action.value)]);
-            values.push_str(&action.value);
-        }
-        (actions, values)
+        })
+    }
+
+    /// The answer as it crosses: the actions' numbers and their values end to end.
+    pub fn into_wire(self) -> (Vec<u32>, String) {
+        (self.actions, self.values)
     }
 }
 
@@ -628,18 +669,27 @@ mod tests {
         }
     }
 
-    /// Env actions first, three numbers each, values end to end in action order.
+    /// Three numbers per action in the order taken, values end to end; read back as taken.
     #[test]
-    fn an_outcome_encodes_as_numbers_and_one_string() {
+    fn an_outcome_is_numbers_and_one_string() {
         let mut outcome = Outcome::default();
+        assert!(outcome.is_empty());
         outcome.header(HeaderOp::Add, Target(2), "a=1");
-        outcome.set_env(EnvVar(1), "on");
+        outcome.set_env(EnvVar(1), String::from("on"));
         outcome.header(HeaderOp::Unset, Target(0), "");
         outcome.unset_env(EnvVar(0));
-        outcome.header(HeaderOp::SetIfEmpty, Target(1), "é");
-        let (actions, values) = outcome.encode();
-        assert_eq!(actions, [6, 1, 2, 7, 0, 0, 2, 2, 3, 3, 0, 0, 5, 1, 2]);
-        assert_eq!(values, "ona=1é");
+        outcome.header_with(HeaderOp::SetIfEmpty, Target(1), |v| v.push('é'));
+        let taken = [
+            Action::Header { op: HeaderOp::Add, target: Target(2), value: "a=1" },
+            Action::Env { var: EnvVar(1), value: Some("on") },
+            Action::Header { op: HeaderOp::Unset, target: Target(0), value: "" },
+            Action::Env { var: EnvVar(0), value: None },
+            Action::Header { op: HeaderOp::SetIfEmpty, target: Target(1), value: "é" },
+        ];
+        assert_eq!(outcome.actions().collect::<Vec<_>>(), taken);
+        let (actions, values) = outcome.into_wire();
+        assert_eq!(actions, [2, 2, 3, 6, 1, 2, 3, 0, 0, 7, 0, 0, 5, 1, 2]);
+        assert_eq!(values, "a=1oné");
     }
 
     #[test]

@@ -297,8 +297,9 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method, upgrade: bool) -
     let mut length: Option<Result<u64, ()>> = None;
     for &(n0, n1, v0, v1) in &spans {
         let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| ResponseError::Malformed("header name"))?;
-        let value =
-            HeaderValue::from_maybe_shared(head.slice(v0..v1)).map_err(|_| ResponseError::Malformed("header value"))?;
+        // SAFETY: httparse accepted these bytes as a header value: tab, 0x20-0x7E and 0x80-0xFF,
+        // the bytes `HeaderValue` allows (hyper builds its request headers the same way).
+        let value = unsafe { HeaderValue::from_maybe_shared_unchecked(head.slice(v0..v1)) };
         if name == header::CONNECTION {
             for token in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {

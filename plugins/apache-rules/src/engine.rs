@@ -28,7 +28,7 @@
 
 use std::borrow::Cow;
 
-use fulcrum_sdk::rules::{Call, EnvAction, HeaderAction, HeaderOp, Outcome, ResponseOrigin};
+use fulcrum_sdk::rules::{Action as Taken, Call, EnvAction, EnvVar, HeaderOp, Outcome, ResponseOrigin, Target};
 use regex::bytes::{CaptureLocations, Regex};
 
 use crate::context::{Ctx, Env, HeaderTable, Request};
@@ -74,30 +74,36 @@ impl Engine {
     /// headers and variables by the handles declared at configure.
     pub fn on_request(&mut self, call: &Call<'_>) -> Outcome {
         let request = request_of(call);
-        let mut outcome = Outcome::default();
+        // What `SetEnvIf` did, kept apart as well: the rules after it read the variables through it.
+        let mut env_actions = Vec::new();
         for (rule, locations) in self.setenvif.iter().zip(self.locations.iter_mut()) {
-            apply_setenvif(rule, locations.as_mut(), &request, call, &mut outcome.env);
+            apply_setenvif(rule, locations.as_mut(), &request, call, &mut env_actions);
         }
-        let Outcome { env: env_actions, headers } = &mut outcome;
-        let env = Env::of_call(*call, env_actions);
+        let mut outcome = Outcome::default();
+        for action in &env_actions {
+            match &action.value {
+                Some(value) => outcome.set_env(EnvVar(action.var), value),
+                None => outcome.unset_env(EnvVar(action.var)),
+            }
+        }
+        let env = Env::of_call(*call, &env_actions);
         if self.reads_headers {
             // Conditions see the headers as they arrived; rules see what the rules before them did.
             let received = HeaderTable::from_lines(call.request_header_lines());
             let mut live = received.clone();
             let select = Ctx { request, env: &env, request_headers: &received, response_headers: None };
             each_rule(&self.items, Phase::Request, &select, &mut |rule| {
-                let ops = {
+                let before = outcome.len();
+                {
                     let ctx = Ctx { request, env: &env, request_headers: &live, response_headers: None };
-                    evaluate(rule, &ctx, &live)
-                };
-                emit(rule, ops, Some(&mut live), headers);
+                    take(rule, &ctx, &live, &mut outcome);
+                }
+                apply_taken(rule, &outcome, before, &mut live);
             });
         } else {
             let none = HeaderTable::default();
             let ctx = Ctx { request, env: &env, request_headers: &none, response_headers: None };
-            each_rule(&self.items, Phase::Request, &ctx, &mut |rule| {
-                emit(rule, evaluate(rule, &ctx, &none), None, headers)
-            });
+            each_rule(&self.items, Phase::Request, &ctx, &mut |rule| take(rule, &ctx, &none, &mut outcome));
         }
         outcome
     }
@@ -107,7 +113,6 @@ impl Engine {
         let request = request_of(call);
         let env = Env::of_call(*call, &[]);
         let mut outcome = Outcome::default();
-        let headers = &mut outcome.headers;
         let proxied = matches!(call.origin(), Some(ResponseOrigin::Proxied));
         let applies = |rule: &HeaderRule| proxied || rule.table == (Table::Response { always: true });
         if self.reads_headers {
@@ -120,19 +125,20 @@ impl Engine {
                 if !applies(rule) {
                     return;
                 }
-                let ops = {
+                let before = outcome.len();
+                {
                     let ctx =
                         Ctx { request, env: &env, request_headers: &request_headers, response_headers: Some(&live) };
-                    evaluate(rule, &ctx, &live)
-                };
-                emit(rule, ops, Some(&mut live), headers);
+                    take(rule, &ctx, &live, &mut outcome);
+                }
+                apply_taken(rule, &outcome, before, &mut live);
             });
         } else {
             let none = HeaderTable::default();
             let ctx = Ctx { request, env: &env, request_headers: &none, response_headers: Some(&none) };
             each_rule(&self.items, Phase::Response, &ctx, &mut |rule| {
                 if applies(rule) {
-                    emit(rule, evaluate(rule, &ctx, &none), None, headers);
+                    take(rule, &ctx, &none, &mut outcome);
                 }
             });
         }
@@ -239,42 +245,32 @@ enum Found<'h> {
     Groups(&'h CaptureLocations),
 }
 
-/// What one rule does: nothing, one action (the common case), or several (`edit` of a header
-/// with several lines).
-enum Ops {
-    None,
-    One(HeaderOp, String),
-    Many(Vec<(HeaderOp, String)>),
-}
-
-/// The actions one rule takes, given the live header table it applies to.
-fn evaluate(rule: &HeaderRule, ctx: &Ctx<'_>, live: &HeaderTable<'_>) -> Ops {
+/// The actions one rule takes, given the live header table it applies to, into `out`: a value is
+/// rendered straight into the answer.
+fn take(rule: &HeaderRule, ctx: &Ctx<'_>, live: &HeaderTable<'_>, out: &mut Outcome) {
     let applies = match &rule.condition {
         Condition::Always => true,
         Condition::Env { var, set } => ctx.env.get_ref(var).is_some() == *set,
         Condition::Expr(expr) => expr.eval(ctx),
     };
     if !applies {
-        return Ops::None;
+        return;
     }
+    let target = Target(rule.target);
     match &rule.action {
-        Action::Op(op, format) => Ops::One(*op, format.render(ctx)),
-        Action::Unset => Ops::One(HeaderOp::Unset, String::new()),
+        Action::Op(op, format) => out.header_with(*op, target, |value| format.render_into(ctx, value)),
+        Action::Unset => out.header(HeaderOp::Unset, target, ""),
         Action::Edit { regex, replacement, all } => {
             let before: Vec<&str> = live.values(&rule.name).collect();
             let template = replacement.render(ctx);
             let after: Vec<String> = before.iter().map(|value| edit(regex, &template, value, *all)).collect();
             if after.iter().zip(&before).all(|(a, b)| a == b) {
-                return Ops::None; // absent, or no line changed
+                return; // absent, or no line changed
             }
             // One line: `set`. Several: `set` the first, `add` the others, keeping every line.
-            Ops::Many(
-                after
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, value)| (if i == 0 { HeaderOp::Set } else { HeaderOp::Add }, value))
-                    .collect(),
-            )
+            for (i, value) in after.iter().enumerate() {
+                out.header(if i == 0 { HeaderOp::Set } else { HeaderOp::Add }, target, value);
+            }
         }
     }
 }
@@ -306,18 +302,13 @@ fn edit(regex: &Regex, template: &str, value: &str, all: bool) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Record the actions in the outcome and apply them to the live table, when there is one.
-fn emit(rule: &HeaderRule, ops: Ops, mut live: Option<&mut HeaderTable<'_>>, out: &mut Vec<HeaderAction>) {
-    let mut one = |op: HeaderOp, value: String| {
-        if let Some(live) = live.as_deref_mut() {
-            live.apply(op, &rule.name, &value);
+/// Apply the header actions `rule` took (those of `out` from action `from` on) to the live table,
+/// as the host will apply them to the message.
+fn apply_taken(rule: &HeaderRule, out: &Outcome, from: usize, live: &mut HeaderTable<'_>) {
+    for action in out.actions().skip(from) {
+        if let Taken::Header { op, value, .. } = action {
+            live.apply(op, &rule.name, value);
         }
-        out.push(HeaderAction { op, target: rule.target, value });
-    };
-    match ops {
-        Ops::None => {}
-        Ops::One(op, value) => one(op, value),
-        Ops::Many(ops) => ops.into_iter().for_each(|(op, value)| one(op, value)),
     }
 }
 

@@ -139,21 +139,29 @@ impl Format {
     }
 
     pub fn render(&self, ctx: &Ctx<'_>) -> String {
-        let mut out = String::with_capacity(self.literal_len.saturating_add(32));
+        let mut out = String::new();
+        self.render_into(ctx, &mut out);
+        out
+    }
+
+    /// Append the value to `out` (a header action's value goes straight into the answer's
+    /// values this way, without a `String` of its own).
+    pub fn render_into(&self, ctx: &Ctx<'_>, out: &mut String) {
+        out.reserve(self.literal_len.saturating_add(32));
         for piece in &self.pieces {
             match piece {
                 Piece::Text(text) => out.push_str(text),
-                Piece::Env(var) => push_unwrapped(&mut out, ctx.env.get_ref(var).unwrap_or(UNSET_ENV)),
+                Piece::Env(var) => push_unwrapped(out, ctx.env.get_ref(var).unwrap_or(UNSET_ENV)),
                 Piece::ClientAddr if !ctx.request.client_addr.is_empty() => {
-                    push_unwrapped(&mut out, ctx.request.client_addr)
+                    push_unwrapped(out, ctx.request.client_addr)
                 }
                 Piece::ClientAddr | Piece::Null => out.push_str(NULL),
                 Piece::RequestHeader(name) => {
-                    push_unwrapped(&mut out, &ctx.request_headers.joined_cow(name).unwrap_or_default())
+                    push_unwrapped(out, &ctx.request_headers.joined_cow(name).unwrap_or_default())
                 }
                 Piece::ResponseHeader(name) => {
                     let value = ctx.response_headers.and_then(|t| t.joined_cow(name)).unwrap_or_default();
-                    push_unwrapped(&mut out, &value)
+                    push_unwrapped(out, &value)
                 }
                 Piece::Time => {
                     use std::fmt::Write as _;
@@ -165,7 +173,6 @@ impl Format {
                 }
             }
         }
-        out
     }
 
     /// Record the request fields and headers this format reads.

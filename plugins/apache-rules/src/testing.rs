@@ -9,7 +9,7 @@
 //! answer the actions with the names their indices stand for.
 
 use fulcrum_sdk::Rules;
-use fulcrum_sdk::rules::{Call, Clock, Fields};
+use fulcrum_sdk::rules::{Action, Call, Clock, Fields};
 pub use fulcrum_sdk::rules::{HeaderOp, PluginConfig, PluginError, RequestFields, ResponseOrigin};
 
 use crate::ApacheRules;
@@ -94,18 +94,20 @@ impl ApacheRules {
         let outcome = self.run_prepared(&prepared, &mut Vec::new());
         let needs = prepared.layout.needs();
         let name = |list: &[String], i: u32| list.get(i as usize).cloned().unwrap_or_else(|| format!("#{i}"));
-        Outcome {
-            env: outcome
-                .env
-                .into_iter()
-                .map(|a| EnvAction { name: name(needs.env_vars(), a.var), value: a.value })
-                .collect(),
-            headers: outcome
-                .headers
-                .into_iter()
-                .map(|a| HeaderAction { op: a.op, name: name(needs.targets(), a.target), value: a.value })
-                .collect(),
+        let mut named = Outcome::default();
+        for action in outcome.actions() {
+            match action {
+                Action::Env { var, value } => {
+                    named.env.push(EnvAction { name: name(needs.env_vars(), var.0), value: value.map(str::to_string) })
+                }
+                Action::Header { op, target, value } => named.headers.push(HeaderAction {
+                    op,
+                    name: name(needs.targets(), target.0),
+                    value: value.to_string(),
+                }),
+            }
         }
+        named
     }
 }
 
