@@ -586,15 +586,17 @@ impl Balancer {
     /// state ended, or this request excludes members. Selection over many members then costs
     /// the selector's work, not a walk over every member's state per request.
     fn fill_candidates(&self, core: &mut Core, exclude: &[usize]) {
-        let now = self.now_ms();
         let changes = self.changes();
+        // The list holds until a member changes, or until the first error state it counted ends
+        // (`u64::MAX` when none was in error: no need to read the clock).
         if exclude.is_empty()
             && let Some((counted, valid_until)) = core.candidates_for
             && counted == changes
-            && now < valid_until
+            && (valid_until == u64::MAX || self.now_ms() < valid_until)
         {
             return;
         }
+        let now = self.now_ms();
         let out = &mut core.candidates;
         out.clear();
         if self.config.forcerecovery && (0..self.members.len()).all(|i| self.in_error_at(i, now)) {
