@@ -127,8 +127,8 @@ impl Outcome {
     }
 
     /// Change header `target` with the value `write` appends to the string it is given (the
-    /// answer's values: whatever `write` appends is this action's value), without a `String` of
-    /// its own.
+    /// answer's values: whatever `write` appends is this action's value; it must only append),
+    /// without a `String` of its own.
     pub fn header_with(&mut self, op: HeaderOp, target: Target, write: impl FnOnce(&mut String)) {
         self.push(op.code(), target.0, write);
     }
@@ -140,7 +140,7 @@ impl Outcome {
         }
         let start = self.values.len();
         write(&mut self.values);
-        let length = u32::try_from(self.values.len() - start).unwrap_or(u32::MAX);
+        let length = u32::try_from(self.values.len().saturating_sub(start)).unwrap_or(u32::MAX);
         self.actions.extend_from_slice(&[what, index, length]);
     }
 
