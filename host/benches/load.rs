@@ -25,7 +25,8 @@
 //! Per balancer and connection count it reports the medians over the rounds of requests/s, p50 and
 //! p99 latency (`wrk --latency`), the balancer's CPU time per request (utime + stime of all its
 //! processes and threads, from `/proc/PID/stat`, before and after the measured window, divided by
-//! the requests completed in it), its RSS after the window (all processes), the errors (non-2xx/3xx
+//! the requests completed in it) and the user-space part of it (utime), its RSS after the window
+//! (all processes), the errors (non-2xx/3xx
 //! and socket errors, summed over the rounds) and ratios to the best of nginx and HAProxy. The table
 //! goes to stdout and `target/load/results.md`, a bar chart of CPU per request to
 //! `target/load/cpu-per-request.svg`.
@@ -814,6 +815,8 @@ struct Sample {
     /// The TLS version, cipher and application protocol negotiated (h2load's, or the probe's).
     negotiated: Option<String>,
     cpu_seconds: f64,
+    /// The user-space part of `cpu_seconds` (utime + cutime); the rest is the kernel's.
+    user_seconds: f64,
     rss_mib: f64,
     hits: [u64; 2],
 }
@@ -823,12 +826,16 @@ impl Sample {
         self.cpu_seconds * 1e6 / self.wrk.requests.max(1) as f64
     }
 
+    fn user_us_per_request(&self) -> f64 {
+        self.user_seconds * 1e6 / self.wrk.requests.max(1) as f64
+    }
+
     fn line(&self) -> String {
         let total = (self.hits[0] + self.hits[1]).max(1);
         let [mid, high] = self.protocol.latency_labels();
         format!(
-            "{}: {:.0} req/s, {mid} {}, {high} {}, errors {} {}, CPU {:.2} s = {:.1} µs/request, RSS {:.1} MiB, \
-             backend hits {} ({:.0} % web1){}",
+            "{}: {:.0} req/s, {mid} {}, {high} {}, errors {} {}, CPU {:.2} s = {:.1} µs/request ({:.1} user), \
+             RSS {:.1} MiB, backend hits {} ({:.0} % web1){}",
             self.label,
             self.wrk.requests_per_second,
             report::latency(self.wrk.mid_us),
@@ -837,6 +844,7 @@ impl Sample {
             self.wrk.error_detail,
             self.cpu_seconds,
             self.cpu_us_per_request(),
+            self.user_us_per_request(),
             self.rss_mib,
             total,
             100.0 * self.hits[0] as f64 / total as f64,
@@ -895,10 +903,11 @@ fn measure(
         client(case, &url, plan.warmup)?;
     }
     let hits_before = backends.hits()?;
-    let cpu_before = proc::tree_cpu_seconds(balancer.pid());
+    let (cpu_before, user_before) = proc::tree_cpu_seconds(balancer.pid());
     let pidstat = plan.verify.then(|| Pidstat::start(&balancer.tree(), plan.seconds)).transpose()?;
     let figures = client(case, &url, plan.seconds)?;
-    let cpu_seconds = proc::tree_cpu_seconds(balancer.pid()) - cpu_before;
+    let (cpu_after, user_after) = proc::tree_cpu_seconds(balancer.pid());
+    let (cpu_seconds, user_seconds) = (cpu_after - cpu_before, user_after - user_before);
     let hits_after = backends.hits()?;
     let rss_mib = proc::tree_rss_kib(balancer.pid()) as f64 / 1024.0;
     let hits = [hits_after[0] - hits_before[0], hits_after[1] - hits_before[1]];
@@ -921,6 +930,7 @@ fn measure(
         negotiated: figures.negotiated.clone().or(probed),
         wrk: figures,
         cpu_seconds,
+        user_seconds,
         rss_mib,
         hits,
     })
@@ -1172,14 +1182,17 @@ mod proc {
     }
 
     /// utime + stime of every process in the tree, all threads included, plus cutime + cstime
-    /// (its children that exited and were reaped), in seconds.
-    pub fn tree_cpu_seconds(root: u32) -> f64 {
-        let ticks: u64 = tree(root)
-            .into_iter()
-            .filter_map(stat)
-            .map(|f| (11..=14).map(|i| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)).sum::<u64>())
-            .sum();
-        ticks as f64 / clock_ticks() as f64
+    /// (its children that exited and were reaped), in seconds; and the user part of it (utime +
+    /// cutime).
+    pub fn tree_cpu_seconds(root: u32) -> (f64, f64) {
+        let field = |f: &[String], i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let (mut all, mut user) = (0u64, 0u64);
+        for f in tree(root).into_iter().filter_map(stat) {
+            all += (11..=14).map(|i| field(&f, i)).sum::<u64>();
+            user += field(&f, 11) + field(&f, 13);
+        }
+        let ticks = clock_ticks() as f64;
+        (all as f64 / ticks, user as f64 / ticks)
     }
 
     pub fn tree_rss_kib(root: u32) -> u64 {
@@ -1573,6 +1586,8 @@ mod report {
         pub high_us: f64,
         pub errors: u64,
         pub cpu_us: f64,
+        /// The user-space part of `cpu_us`.
+        pub user_us: f64,
         pub rss_mib: f64,
         pub rounds: usize,
     }
@@ -1598,6 +1613,7 @@ mod report {
                     high_us: med(&|s| s.wrk.high_us),
                     errors: group.iter().map(|s| s.wrk.errors).sum(),
                     cpu_us: med(&|s| s.cpu_us_per_request()),
+                    user_us: med(&|s| s.user_us_per_request()),
                     rss_mib: med(&|s| s.rss_mib),
                     rounds: group.len(),
                 }
@@ -1630,8 +1646,9 @@ mod report {
         writeln!(
             out,
             "Medians over the rounds; errors summed over them. CPU per request: the balancer's utime + stime \
-             (all processes and threads) in the window / requests completed. Ratios: to the best of nginx and \
-             HAProxy at the same connection count (req/s: the highest; CPU: the lowest)."
+             (all processes and threads) in the window / requests completed; of which user: the utime part \
+             (the rest is the kernel's). Ratios: to the best of nginx and HAProxy at the same connection count \
+             (req/s: the highest; CPU: the lowest)."
         )
         .unwrap();
         if let Some(tls) = tls {
@@ -1659,10 +1676,10 @@ mod report {
             writeln!(out, "\n#### {}\n", protocol.title(setup)).unwrap();
             writeln!(
                 out,
-                "| balancer | conns | requests/s | {mid} | {high} | errors | CPU µs/request | RSS after | req/s vs best peer | CPU vs best peer |"
+                "| balancer | conns | requests/s | {mid} | {high} | errors | CPU µs/request | of which user | RSS after | req/s vs best peer | CPU vs best peer |"
             )
             .unwrap();
-            writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|").unwrap();
+            writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|").unwrap();
             for row in table {
                 let peers: Vec<&Row> = rows
                     .iter()
@@ -1674,7 +1691,7 @@ mod report {
                 let best_cpu = peers.iter().map(|p| p.cpu_us).fold(f64::NAN, f64::min);
                 writeln!(
                     out,
-                    "| {} | {} | {:.0} | {} | {} | {} | {:.1} | {:.1} MiB | {} | {} |",
+                    "| {} | {} | {:.0} | {} | {} | {} | {:.1} | {:.1} | {:.1} MiB | {} | {} |",
                     row.balancer,
                     row.connections,
                     row.requests_per_second,
@@ -1682,6 +1699,7 @@ mod report {
                     latency(row.high_us),
                     row.errors,
                     row.cpu_us,
+                    row.user_us,
                     row.rss_mib,
                     ratio(row.requests_per_second / best_rps),
                     ratio(row.cpu_us / best_cpu),

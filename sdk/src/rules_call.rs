@@ -159,8 +159,9 @@ impl Outcome {
         let mut at = 0usize;
         self.actions.chunks_exact(3).filter_map(move |action| {
             let (what, index, length) = (action[0], action[1], action[2] as usize);
-            let value = self.values.get(at..at + length).unwrap_or("");
-            at += length;
+            let end = at.saturating_add(length);
+            let value = self.values.get(at..end).unwrap_or("");
+            at = end;
             match what {
                 SET_ENV => Some(Action::Env { var: EnvVar(index), value: Some(value) }),
                 UNSET_ENV => Some(Action::Env { var: EnvVar(index), value: None }),

@@ -3,7 +3,8 @@
 //! without X-Forwarded-For (the SetEnvIf regex does not run) and with it.
 //!
 //! `cargo bench -p apache-rules --bench guide` (in `plugins/`). Prints the median of several runs
-//! and the heap allocations per request (each one is a dlmalloc call pair in the component).
+//! and the heap allocations per request (in the component, each is a call into the plugins' allocator
+//! and a free).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
