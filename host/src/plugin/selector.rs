@@ -121,6 +121,8 @@ enum Configured {
 struct States {
     /// The columns of a 0.4.0-and-later call end to end, when it carries more than lbstatus.
     v4: Vec<i64>,
+    /// Which columns the call carries ([`carried`]), worked out once with `v4`.
+    v4_columns: wit::StateColumns,
     v3: wit3::State,
     v2: wit2::State,
 }
@@ -277,6 +279,7 @@ impl WasmSelector {
             live: None,
             states: States {
                 v4: Vec::new(),
+                v4_columns: wit::StateColumns::empty(),
                 v3: wit3::State {
                     candidates: Vec::new(),
                     lbstatus: Vec::new(),
@@ -348,7 +351,10 @@ impl WasmSelector {
             }};
         }
         match shape {
-            Shape::V4 => pack_values(&mut self.states.v4, carried(self.needs.columns, state), state),
+            Shape::V4 => {
+                self.states.v4_columns = carried(self.needs.columns, state);
+                pack_values(&mut self.states.v4, self.states.v4_columns, state);
+            }
             Shape::V3 => {
                 fill!(&mut self.states.v3);
                 let load = &mut self.states.v3.load;
@@ -381,9 +387,8 @@ impl MemberSelector for WasmSelector {
     fn select(&mut self, request: &RequestInfo<'_>, state: &SelectState<'_>) -> Result<Selection, SelectorFault> {
         let (view, reads) = self.request_view(request);
         self.load_state(state);
-        let declared = self.needs.columns;
         let decision =
-            self.call(request.id, |store, b, s| b.call_select(store, &view, reads, state_ref(declared, state, s), s))?;
+            self.call(request.id, |store, b, s| b.call_select(store, &view, reads, state_ref(state, s), s))?;
         Ok(Selection { member: decision.member, lbstatus: decision.lbstatus })
     }
 
@@ -394,8 +399,7 @@ impl MemberSelector for WasmSelector {
         state: &SelectState<'_>,
     ) -> Result<Vec<i64>, SelectorFault> {
         self.load_state(state);
-        let declared = self.needs.columns;
-        self.call(request.id, |store, b, s| b.call_sticky(store, member, state_ref(declared, state, s), s))
+        self.call(request.id, |store, b, s| b.call_sticky(store, member, state_ref(state, s), s))
     }
 }
 
@@ -442,10 +446,10 @@ fn pack_values(packed: &mut Vec<i64>, columns: wit::StateColumns, state: &Select
 }
 
 /// The 0.4.0 `state` of a call: the candidates and, when lbstatus is the only column, the lbstatus
-/// column lent as they are; otherwise the values [`pack_values`] put end to end. (The older shapes
-/// pass their own state and leave this unused.)
-fn state_ref<'a>(declared: StateColumns, state: &SelectState<'a>, states: &'a States) -> StateRef<'a> {
-    let columns = carried(declared, state);
+/// column lent as they are; otherwise the values [`pack_values`] put end to end, with the columns
+/// `load_state` worked out for them. (The older shapes pass their own state and leave this unused.)
+fn state_ref<'a>(state: &SelectState<'a>, states: &'a States) -> StateRef<'a> {
+    let columns = states.v4_columns;
     let values = if columns == wit::StateColumns::LBSTATUS { state.lbstatus } else { states.v4.as_slice() };
     StateRef { candidates: state.candidates, columns, values }
 }
