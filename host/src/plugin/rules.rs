@@ -17,7 +17,7 @@ use std::cell::RefCell;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use hyper::header::{HeaderMap, HeaderName};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use wasmtime::Store;
 use wasmtime::component::{ComponentExportIndex, Func, InstancePre, TypedFunc};
 
@@ -400,20 +400,15 @@ impl WasmRules {
 
     /// An answer with its indices resolved (and checked) into names; what does not hold is
     /// refused, in words, and the rest applies.
-    fn resolve(&self, answer: Answer) -> RulesOutcome {
+    fn resolve(&self, answer: Answer, out: &mut RulesOutcome) {
         match answer {
-            Answer::Block(outcome) => resolve_block(&self.slots, outcome),
-            Answer::Text(outcome) => self.resolve_text(outcome),
+            Answer::Block(outcome) => resolve_block(&self.slots, outcome, out),
+            Answer::Text(outcome) => self.resolve_text(outcome, out),
         }
     }
 
     /// A 0.2.0 to 0.4.0 outcome: actions as records.
-    fn resolve_text(&self, outcome: wit4::Outcome) -> RulesOutcome {
-        let mut out = RulesOutcome {
-            env: Vec::with_capacity(outcome.env.len()),
-            headers: Vec::with_capacity(outcome.headers.len()),
-            refused: Vec::new(),
-        };
+    fn resolve_text(&self, outcome: wit4::Outcome, out: &mut RulesOutcome) {
         for action in outcome.env {
             match self.slots.env.get(action.var as usize) {
                 Some(name) => out.env.push((Arc::clone(name), action.value)),
@@ -426,11 +421,10 @@ impl WasmRules {
         }
         for action in outcome.headers {
             match self.slots.targets.get(action.target as usize) {
-                Some(Ok(name)) => out.headers.push(HeaderAction {
-                    op: op(action.op),
-                    name: name.clone(),
-                    value: Bytes::from(action.value),
-                }),
+                Some(Ok(name)) => match header_value(Bytes::from(action.value), name) {
+                    Ok(value) => out.headers.push(HeaderAction { op: op(action.op), name: name.clone(), value }),
+                    Err(why) => out.refused.push(why),
+                },
                 Some(Err(raw)) => out.refused.push(format!("`{raw}` is not a header name")),
                 None => out.refused.push(format!(
                     "header action on target {}, but the plugin declared {} (needs.targets)",
@@ -439,7 +433,6 @@ impl WasmRules {
                 )),
             }
         }
-        out
     }
 
     /// A call of a 0.2.0-or-later plugin with the inputs built into this thread's buffers.
@@ -450,7 +443,8 @@ impl WasmRules {
         env: &Env,
         phase: Phase,
         clock: Clock,
-    ) -> Result<RulesOutcome, RulesFault> {
+        out: &mut RulesOutcome,
+    ) -> Result<(), RulesFault> {
         let answer = INPUTS.with(|cell| {
             let mut inputs = cell.borrow_mut();
             self.fill(&mut inputs, request, response, env);
@@ -467,7 +461,8 @@ impl WasmRules {
             }
             answer
         })?;
-        Ok(self.resolve(answer))
+        self.resolve(answer, out);
+        Ok(())
     }
 
     /// A 0.1.0 call: the request view and the env list as that version built them.
@@ -482,7 +477,8 @@ impl WasmRules {
             &types::RequestView,
             &[(String, String)],
         ) -> wasmtime::Result<wit1::Outcome>,
-    ) -> Result<RulesOutcome, RulesFault> {
+        out: &mut RulesOutcome,
+    ) -> Result<(), RulesFault> {
         let view = request_view(self.needs.fields, &self.needs.request_headers, request);
         let mut vars: Vec<(String, String)> = env.vars().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         vars.push((V1_REQUEST_START_VAR.to_string(), clock.request_start_us.to_string()));
@@ -491,7 +487,8 @@ impl WasmRules {
             Bindings::V1(b) => f(store, b, &view, &vars),
             Bindings::V2(_) => Err(wasmtime::format_err!("internal error: a 0.2.0 instance for a 0.1.0 plugin")),
         })?;
-        Ok(convert_outcome_v1(outcome))
+        convert_outcome_v1(outcome, out);
+        Ok(())
     }
 }
 
@@ -504,22 +501,33 @@ impl RequestRules for WasmRules {
         &self.needs
     }
 
-    fn on_request(&self, request: &RequestInfo<'_>, env: &Env, clock: Clock) -> Result<RulesOutcome, RulesFault> {
+    fn on_request_into(
+        &self,
+        request: &RequestInfo<'_>,
+        env: &Env,
+        clock: Clock,
+        out: &mut RulesOutcome,
+    ) -> Result<(), RulesFault> {
         match self.plugin.rules {
-            Some(RulesPre::V1(_)) => self.call_v1(request, env, clock, |store, b, view, vars| {
-                b.fulcrum_plugin_rules().call_on_request(store, view, vars)
-            }),
-            _ => self.call_slots(request, None, env, Phase::Request, clock),
+            Some(RulesPre::V1(_)) => self.call_v1(
+                request,
+                env,
+                clock,
+                |store, b, view, vars| b.fulcrum_plugin_rules().call_on_request(store, view, vars),
+                out,
+            ),
+            _ => self.call_slots(request, None, env, Phase::Request, clock, out),
         }
     }
 
-    fn on_response(
+    fn on_response_into(
         &self,
         request: &RequestInfo<'_>,
         response: &ResponseInfo<'_>,
         env: &Env,
         clock: Clock,
-    ) -> Result<RulesOutcome, RulesFault> {
+        out: &mut RulesOutcome,
+    ) -> Result<(), RulesFault> {
         match self.plugin.rules {
             Some(RulesPre::V1(_)) => {
                 let mut headers = Vec::new();
@@ -537,13 +545,17 @@ impl RequestRules for WasmRules {
                     },
                     headers,
                 };
-                self.call_v1(request, env, clock, |store, b, request, vars| {
-                    b.fulcrum_plugin_rules().call_on_response(store, request, &view, vars)
-                })
+                self.call_v1(
+                    request,
+                    env,
+                    clock,
+                    |store, b, request, vars| b.fulcrum_plugin_rules().call_on_response(store, request, &view, vars),
+                    out,
+                )
             }
             _ => {
                 let phase = Phase::Response(response.status, response.origin);
-                self.call_slots(request, Some(response.headers), env, phase, clock)
+                self.call_slots(request, Some(response.headers), env, phase, clock, out)
             }
         }
     }
@@ -561,11 +573,13 @@ fn length(n: usize) -> i32 {
 }
 
 /// A 0.5.0 outcome: (what, index, length) per action, the values end to end in one string.
-fn resolve_block(slots: &Slots, outcome: wit::Outcome) -> RulesOutcome {
-    let mut out = RulesOutcome::default();
+fn resolve_block(slots: &Slots, outcome: wit::Outcome, out: &mut RulesOutcome) {
     let actions = &outcome.actions;
-    // The header values share the string's bytes (no copy per value).
-    let values = Bytes::from(outcome.values);
+    // The header values share the string's bytes (no copy per value), and are checked in one
+    // pass: when every byte may stand in a header value (the string holds nothing else but the
+    // variables' values), each is taken as it is; otherwise each is checked on its own.
+    let mut values = Bytes::from(outcome.values);
+    let all_valid = crate::rules::header_value_bytes_ok(&values);
     if !actions.len().is_multiple_of(3) {
         out.refused.push(format!(
             "the actions list has {} numbers, not three per action: the last {} are ignored",
@@ -573,6 +587,8 @@ fn resolve_block(slots: &Slots, outcome: wit::Outcome) -> RulesOutcome {
             actions.len() % 3
         ));
     }
+    // One action takes the string whole: no shared copy of it is made.
+    let only = actions.len() / 3 == 1;
     let mut at = 0usize;
     for (n, action) in actions.chunks_exact(3).enumerate() {
         let (what, index, length) = (action[0], action[1] as usize, action[2] as usize);
@@ -585,11 +601,24 @@ fn resolve_block(slots: &Slots, outcome: wit::Outcome) -> RulesOutcome {
             ));
             break;
         };
-        let value = values.slice(at..end);
+        let value =
+            if only && at == 0 && end == values.len() { std::mem::take(&mut values) } else { values.slice(at..end) };
         at = end;
         if let Some(op) = HEADER_OPS.get(what as usize) {
             match slots.targets.get(index) {
-                Some(Ok(name)) => out.headers.push(HeaderAction { op: *op, name: name.clone(), value }),
+                Some(Ok(name)) => {
+                    let value = if all_valid {
+                        // SAFETY: every byte of the values was checked above (`header_value_bytes_ok`
+                        // accepts exactly the bytes `HeaderValue` does; its test says so).
+                        Ok(unsafe { HeaderValue::from_maybe_shared_unchecked(value) })
+                    } else {
+                        header_value(value, name)
+                    };
+                    match value {
+                        Ok(value) => out.headers.push(HeaderAction { op: *op, name: name.clone(), value }),
+                        Err(why) => out.refused.push(why),
+                    }
+                }
                 Some(Err(raw)) => out.refused.push(format!("`{raw}` is not a header name")),
                 None => out.refused.push(format!(
                     "header action on target {index}, but the plugin declared {} (needs.targets)",
@@ -616,7 +645,11 @@ fn resolve_block(slots: &Slots, outcome: wit::Outcome) -> RulesOutcome {
             Err(_) => out.refused.push(format!("the value for variable `{name}` splits a UTF-8 character")),
         }
     }
-    out
+}
+
+/// A plugin's value for header `name`, checked (sharing its bytes), or why it is refused.
+fn header_value(value: Bytes, name: &HeaderName) -> Result<HeaderValue, String> {
+    HeaderValue::from_maybe_shared(value).map_err(|_| format!("the value for `{name}` is not a valid header value"))
 }
 
 /// The header ops of a 0.5.0 action, by its `what` (0 to 5); 6 and 7 are env actions.
@@ -693,12 +726,8 @@ fn op(op: wit4::HeaderOp) -> HeaderOp {
     }
 }
 
-fn convert_outcome_v1(outcome: wit1::Outcome) -> RulesOutcome {
-    let mut out = RulesOutcome {
-        env: outcome.env.into_iter().map(|a| (Arc::from(a.name), a.value)).collect(),
-        headers: Vec::with_capacity(outcome.headers.len()),
-        refused: Vec::new(),
-    };
+fn convert_outcome_v1(outcome: wit1::Outcome, out: &mut RulesOutcome) {
+    out.env.extend(outcome.env.into_iter().map(|a| (Arc::from(a.name), a.value)));
     for h in outcome.headers {
         let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
             out.refused.push(format!("`{}` is not a header name", h.name));
@@ -712,9 +741,11 @@ fn convert_outcome_v1(outcome: wit1::Outcome) -> RulesOutcome {
             wit1::HeaderOp::Merge => HeaderOp::Merge,
             wit1::HeaderOp::SetIfEmpty => HeaderOp::SetIfEmpty,
         };
-        out.headers.push(HeaderAction { op, name, value: Bytes::from(h.value) });
+        match header_value(Bytes::from(h.value), &name) {
+            Ok(value) => out.headers.push(HeaderAction { op, name, value }),
+            Err(why) => out.refused.push(why),
+        }
     }
-    out
 }
 
 fn convert_needs(needs: wit::Needs) -> Result<(RulesNeeds, Slots), String> {
@@ -791,13 +822,31 @@ mod tests {
             (&[0, 0, u32::MAX], "a", &[], &[], &["past the end"]),
             // "é" is two bytes: a variable's value cannot end inside it.
             (&[6, 0, 1], "é", &[], &[], &["splits a UTF-8 character"]),
+            // A header value may not hold a line break; a variable's may, and then the header
+            // values around it are each checked on their own.
+            (&[0, 0, 3], "a\nb", &[], &[], &["the value for `x-a` is not a valid header value"]),
+            (
+                &[2, 0, 1, 6, 0, 3, 2, 0, 1],
+                "xa\nby",
+                &[("A", Some("a\nb"))],
+                &[(HeaderOp::Add, "x"), (HeaderOp::Add, "y")],
+                &[],
+            ),
+            (
+                &[0, 0, 1, 2, 0, 2],
+                "x\x7fz",
+                &[],
+                &[(HeaderOp::Set, "x")],
+                &["the value for `x-a` is not a valid header value"],
+            ),
         ];
         for (actions, values, env, headers, refused) in cases {
             let outcome = wit::Outcome { actions: actions.to_vec(), values: values.to_string() };
-            let out = resolve_block(&slots(), outcome);
+            let mut out = RulesOutcome::default();
+            resolve_block(&slots(), outcome, &mut out);
             let got_env: Vec<(&str, Option<&str>)> = out.env.iter().map(|(n, v)| (&**n, v.as_deref())).collect();
             assert_eq!(got_env, *env, "{actions:?} {values:?}");
-            let got_headers: Vec<(HeaderOp, &[u8])> = out.headers.iter().map(|h| (h.op, &h.value[..])).collect();
+            let got_headers: Vec<(HeaderOp, &[u8])> = out.headers.iter().map(|h| (h.op, h.value.as_bytes())).collect();
             let want_headers: Vec<(HeaderOp, &[u8])> = headers.iter().map(|(op, v)| (*op, v.as_bytes())).collect();
             assert_eq!(got_headers, want_headers, "{actions:?} {values:?}");
             assert!(out.headers.iter().all(|h| h.name == "x-a"), "{actions:?}");

@@ -17,6 +17,7 @@ pub mod request_body;
 mod reverse;
 mod tunnel;
 mod upstream;
+mod variables;
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -32,8 +33,9 @@ use hyper::http::request::Parts;
 use hyper::http::uri::Uri;
 use hyper::{Request, Response, StatusCode};
 
+use self::variables::{Var, Vars};
 use crate::path;
-use crate::rules::{self, Clock, Env, Origin, RequestRules, ResponseInfo};
+use crate::rules::{self, Clock, Env, Origin, RequestRules, ResponseInfo, RulesOutcome};
 pub use body::ProxyBody;
 pub use error_page::error_page;
 use member_http::{ExchangeError, MemberBody, RequestFraming, ResponseError};
@@ -62,6 +64,8 @@ pub struct Proxy {
     pools: Vec<Vec<Arc<MemberPool>>>,
     /// Rule sets per virtual host, in order; each swappable when its plugin is reloaded.
     rules: Vec<Vec<ArcSwap<Box<dyn RequestRules>>>>,
+    /// Per virtual host, the variables its rules and the access log read: only those are set.
+    vars_read: Vec<variables::Read>,
     access_log: Option<AccessLog>,
     /// Per virtual host, the balancer index of each `proxy_pass_match` worker (same order as
     /// `VirtualHost::matches`).
@@ -108,47 +112,66 @@ impl Refusal {
     }
 }
 
-/// The BALANCER_* variables for the member chosen (docs/apache-behaviour.md §4.1–4.2).
-fn set_balancer_env(decision: &Decision, env: &mut Env, balancer: &Balancer, member: usize) {
+/// The BALANCER_* variables for the member chosen, those in `read` (docs/apache-behaviour.md
+/// §4.1–4.2).
+fn set_balancer_env(decision: &Decision, env: &mut Env, balancer: &Balancer, member: usize, read: Vars) {
     let m = &balancer.members[member];
-    env.set("BALANCER_NAME", &balancer.url_text);
-    env.set("BALANCER_WORKER_NAME", &m.url_text);
-    if m.route_text.is_empty() {
-        env.unset("BALANCER_WORKER_ROUTE");
-    } else {
-        env.set("BALANCER_WORKER_ROUTE", &m.route_text);
+    if read.contains(Var::BalancerName) {
+        env.set(Var::BalancerName.name(), &balancer.url_text);
     }
-    if let Some(sticky) = &balancer.sticky_text {
-        env.set("BALANCER_SESSION_STICKY", sticky);
+    if read.contains(Var::BalancerWorkerName) {
+        env.set(Var::BalancerWorkerName.name(), &m.url_text);
     }
-    if let Some(route) = &decision.session_route {
-        env.set("BALANCER_SESSION_ROUTE", route.clone());
+    if read.contains(Var::BalancerWorkerRoute) {
+        if m.route_text.is_empty() {
+            env.unset(Var::BalancerWorkerRoute.name());
+        } else {
+            env.set(Var::BalancerWorkerRoute.name(), &m.route_text);
+        }
     }
-    if decision.route_changed {
-        env.set("BALANCER_ROUTE_CHANGED", "1");
-    } else {
-        env.unset("BALANCER_ROUTE_CHANGED");
+    if let Some(sticky) = &balancer.sticky_text
+        && read.contains(Var::BalancerSessionSticky)
+    {
+        env.set(Var::BalancerSessionSticky.name(), sticky);
+    }
+    if let Some(route) = &decision.session_route
+        && read.contains(Var::BalancerSessionRoute)
+    {
+        env.set(Var::BalancerSessionRoute.name(), route.clone());
+    }
+    if read.contains(Var::BalancerRouteChanged) {
+        if decision.route_changed {
+            env.set(Var::BalancerRouteChanged.name(), "1");
+        } else {
+            env.unset(Var::BalancerRouteChanged.name());
+        }
     }
 }
 
-/// mod_ssl's variables of a TLS connection, for the rules that read them (mod_ssl sets `HTTPS`
-/// for every request; `%{SSL_PROTOCOL}s` and `%{SSL_CIPHER}s` are read through them too).
-fn set_tls_env(env: &mut Env, tls: &crate::tls::TlsInfo, rules: &[ArcSwap<Box<dyn RequestRules>>]) {
-    let reads = |name: &str| rules.iter().any(|r| r.load().needs().reads_env(name));
-    if reads("HTTPS") {
-        env.set("HTTPS", "on");
+/// mod_ssl's variables of a TLS connection, those in `read` (mod_ssl sets `HTTPS` for every
+/// request; `%{SSL_PROTOCOL}s` and `%{SSL_CIPHER}s` are read through them too).
+fn set_tls_env(env: &mut Env, tls: &crate::tls::TlsInfo, read: Vars) {
+    if read.contains(Var::Https) {
+        env.set(Var::Https.name(), "on");
     }
-    if reads("SSL_PROTOCOL") {
-        env.set("SSL_PROTOCOL", tls.protocol);
+    if read.contains(Var::SslProtocol) {
+        env.set(Var::SslProtocol.name(), tls.protocol);
     }
-    if reads("SSL_CIPHER") {
-        env.set("SSL_CIPHER", tls.cipher);
+    if read.contains(Var::SslCipher) {
+        env.set(Var::SslCipher.name(), tls.cipher);
     }
     if let Some(sni) = &tls.sni
-        && reads("SSL_TLS_SNI")
+        && read.contains(Var::SslTlsSni)
     {
-        env.set("SSL_TLS_SNI", sni.to_string());
+        env.set(Var::SslTlsSni.name(), sni.to_string());
     }
+}
+
+/// The variables a virtual host's rule sets and the access log read.
+fn vars_read(rules: &[ArcSwap<Box<dyn RequestRules>>], access_log: Option<&AccessLog>) -> Vars {
+    let by_rules =
+        rules.iter().fold(Vars::default(), |vars, r| vars.union(Vars::read_by(|n| r.load().needs().reads_env(n))));
+    access_log.map_or(by_rules, |log| by_rules.union(Vars::read_by(|n| log.reads_env(n))))
 }
 
 /// Apache mod_unique_id's env variable, set for every request that runs rules that read it (or
@@ -198,7 +221,9 @@ impl Proxy {
                     .collect()
             })
             .collect();
-        let rules = rules.into_iter().map(|sets| sets.into_iter().map(ArcSwap::from_pointee).collect()).collect();
+        let rules: Vec<Vec<_>> =
+            rules.into_iter().map(|sets| sets.into_iter().map(ArcSwap::from_pointee).collect()).collect();
+        let vars_read = rules.iter().map(|sets| variables::Read::new(vars_read(sets, access_log.as_ref()))).collect();
         let unique_prefix = match previous {
             Some(p) => Arc::clone(&p.unique_prefix),
             None => Arc::from(format!(
@@ -212,6 +237,7 @@ impl Proxy {
             balancers,
             pools,
             rules,
+            vars_read,
             matches,
             access_log,
             next_id: previous.map_or_else(|| Arc::new(AtomicU64::new(1)), |p| Arc::clone(&p.next_id)),
@@ -267,6 +293,7 @@ impl Proxy {
     pub fn replace_rules(&self, vhost: usize, set: usize, rules: Box<dyn RequestRules>) {
         if let Some(slot) = self.rules.get(vhost).and_then(|sets| sets.get(set)) {
             slot.store(Arc::new(rules));
+            self.vars_read[vhost].set(vars_read(&self.rules[vhost], self.access_log.as_ref()));
         }
     }
 
@@ -356,17 +383,15 @@ impl Proxy {
             Some(arrival) => micros_since_epoch(arrival.received),
             None => micros_since_epoch(std::time::SystemTime::now()),
         };
-        if !rules.is_empty()
-            && (self.access_log.as_ref().is_some_and(|log| log.reads_env(UNIQUE_ID_VAR))
-                || rules.iter().any(|r| r.load().needs().reads_env(UNIQUE_ID_VAR)))
-        {
+        let read = self.vars_read[vhost_index].get();
+        if !rules.is_empty() && read.contains(Var::UniqueId) {
             // mod_unique_id's variable: 24 hex digits, unique across requests, processes and restarts.
             env.set(UNIQUE_ID_VAR, format!("{}{:010x}", self.unique_prefix, id & 0xff_ffff_ffff));
         }
         if let Some(tls) = client.tls()
             && !rules.is_empty()
         {
-            set_tls_env(&mut env, tls, rules);
+            set_tls_env(&mut env, tls, read);
         }
 
         // Request phase of the rules (Apache: SetEnvIf at post-read-request, RequestHeader at
@@ -375,15 +400,14 @@ impl Proxy {
             let r = r.load();
             let clock = Clock { request_start_us: started_us, now_us: unix_micros() };
             let info = request_info(id, &parts, client, host_header.as_deref());
-            match r.on_request(&info, &env, clock) {
-                Ok(outcome) => {
+            let mut outcome = RulesOutcome::default();
+            match r.on_request_into(&info, &env, clock, &mut outcome) {
+                Ok(()) => {
                     for why in outcome.refused {
                         tracing::warn!(request = id, plugin = r.name(), "request action refused: {why}");
                     }
                     env.apply(outcome.env);
-                    for why in rules::apply_headers(&mut parts.headers, outcome.headers) {
-                        tracing::warn!(request = id, plugin = r.name(), "request header action refused: {why}");
-                    }
+                    rules::apply_headers(&mut parts.headers, outcome.headers.drain(..));
                 }
                 Err(fault) => tracing::error!(request = id, "{fault}"),
             }
@@ -419,15 +443,14 @@ impl Proxy {
             let clock = Clock { request_start_us: started_us, now_us: unix_micros() };
             let info = request_info(id, &parts, client, host_header.as_deref());
             let view = ResponseInfo { status: response.status().as_u16(), origin, headers: response.headers() };
-            match r.on_response(&info, &view, &env, clock) {
-                Ok(outcome) => {
+            let mut outcome = RulesOutcome::default();
+            match r.on_response_into(&info, &view, &env, clock, &mut outcome) {
+                Ok(()) => {
                     for why in outcome.refused {
                         tracing::warn!(request = id, plugin = r.name(), "response action refused: {why}");
                     }
                     env.apply(outcome.env);
-                    for why in rules::apply_headers(response.headers_mut(), outcome.headers) {
-                        tracing::warn!(request = id, plugin = r.name(), "response header action refused: {why}");
-                    }
+                    rules::apply_headers(response.headers_mut(), outcome.headers.drain(..));
                 }
                 Err(fault) => tracing::error!(request = id, "{fault}"),
             }
@@ -604,8 +627,8 @@ impl Proxy {
             let index = lease.index();
             // The BALANCER_* variables are for the rules and the access log; skip the work when
             // neither is there to read them.
-            if target.balanced && (!self.rules[vhost_index].is_empty() || self.access_log.is_some()) {
-                set_balancer_env(&decision, env, balancer, index);
+            if target.balanced {
+                set_balancer_env(&decision, env, balancer, index, self.vars_read[vhost_index].get());
             }
             let Some(request_body) = body.take() else {
                 unreachable!("the body is given back by every retryable failure")

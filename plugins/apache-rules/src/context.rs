@@ -42,10 +42,21 @@ pub struct Request<'a> {
 /// Either a table of (name, value) pairs ([`Env::new`], [`Env::from_pairs`]; tests and tools), or
 /// a call's declared variables with the env actions taken so far applied on top ([`Env::of_call`]:
 /// what the engine uses, which copies nothing).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Env<'a> {
-    vars: Vec<(Cow<'a, str>, Cow<'a, str>)>,
-    call: Option<CallEnv<'a>>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Env<'a>(Source<'a>);
+
+/// Where an [`Env`]'s variables are: its own table, or a call's (read-only). One or the other, so
+/// that the engine's environment of a call has no table to make or drop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source<'a> {
+    Pairs(Vec<(Cow<'a, str>, Cow<'a, str>)>),
+    Call(CallEnv<'a>),
+}
+
+impl Default for Env<'_> {
+    fn default() -> Self {
+        Env(Source::Pairs(Vec::new()))
+    }
 }
 
 /// A call's variables and the actions taken on them so far.
@@ -107,47 +118,45 @@ impl Eq for CallEnv<'_> {}
 
 impl<'a> Env<'a> {
     pub fn new(vars: &'a [(String, String)]) -> Self {
-        Env {
-            vars: vars.iter().map(|(n, v)| (Cow::Borrowed(n.as_str()), Cow::Borrowed(v.as_str()))).collect(),
-            call: None,
-        }
+        Env(Source::Pairs(vars.iter().map(|(n, v)| (Cow::Borrowed(n.as_str()), Cow::Borrowed(v.as_str()))).collect()))
     }
 
     /// From borrowed (name, value) pairs, without copying them.
     pub fn from_pairs(vars: impl Iterator<Item = (&'a str, &'a str)>) -> Self {
-        Env { vars: vars.map(|(n, v)| (Cow::Borrowed(n), Cow::Borrowed(v))).collect(), call: None }
+        Env(Source::Pairs(vars.map(|(n, v)| (Cow::Borrowed(n), Cow::Borrowed(v))).collect()))
     }
 
     /// The variables `call` carries after `actions` (in order: a set replaces, an unset removes).
-    /// Read-only: [`Env::set`] and [`Env::unset`] do not see it.
+    /// Read-only: [`Env::set`] and [`Env::unset`] do nothing to it.
     pub fn of_call(call: Call<'a>, actions: &'a [EnvAction]) -> Self {
-        Env { vars: Vec::new(), call: Some(CallEnv { call, actions }) }
+        Env(Source::Call(CallEnv { call, actions }))
     }
 
     /// The first variable of that name (`apr_table_get`).
     pub fn get(&self, name: &str) -> Option<&str> {
-        match &self.call {
-            Some(call) => {
+        match &self.0 {
+            Source::Call(call) => {
                 let var = call.call.layout().needs().env_vars().iter().position(|n| n.eq_ignore_ascii_case(name))?;
                 call.value(EnvVar(u32::try_from(var).ok()?))
             }
-            None => self.vars.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| &**v),
+            Source::Pairs(vars) => vars.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| &**v),
         }
     }
 
     /// A variable the rules named: straight from its slot when it has one (a call's variables),
     /// else by name, as [`Env::get`].
     pub fn get_ref(&self, var: &EnvRef) -> Option<&str> {
-        match (&self.call, var.var) {
-            (Some(call), Some(slot)) => call.value(slot),
+        match (&self.0, var.var) {
+            (Source::Call(call), Some(slot)) => call.value(slot),
             _ => self.get(&var.name),
         }
     }
 
     /// `apr_table_set`: replace the first entry's value and drop the others, or append.
     pub fn set(&mut self, name: &str, value: &str) {
+        let Source::Pairs(vars) = &mut self.0 else { return };
         let mut found = false;
-        self.vars.retain_mut(|(n, v)| {
+        vars.retain_mut(|(n, v)| {
             if !n.eq_ignore_ascii_case(name) {
                 return true;
             }
@@ -159,12 +168,14 @@ impl<'a> Env<'a> {
             true
         });
         if !found {
-            self.vars.push((Cow::Owned(name.to_string()), Cow::Owned(value.to_string())));
+            vars.push((Cow::Owned(name.to_string()), Cow::Owned(value.to_string())));
         }
     }
 
     pub fn unset(&mut self, name: &str) {
-        self.vars.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        if let Source::Pairs(vars) = &mut self.0 {
+            vars.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        }
     }
 
     /// A microsecond timestamp kept as a variable; 0 when it is not a number.
@@ -177,6 +188,16 @@ impl<'a> Env<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeaderTable<'a> {
     entries: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+}
+
+/// The table of a phase whose rules read no header: shared, so that no call makes or drops one.
+static NO_HEADERS: HeaderTable<'static> = HeaderTable { entries: Vec::new() };
+
+impl HeaderTable<'static> {
+    /// An empty table, for rules that read no header.
+    pub fn none() -> &'static HeaderTable<'static> {
+        &NO_HEADERS
+    }
 }
 
 impl<'a> HeaderTable<'a> {

@@ -101,9 +101,9 @@ impl Engine {
                 apply_taken(rule, &outcome, before, &mut live);
             });
         } else {
-            let none = HeaderTable::default();
-            let ctx = Ctx { request, env: &env, request_headers: &none, response_headers: None };
-            each_rule(&self.items, Phase::Request, &ctx, &mut |rule| take(rule, &ctx, &none, &mut outcome));
+            let none = HeaderTable::none();
+            let ctx = Ctx { request, env: &env, request_headers: none, response_headers: None };
+            each_rule(&self.items, Phase::Request, &ctx, &mut |rule| take(rule, &ctx, none, &mut outcome));
         }
         outcome
     }
@@ -134,11 +134,11 @@ impl Engine {
                 apply_taken(rule, &outcome, before, &mut live);
             });
         } else {
-            let none = HeaderTable::default();
-            let ctx = Ctx { request, env: &env, request_headers: &none, response_headers: Some(&none) };
+            let none = HeaderTable::none();
+            let ctx = Ctx { request, env: &env, request_headers: none, response_headers: Some(none) };
             each_rule(&self.items, Phase::Response, &ctx, &mut |rule| {
                 if applies(rule) {
-                    take(rule, &ctx, &none, &mut outcome);
+                    take(rule, &ctx, none, &mut outcome);
                 }
             });
         }
