@@ -135,8 +135,10 @@ impl Outcome {
 
     fn push(&mut self, what: u32, index: u32, write: impl FnOnce(&mut String)) {
         if self.actions.capacity() == 0 {
-            self.actions.reserve(FIRST_ACTIONS);
-            self.values.reserve(FIRST_VALUES);
+            // Made, not grown: `reserve` on an empty vector takes the growth path (a call deeper
+            // and its checks), which in a plugin costs more than the allocation itself.
+            self.actions = Vec::with_capacity(FIRST_ACTIONS);
+            self.values = String::with_capacity(FIRST_VALUES);
         }
         let start = self.values.len();
         write(&mut self.values);
