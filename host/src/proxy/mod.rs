@@ -744,19 +744,27 @@ impl Proxy {
                     upgrade,
                 },
             );
+            // The member's `timeout`, on the connection's own timer (kept from request to request).
+            let mut timer = conn.timer(tokio::time::Instant::now() + timeout);
             let exchange = async {
                 member_http::send_request(&mut conn, &mut body, framing).await?;
                 member_http::read_response_head(&mut conn, &parts.method, upgrade.is_some()).await
             };
-            let error = match tokio::time::timeout(timeout, exchange).await {
-                Ok(Ok(head)) if head.status == StatusCode::SWITCHING_PROTOCOLS => {
+            let answered = tokio::select! {
+                biased;
+                answered = exchange => Some(answered),
+                () = timer.as_mut() => None,
+            };
+            conn.keep_timer(timer);
+            let error = match answered {
+                Some(Ok(head)) if head.status == StatusCode::SWITCHING_PROTOCOLS => {
                     return self.switch(ex, lease, conn, head, timeout).map_err(Failed::Answer);
                 }
-                Ok(Ok(head)) => {
+                Some(Ok(head)) => {
                     return self.relay(ex, &balancer, lease, conn, head, timeout).map_err(Failed::Answer);
                 }
-                Ok(Err(e)) => e,
-                Err(_) => {
+                Some(Err(e)) => e,
+                None => {
                     if balancer.config.failontimeout {
                         balancer.mark_error(index);
                     }

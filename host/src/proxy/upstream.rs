@@ -25,6 +25,7 @@ use std::pin::Pin;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use crate::coalesce::Coalesced;
 use crate::tls::MemberTls;
@@ -160,6 +161,8 @@ pub struct MemberConn {
     pub head: Vec<u8>,
     /// Came from the idle pool (so it may have been closed by the member meanwhile).
     pub reused: bool,
+    /// The timer of the member's `timeout`, kept from request to request ([`MemberConn::timer`]).
+    timer: Option<Pin<Box<Sleep>>>,
     pool: Arc<MemberPool>,
 }
 
@@ -223,12 +226,34 @@ impl MemberPool {
             buf: BytesMut::with_capacity(READ_BUFFER),
             head: Vec::with_capacity(512),
             reused: false,
+            timer: None,
             pool: Arc::clone(self),
         })
     }
 }
 
 impl MemberConn {
+    /// A timer that fires at `deadline`, for a request on this connection: the one the last
+    /// request used, moved forward, or a new one the first time; give it back with
+    /// [`MemberConn::keep_timer`]. Moving a registered timer's deadline later is a store (tokio
+    /// leaves it where it is in its wheel until the old deadline comes), where a new timer per
+    /// request is an insertion into the wheel and a removal, each under the timer driver's lock.
+    /// A kept timer whose deadline passes while the connection is idle wakes nothing that waits.
+    pub fn timer(&mut self, deadline: Instant) -> Pin<Box<Sleep>> {
+        match self.timer.take() {
+            Some(mut timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        }
+    }
+
+    /// Keep `timer` for the next request.
+    pub fn keep_timer(&mut self, timer: Pin<Box<Sleep>>) {
+        self.timer = Some(timer);
+    }
+
     /// Return the connection to its pool for the next request.
     pub fn release(self) {
         let pool = Arc::clone(&self.pool);
