@@ -440,18 +440,19 @@ impl<'a> Call<'a> {
             (Some(lengths), Some(Ok(text))) => (lengths, text),
             _ => (&[][..], ""),
         };
+        // One exact reservation, then stores (no capacity check per slot, as `push` makes).
         let mut at: u32 = 0;
-        for length in lengths.chunks_exact(4) {
+        spans.extend(lengths.chunks_exact(4).map(|length| {
             let len = i32::from_le_bytes([length[0], length[1], length[2], length[3]]);
-            spans.push((at, len));
-            if len > 0 {
-                at = at.saturating_add(len as u32);
-            }
-        }
+            let span = (at, len);
+            at = at.saturating_add(len.max(0) as u32);
+            span
+        }));
         let spans: &'a Vec<(u32, i32)> = spans;
         Call { layout, text, spans, clock, response }
     }
 
+    #[inline]
     fn slot(&self, slot: usize) -> Option<&'a str> {
         let &(start, len) = self.spans.get(slot)?;
         if len < 0 {
@@ -461,31 +462,37 @@ impl<'a> Call<'a> {
         self.text.get(start..start.checked_add(len as usize)?)
     }
 
+    #[inline]
     fn field(&self, index: usize) -> &'a str {
         self.layout.fields[index].and_then(|slot| self.slot(slot)).unwrap_or("")
     }
 
     /// The method (empty unless declared with [`RequestFields::METHOD`]).
+    #[inline]
     pub fn method(&self) -> &'a str {
         self.field(0)
     }
 
     /// The path as sent, without the query (empty unless declared).
+    #[inline]
     pub fn path(&self) -> &'a str {
         self.field(1)
     }
 
     /// The query without `?` (empty when there is none, or unless declared).
+    #[inline]
     pub fn query(&self) -> &'a str {
         self.field(2)
     }
 
     /// The client's address as text (empty unless declared).
+    #[inline]
     pub fn client_addr(&self) -> &'a str {
         self.field(3)
     }
 
     /// The Host (empty unless declared).
+    #[inline]
     pub fn host(&self) -> &'a str {
         self.field(4)
     }
@@ -503,6 +510,7 @@ impl<'a> Call<'a> {
     /// The request header declared `index`-th (its position in [`Needs::request_headers`]), as
     /// [`Call::header`] without looking the name up: for rules that keep the position from
     /// `configure`. `None` also when fewer headers were declared.
+    #[inline]
     pub fn request_header_at(&self, index: usize) -> Option<&'a str> {
         if index >= self.layout.needs.request_headers.len() {
             return None;
@@ -542,6 +550,7 @@ impl<'a> Call<'a> {
     }
 
     /// A variable by handle.
+    #[inline]
     pub fn env_at(&self, var: EnvVar) -> Option<&'a str> {
         if var.0 as usize >= self.layout.needs.env.len() {
             return None;
