@@ -31,6 +31,7 @@ pub mod config;
 pub mod conformance;
 pub mod counters;
 pub mod demo;
+pub mod header_timer;
 pub mod health;
 pub mod local;
 pub mod log;

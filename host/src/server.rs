@@ -378,7 +378,7 @@ async fn accept_loop(
     // Bound at start: a reload keeps `[limits]` until the next start.
     let limits = *proxy.load().limits();
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
+    http.timer(crate::header_timer::HeaderTimer)
         // mod_reqtimeout's header timeout; hyper also closes a keep-alive connection idle for as long.
         .header_read_timeout(limits.header_timeout)
         // Room for what `[limits]` allows, so that Fulcrum answers each limit with Apache's

@@ -270,6 +270,53 @@ async fn a_trickled_body_times_out() {
     assert_eq!(next.served_by(), "web1");
 }
 
+/// Class 5: mod_reqtimeout's header timeout. A client that sends half a request head and stops
+/// is disconnected after `[limits] header_timeout` (without a 408: see the README's differences);
+/// so is a keep-alive connection that starts no next request; one whose requests come in time is
+/// served, its connection kept, however long it lives in all (the timer is moved forward per
+/// request, and reused from connection to connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_that_does_not_come_in_time_closes_the_connection() {
+    let (web1, _web2) = two_backends().await;
+    let fulcrum = Fulcrum::start(&excluding_config(&[&web1.url()], "[limits]\nheader_timeout = 1", ""));
+    let _ = &web1;
+    let request = b"GET / HTTP/1.1\r\nHost: www.example.com\r\n\r\n";
+    let closed_within = |stream: &mut TcpStream, limit: Duration| {
+        stream.set_read_timeout(Some(limit)).unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 4096];
+        let read = stream.read(&mut buf);
+        (
+            matches!(read, Ok(0)) || read.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            started.elapsed(),
+        )
+    };
+
+    // Half a head, then nothing: closed after about a second, nothing written.
+    let mut half = TcpStream::connect(fulcrum.addr).unwrap();
+    half.write_all(b"GET / HTTP/1.1\r\nHost: www.exa").unwrap();
+    let (closed, after) = closed_within(&mut half, Duration::from_secs(10));
+    assert!(closed && after >= Duration::from_millis(900), "half a head: closed {closed} after {after:?}");
+
+    // Requests every 400 ms for 3 s on one connection: each answered, the connection kept.
+    let mut kept = TcpStream::connect(fulcrum.addr).unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let mut answered = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        kept.write_all(request).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = kept.read(&mut buf).unwrap();
+        assert_eq!(status_of(&String::from_utf8_lossy(&buf[..n])), 200, "request {answered}");
+        answered += 1;
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    assert!(answered >= 7, "{answered} requests in 3 s");
+    // Then idle: closed after the timeout, counted from its last response.
+    let (closed, after) = closed_within(&mut kept, Duration::from_secs(10));
+    assert!(closed && after >= Duration::from_millis(500), "idle keep-alive: closed {closed} after {after:?}");
+}
+
 /// Class 5 and 9: Apache's request limits, with Apache's statuses at the same sizes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_limits_answer_as_apache_does() {
