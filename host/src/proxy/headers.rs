@@ -6,7 +6,8 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 const HOP_BY_HOP_COUNT: usize = 7;
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, plus the legacy
 /// `Keep-Alive` and `Proxy-Connection`). `Connection` first ([`strip_hop_by_hop`] relies on it).
-const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
+/// A `static`, not a `const`: each use of a `const` array makes (and drops) a copy of it.
+static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),

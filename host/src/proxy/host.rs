@@ -52,29 +52,44 @@ impl std::ops::Deref for Host {
 /// `host[:port]`: a DNS name or IPv4 address (letters, digits, `-`, `.`, `_`), or an IPv6
 /// literal in brackets; the port, when present, digits only (at most 5).
 pub fn is_authority(value: &str) -> bool {
-    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+    let (host_ok, port) = if let Some(rest) = value.strip_prefix('[') {
         let Some((literal, after)) = rest.split_once(']') else { return false };
         if literal.is_empty() || !literal.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
             return false;
         }
         match after {
-            "" => (literal, None),
+            "" => (true, None),
             _ => match after.strip_prefix(':') {
-                Some(port) => (literal, Some(port)),
+                Some(port) => (true, Some(port)),
                 None => return false,
             },
         }
     } else {
-        match value.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (value, None),
+        // One pass over the name (every request's Host comes here): up to the first `:`, each
+        // byte looked up in a table.
+        let bytes = value.as_bytes();
+        let end = bytes.iter().position(|&b| !NAME_BYTE[usize::from(b)]).unwrap_or(bytes.len());
+        match bytes.get(end) {
+            None => (end > 0, None),
+            Some(b':') => (end > 0, Some(&value[end + 1..])),
+            Some(_) => return false,
         }
     };
-    let host_ok = value.starts_with('[')
-        || (!host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')));
     let port_ok = port.is_none_or(|p| p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
     host_ok && port_ok
 }
+
+/// The bytes of a host name or IPv4 address: letters, digits, `-`, `.`, `_`.
+static NAME_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_';
+        b += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {
