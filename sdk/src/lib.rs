@@ -262,6 +262,8 @@ impl Default for selector::Needs {
 pub mod rules {
     pub use crate::rules_bindings::exports::fulcrum::plugin::rules::{Clock, ResponseOrigin};
     pub use crate::rules_bindings::fulcrum::plugin::types::{PluginConfig, PluginError, RequestFields};
+    #[doc(hidden)]
+    pub use crate::rules_call::begin_phase;
     pub use crate::rules_call::{
         Action, Call, EnvAction, EnvVar, Fields, HeaderOp, Inputs, Layout, Needs, Outcome, RequestCall, ResponseCall,
         Target,
@@ -333,6 +335,7 @@ macro_rules! export_rules {
                     };
                     let __State { rules, layout, spans } = state;
                     let call = $crate::rules::Call::from_block(layout, inputs, clock, response, spans);
+                    $crate::rules::begin_phase(response.is_some());
                     let outcome = match response {
                         ::std::option::Option::None => <$ty as $crate::Rules>::on_request(rules, &call),
                         ::std::option::Option::Some(_) => <$ty as $crate::Rules>::on_response(rules, &call),

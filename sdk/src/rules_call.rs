@@ -106,9 +106,26 @@ pub enum Action<'a> {
 const SET_ENV: u32 = 6;
 const UNSET_ENV: u32 = 7;
 
-/// Room taken at an answer's first action: four actions and their values without growing.
+/// Room taken at an answer's first action when no answer of its phase was made yet: four actions
+/// and their values without growing.
 const FIRST_ACTIONS: usize = 12;
 const FIRST_VALUES: usize = 128;
+
+thread_local! {
+    /// The lengths of the last answer's two lists, per phase (request, response). The bindings
+    /// shrink each list an export returns to its length, a reallocation whenever the list has
+    /// room to spare; rules answer alike from one request to the next, so the next answer of the
+    /// phase makes its lists that long, and usually returns them full.
+    static LAST: std::cell::Cell<[(usize, usize); 2]> = const { std::cell::Cell::new([(0, 0); 2]) };
+    /// The phase of the answer being made (0: request, 1: response).
+    static PHASE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// For the export glue ([`crate::export_rules`]): an answer of `response`'s phase is being made.
+#[doc(hidden)]
+pub fn begin_phase(response: bool) {
+    PHASE.set(usize::from(response));
+}
 
 impl Outcome {
     /// Set variable `var` (declared with [`Needs::env`], or named: [`Call::env_var`]).
@@ -136,9 +153,14 @@ impl Outcome {
     fn push(&mut self, what: u32, index: u32, write: impl FnOnce(&mut String)) {
         if self.actions.capacity() == 0 {
             // Made, not grown: `reserve` on an empty vector takes the growth path (a call deeper
-            // and its checks), which in a plugin costs more than the allocation itself.
-            self.actions = Vec::with_capacity(FIRST_ACTIONS);
-            self.values = String::with_capacity(FIRST_VALUES);
+            // and its checks), which in a plugin costs more than the allocation itself. As long
+            // as the last answer of this phase, when there was one (`LAST`).
+            let (actions, values) = match LAST.with(|last| last.get()[PHASE.get()]) {
+                (0, _) => (FIRST_ACTIONS, FIRST_VALUES),
+                last => last,
+            };
+            self.actions = Vec::with_capacity(actions);
+            self.values = String::with_capacity(values);
         }
         let start = self.values.len();
         write(&mut self.values);
@@ -172,8 +194,17 @@ impl Outcome {
         })
     }
 
-    /// The answer as it crosses: the actions' numbers and their values end to end.
+    /// The answer as it crosses: the actions' numbers and their values end to end. Their lengths
+    /// size the next answer of the same phase.
     pub fn into_wire(self) -> (Vec<u32>, String) {
+        if !self.actions.is_empty() {
+            let phase = PHASE.get();
+            LAST.with(|last| {
+                let mut sizes = last.get();
+                sizes[phase] = (self.actions.len(), self.values.len());
+                last.set(sizes);
+            });
+        }
         (self.actions, self.values)
     }
 }
@@ -702,6 +733,27 @@ mod tests {
         let (actions, values) = outcome.into_wire();
         assert_eq!(actions, [2, 2, 3, 6, 1, 2, 3, 0, 0, 7, 0, 0, 5, 1, 2]);
         assert_eq!(values, "a=1oné");
+    }
+
+    /// An answer's lists are made as long as the last answer's of its phase, so that one like
+    /// it comes back full (nothing for the bindings to shrink); each phase remembers its own.
+    #[test]
+    fn an_answer_is_sized_by_the_last_of_its_phase() {
+        let answer = |response: bool, headers: &[&str]| {
+            begin_phase(response);
+            let mut outcome = Outcome::default();
+            for value in headers {
+                outcome.header(HeaderOp::Add, Target(0), value);
+            }
+            outcome.into_wire()
+        };
+        let _ = answer(false, &["127.0.0.1"]);
+        let _ = answer(true, &["a=1", "b=22", "c=333"]);
+        let (actions, values) = answer(false, &["10.0.0.7"]);
+        assert_eq!((actions.len(), actions.capacity()), (3, 3));
+        assert_eq!(values.capacity(), "127.0.0.1".len(), "sized by the request phase's last");
+        let (actions, values) = answer(true, &["a=2", "b=33", "c=444"]);
+        assert_eq!((actions.len(), actions.capacity(), values.len(), values.capacity()), (9, 9, 12, 12));
     }
 
     #[test]

@@ -139,15 +139,16 @@ impl Format {
     }
 
     pub fn render(&self, ctx: &Ctx<'_>) -> String {
-        let mut out = String::new();
+        let mut out = String::with_capacity(self.literal_len.saturating_add(32));
         self.render_into(ctx, &mut out);
         out
     }
 
     /// Append the value to `out` (a header action's value goes straight into the answer's
-    /// values this way, without a `String` of its own).
+    /// values this way, without a `String` of its own). Reserves nothing: the answer's values
+    /// are made as long as the last answer's (`fulcrum_sdk::rules::Outcome`), and reserving more
+    /// here would make them grow, and be shrunk again when returned.
     pub fn render_into(&self, ctx: &Ctx<'_>, out: &mut String) {
-        out.reserve(self.literal_len.saturating_add(32));
         for piece in &self.pieces {
             match piece {
                 Piece::Text(text) => out.push_str(text),
