@@ -309,12 +309,18 @@ pub fn apply_headers(headers: &mut HeaderMap, actions: impl IntoIterator<Item = 
             HeaderOp::SetIfEmpty if current.as_deref().is_some_and(|c| !c.is_empty()) => continue,
             HeaderOp::SetIfEmpty => action.value,
             HeaderOp::Append => match current {
-                Some(c) if !c.is_empty() => combined(&c, &text()),
+                Some(c) if !c.is_empty() => match combined(&c, &text()) {
+                    Some(value) => value,
+                    None => continue,
+                },
                 _ => action.value,
             },
             HeaderOp::Merge => match current {
                 Some(c) if c.split(',').any(|t| t.trim() == text().trim()) => continue,
-                Some(c) if !c.is_empty() => combined(&c, &text()),
+                Some(c) if !c.is_empty() => match combined(&c, &text()) {
+                    Some(value) => value,
+                    None => continue,
+                },
                 _ => action.value,
             },
             HeaderOp::Unset => unreachable!("handled above"),
@@ -328,10 +334,10 @@ pub fn apply_headers(headers: &mut HeaderMap, actions: impl IntoIterator<Item = 
 }
 
 /// `current, added` as one value. Both are header values (or their text with U+FFFD for bytes
-/// that are not UTF-8, which is valid too), so the result is: checked anyway, never trusted.
-fn combined(current: &str, added: &str) -> HeaderValue {
-    let joined = Bytes::from(format!("{current}, {added}"));
-    HeaderValue::from_maybe_shared(joined).unwrap_or_else(|_| HeaderValue::from_static(""))
+/// that are not UTF-8, which is valid too), so the result is one: checked anyway, never trusted
+/// (`None` would leave the header as it was).
+fn combined(current: &str, added: &str) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(Bytes::from(format!("{current}, {added}"))).ok()
 }
 
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {

@@ -238,7 +238,8 @@ impl MemberConn {
     /// [`MemberConn::keep_timer`]. Moving a registered timer's deadline later is a store (tokio
     /// leaves it where it is in its wheel until the old deadline comes), where a new timer per
     /// request is an insertion into the wheel and a removal, each under the timer driver's lock.
-    /// A kept timer whose deadline passes while the connection is idle wakes nothing that waits.
+    /// A kept timer whose deadline passes while the connection is idle wakes the task of the
+    /// connection's last request, if it is still there, which finds nothing to do.
     pub fn timer(&mut self, deadline: Instant) -> Pin<Box<Sleep>> {
         match self.timer.take() {
             Some(mut timer) => {
