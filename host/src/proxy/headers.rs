@@ -1,7 +1,11 @@
 //! Response header rewriting for the hop back from a member (RFC 9110 §7.6.1, RFC 9112 §6.3).
-//! (The request head a member gets is written by [`super::member_http`].)
+//! (The request head a member gets is written, and the member's response head parsed with its
+//! hop-by-hop lines left out, by [`super::member_http`]; [`strip_hop_by_hop`] is for the heads
+//! that keep them until the end, a `101 Switching Protocols`'.)
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use super::member_http::TransferCoding;
 
 const HOP_BY_HOP_COUNT: usize = 7;
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, plus the legacy
@@ -71,8 +75,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Make the framing of a member's response Fulcrum's own (RFC 9112 §6.3), then drop its
-/// hop-by-hop headers. A member that sends both `Transfer-Encoding: chunked` and
+/// Make the framing of a member's response Fulcrum's own (RFC 9112 §6.3). `headers` are the
+/// member's end-to-end headers (its hop-by-hop ones were left out as its head was parsed,
+/// [`super::member_http::parse_response_head`]) and `transfer` the last coding of the
+/// `Transfer-Encoding` it sent. A member that sends both `Transfer-Encoding: chunked` and
 /// `Content-Length` has its body read chunked, so the `Content-Length` is dropped (relayed, it
 /// would cut the body short); a body of known length gets exactly one `Content-Length`, any other
 /// none (hyper then frames it chunked). Responses without a body (to HEAD; 1xx, 204, 304) keep the
@@ -83,19 +89,14 @@ pub fn frame_response(
     headers: &mut HeaderMap,
     method: &hyper::Method,
     status: hyper::StatusCode,
+    transfer: Option<TransferCoding>,
     body: &impl hyper::body::Body,
 ) -> Result<(), &'static str> {
-    let chunked = match headers.get_all(header::TRANSFER_ENCODING).iter().next_back() {
+    let chunked = match transfer {
         None => false,
-        Some(last) => {
-            let last_coding = last.to_str().ok().and_then(|v| v.rsplit(',').next()).map(str::trim);
-            if !last_coding.is_some_and(|c| c.eq_ignore_ascii_case("chunked")) {
-                return Err("Transfer-Encoding whose last coding is not chunked");
-            }
-            true
-        }
+        Some(TransferCoding::Chunked) => true,
+        Some(TransferCoding::Other) => return Err("Transfer-Encoding whose last coding is not chunked"),
     };
-    strip_hop_by_hop(headers);
     let bodiless = method == hyper::Method::HEAD
         || status.is_informational()
         || status == hyper::StatusCode::NO_CONTENT
@@ -208,7 +209,7 @@ mod tests {
             for value in sent {
                 h.append(header::CONTENT_LENGTH, HeaderValue::from_static(value));
             }
-            frame_response(&mut h, &get, ok, &body).unwrap();
+            frame_response(&mut h, &get, ok, None, &body).unwrap();
             let values: Vec<_> = h.get_all(header::CONTENT_LENGTH).iter().collect();
             assert_eq!(values, [relayed], "member sent {sent:?}");
         }

@@ -205,13 +205,27 @@ pub enum ResponseFraming {
     Close,
 }
 
+/// The last coding of a member's `Transfer-Encoding` (RFC 9112 §6.1), when it sent one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferCoding {
+    Chunked,
+    /// Any other: a body so coded cannot be relayed faithfully.
+    Other,
+}
+
 /// A member's response head, parsed.
 #[derive(Debug)]
 pub struct ResponseHead {
     pub status: StatusCode,
     pub version: Version,
+    /// The member's end-to-end header lines: the hop-by-hop ones (RFC 9110 §7.6.1, `Keep-Alive`,
+    /// `Proxy-Connection`, and every header its `Connection` names) are left out as the head is
+    /// parsed, except in a `101 Switching Protocols`, whose `Upgrade` and `Connection` the tunnel
+    /// needs.
     pub headers: HeaderMap,
     pub framing: ResponseFraming,
+    /// The member's `Transfer-Encoding`, when it sent one (it is not in `headers`).
+    pub transfer: Option<TransferCoding>,
     /// The connection may carry another request once this response's body is read.
     pub keep_alive: bool,
 }
@@ -295,44 +309,69 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method, upgrade: bool) -
     let mut keep_alive = version == Version::HTTP_11;
     let mut last_coding: Option<(usize, usize)> = None;
     let mut length: Option<Result<u64, ()>> = None;
+    // Headers the `Connection` lines name besides the hop-by-hop ones (rare): removed at the end.
+    let mut listed: SmallVec<[HeaderName; 2]> = SmallVec::new();
     for &(n0, n1, v0, v1) in &spans {
         let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| ResponseError::Malformed("header name"))?;
-        // SAFETY: httparse accepted these bytes as a header value: tab, 0x20-0x7E and 0x80-0xFF,
-        // the bytes `HeaderValue` allows (hyper builds its request headers the same way).
-        let value = unsafe { HeaderValue::from_maybe_shared_unchecked(head.slice(v0..v1)) };
-        if name == header::CONNECTION {
-            for token in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+        let value = &head[v0..v1];
+        let hop_by_hop = if name == header::CONNECTION {
+            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
                     keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                    keep_alive = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive |= version == Version::HTTP_10;
+                } else if let Ok(other) = HeaderName::from_bytes(token)
+                    && !is_hop_by_hop(&other)
+                {
+                    listed.push(other);
                 }
             }
+            true
         } else if name == header::TRANSFER_ENCODING {
             last_coding = Some((v0, v1));
-        } else if name == header::CONTENT_LENGTH {
-            length = Some(match length {
-                Some(Err(())) => Err(()),
-                agreed => content_length(agreed.and_then(Result::ok), value.as_bytes()),
-            });
+            true
+        } else {
+            if name == header::CONTENT_LENGTH {
+                length = Some(match length {
+                    Some(Err(())) => Err(()),
+                    agreed => content_length(agreed.and_then(Result::ok), value),
+                });
+            }
+            is_hop_by_hop(&name)
+        };
+        // Hop-by-hop lines describe this connection, not the response: never relayed, so not
+        // kept (but a switch's `Upgrade` and `Connection` are what the tunnel answers with).
+        if !hop_by_hop || switching {
+            // SAFETY: httparse accepted these bytes as a header value: tab, 0x20-0x7E and 0x80-0xFF,
+            // the bytes `HeaderValue` allows (hyper builds its request headers the same way).
+            headers.append(name, unsafe { HeaderValue::from_maybe_shared_unchecked(head.slice(v0..v1)) });
         }
-        headers.append(name, value);
     }
+    if !switching {
+        for name in &listed {
+            headers.remove(name);
+        }
+    }
+    let transfer =
+        last_coding.map(|(v0, v1)| match head[v0..v1].rsplit(|&b| b == b',').next().map(<[u8]>::trim_ascii) {
+            Some(coding) if coding.eq_ignore_ascii_case(b"chunked") => TransferCoding::Chunked,
+            _ => TransferCoding::Other,
+        });
     if switching {
         return Ok(Parsed::Final(ResponseHead {
             status,
             version,
             headers,
             framing: ResponseFraming::Empty,
+            transfer,
             keep_alive: false,
         }));
     }
     let bodiless = method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let framing = if bodiless {
         ResponseFraming::Empty
-    } else if let Some((v0, v1)) = last_coding {
-        let coding = head[v0..v1].rsplit(|&b| b == b',').next().map(<[u8]>::trim_ascii);
-        if !coding.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")) {
+    } else if let Some(coding) = transfer {
+        if coding != TransferCoding::Chunked {
             return Err(ResponseError::Coding);
         }
         ResponseFraming::Chunked
@@ -344,7 +383,7 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method, upgrade: bool) -
     if framing == ResponseFraming::Close {
         keep_alive = false;
     }
-    Ok(Parsed::Final(ResponseHead { status, version, headers, framing, keep_alive }))
+    Ok(Parsed::Final(ResponseHead { status, version, headers, framing, transfer, keep_alive }))
 }
 
 /// One more `Content-Length` line: the one length its list elements and the lines before it
@@ -852,6 +891,59 @@ mod tests {
         assert_eq!(&rest[..], b"hello");
         let xa: Vec<_> = head.headers.get_all("x-a").iter().map(|v| v.to_str().unwrap()).collect();
         assert_eq!(xa, ["1", "2"]);
+    }
+
+    /// Member sends these header lines; the head keeps these names (the hop-by-hop ones and those
+    /// its `Connection` names are left out), and this last transfer coding.
+    #[test]
+    fn hop_by_hop_lines_are_left_out_as_the_head_is_parsed() {
+        use TransferCoding::*;
+        type Case = (&'static str, &'static [&'static str], Option<TransferCoding>);
+        let cases: &[Case] = &[
+            (
+                "Content-Type: text/plain\r\nX-A: 1\r\nContent-Length: 0",
+                &["content-type", "x-a", "content-length"],
+                None,
+            ),
+            ("Connection: keep-alive\r\nContent-Length: 0\r\nKeep-Alive: timeout=5", &["content-length"], None),
+            ("Upgrade: h2c\r\nTrailer: x\r\nX-A: 1\r\nContent-Length: 0", &["x-a", "content-length"], None),
+            ("Transfer-Encoding: chunked\r\nProxy-Connection: close\r\nTE: trailers", &[], Some(Chunked)),
+            ("Connection: close\r\nX-A: 1\r\nContent-Length: 0", &["x-a", "content-length"], None),
+            (
+                "Connection: x-gone, X-B\r\nX-B: 1\r\nX-A: 1\r\nx-b: 2\r\nContent-Length: 0",
+                &["x-a", "content-length"],
+                None,
+            ),
+            (
+                "X-A: 1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 0",
+                &["x-a", "content-length"],
+                None,
+            ),
+            ("Connection: keep-alive, close, te\r\nX-A: 1\r\nContent-Length: 0", &["x-a", "content-length"], None),
+        ];
+        for (lines, kept, transfer) in cases {
+            let bytes = format!("HTTP/1.1 200 OK\r\n{lines}\r\n\r\n");
+            let (head, _) = head_of(bytes.as_bytes(), &Method::GET).unwrap();
+            // (Removing a name the `Connection` line lists may reorder the others: no matter.)
+            let mut names: Vec<_> = head.headers.keys().map(HeaderName::as_str).collect();
+            names.sort_unstable();
+            let mut kept = kept.to_vec();
+            kept.sort_unstable();
+            assert_eq!(names, kept, "{lines:?}");
+            assert_eq!(head.transfer, *transfer, "{lines:?}");
+        }
+        // Not framed by it, a HEAD response's coding is still told, for the relay to refuse.
+        let (head, _) = head_of(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", &Method::HEAD).unwrap();
+        assert_eq!((head.framing, head.transfer), (ResponseFraming::Empty, Some(Other)));
+        // A switch keeps its `Upgrade` and `Connection`: they are what the tunnel answers with.
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"[..],
+        );
+        let Ok(Parsed::Final(head)) = parse_response_head(&mut buf, &Method::GET, true) else {
+            panic!("not a final head")
+        };
+        let names: Vec<_> = head.headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["upgrade", "connection"]);
     }
 
     #[test]

@@ -834,7 +834,7 @@ impl Proxy {
         }
         let body = MemberBody::new(conn, &head, lease, timeout);
         let mut headers = head.headers;
-        if let Err(why) = headers::frame_response(&mut headers, method, status, &body) {
+        if let Err(why) = headers::frame_response(&mut headers, method, status, head.transfer, &body) {
             tracing::warn!(request = ex.id, balancer = %balancer.config.name, member = %member.url, "member sent an invalid response: {why}");
             return Err(StatusCode::BAD_GATEWAY);
         }
