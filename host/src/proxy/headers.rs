@@ -1,7 +1,7 @@
 //! Response header rewriting for the hop back from a member (RFC 9110 §7.6.1, RFC 9112 §6.3).
 //! (The request head a member gets is written, and the member's response head parsed with its
 //! hop-by-hop lines left out, by [`super::member_http`]; [`strip_hop_by_hop`] is for the heads
-//! that keep them until the end, a `101 Switching Protocols`'.)
+//! that keep them until the end: a `101 Switching Protocols`'s.)
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 
